@@ -1,0 +1,279 @@
+"""The vision-language model: frozen encoder -> bridge -> visual tokens -> Qwen3, with top-K freezing.
+
+The decoder reads one sequence of embeddings:
+
+    [ v_1 ... v_N ][ prompt tokens ][ target tokens, <|endoftext|> ][ padding ]
+      visual tokens  "Caption:"        " a red circle ..."
+      (the bridge)   (no loss)          (the loss is here only)
+
+Position t predicts token t + 1, so the loss reads the logits one position before each target token. Labels are
+-100 (ignored) on visual, prompt and padding positions; logits are computed *only* where there is a label,
+because the 151,936-wide vocabulary head is the largest activation in the model.
+
+What trains (transfer learning): the bridge, and the top K decoder blocks. Everything else is frozen: the vision
+encoder, the token embeddings (and so the tied LM head), the lower num_hidden_layers - K blocks and the final norm.
+K = 0 keeps the language model entirely frozen: only the bridge learns to "prompt" it. `summary()` prints one
+table of what trains, so nothing trains by accident.
+
+References:
+- Alayrac et al. 2022, Flamingo (frozen LM + vision), https://arxiv.org/abs/2204.14198
+- Liu et al. 2023, LLaVA (projector + decoder, two-stage training), https://arxiv.org/abs/2304.08485
+- Mokady et al. 2021, ClipCap (a CLIP prefix for a language model), https://arxiv.org/abs/2111.09734
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from errors import UserError
+from tiny_decoder import Qwen3ForCausalLM
+
+from .adapters import build_bridge
+
+VIEWS = ("pooled", "hidden")
+
+
+@dataclass(frozen=True)
+class VLMConfig:
+    """How the vision-language model is assembled (the decoder has its own `Qwen3Config`)."""
+
+    encoder: str = "vit"  # "vit" (timm ViT-B/16), "clip" (open_clip ViT-B/32) or "tiny" (tests, demo)
+    encoder_weights: str = "default"  # a pretrained tag, a local file, or "none" (random)
+    view: str = "pooled"  # "pooled" (one embedding per image) or "hidden" (all last-layer tokens)
+    num_visual_tokens: int = 16
+    top_k: int = 3  # decoder blocks that train, counted from the top
+    bridge_hidden_dim: int | None = None  # the MLP's hidden width; default: the decoder's width
+
+    def __post_init__(self) -> None:
+        if self.view not in VIEWS:
+            raise UserError(f"view={self.view!r} is invalid; expected one of {', '.join(VIEWS)}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise UserError(f"top_k={self.top_k!r} is invalid; expected an integer >= 0")
+        if not isinstance(self.num_visual_tokens, int) or self.num_visual_tokens < 1:
+            raise UserError(f"num_visual_tokens={self.num_visual_tokens!r} is invalid; expected an integer >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VisionLanguageModel(nn.Module):
+    """Frozen encoder + trainable bridge + Qwen3 decoder whose top K blocks train."""
+
+    def __init__(self, config: VLMConfig, encoder: nn.Module, decoder: Qwen3ForCausalLM) -> None:
+        super().__init__()
+        layers = decoder.config.num_hidden_layers
+        if config.top_k > layers:
+            raise UserError(f"top_k={config.top_k} is invalid; the decoder has {layers} blocks (accepted: 0..{layers})")
+        self.config = config
+        self.encoder = encoder
+        self.decoder = decoder
+        in_dim = encoder.pooled_dim if config.view == "pooled" else encoder.hidden_dim
+        # Visual tokens start at the scale of real token embeddings (see bridge/adapters.py).
+        target_rms = decoder.model.embed_tokens.weight.detach().float().pow(2).mean().sqrt().item()
+        self.bridge = build_bridge(
+            config.view,
+            in_dim,
+            decoder.config.hidden_size,
+            config.num_visual_tokens,
+            target_rms=target_rms,
+            hidden_dim=config.bridge_hidden_dim,
+        ).to(device=decoder.device)
+        self.freeze()
+
+    # ------------------------------------------------------------------ what trains
+
+    def freeze(self) -> None:
+        """Freeze everything but the bridge and the top K decoder blocks."""
+        for p in self.decoder.parameters():
+            p.requires_grad_(False)
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        for layer in self.top_blocks():
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        for p in self.bridge.parameters():
+            p.requires_grad_(True)
+
+    def top_blocks(self) -> list[nn.Module]:
+        layers = self.decoder.model.layers
+        return list(layers[len(layers) - self.config.top_k :]) if self.config.top_k else []
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by group: the bridge and the decoder's top blocks (two learning rates)."""
+        return {
+            "bridge": list(self.bridge.parameters()),
+            "decoder": [p for layer in self.top_blocks() for p in layer.parameters()],
+        }
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only what trains: a checkpoint of megabytes, not of the whole 0.6B model."""
+        names = {id(p) for group in self.parameter_groups().values() for p in group}
+        return {n: p.detach() for n, p in self.named_parameters() if id(p) in names}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load bridge + top-K weights; any difference in names or shapes is an error that names it."""
+        own = self.trainable_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise UserError(
+                "checkpoint does not fit this model: "
+                + (f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''} " if missing else "")
+                + (f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}" if unexpected else "")
+                + " (was it trained with another encoder, view or top-K?)"
+            )
+        for name, tensor in state.items():
+            if tuple(tensor.shape) != tuple(own[name].shape):
+                raise UserError(
+                    f"checkpoint does not fit this model: '{name}' has shape {tuple(tensor.shape)} in the "
+                    f"checkpoint and {tuple(own[name].shape)} here (another encoder, view or decoder width?)"
+                )
+        with torch.no_grad():
+            params = dict(self.named_parameters())
+            for name, tensor in state.items():
+                params[name].copy_(tensor)
+
+    def summary(self) -> str:
+        """A table of parameter counts per group and whether each trains."""
+        L, K = self.decoder.config.num_hidden_layers, self.config.top_k
+        d = self.decoder.model
+
+        def count(params) -> int:
+            return sum(p.numel() for p in params)
+
+        rows = [
+            (f"vision encoder ({self.config.encoder}, {self.config.view})", count(self.encoder.parameters())),
+            (f"bridge ({type(self.bridge).__name__})", count(self.bridge.parameters())),
+            (
+                "token embeddings" + (" (tied LM head)" if self.decoder.config.tie_word_embeddings else ""),
+                count(d.embed_tokens.parameters()),
+            ),
+            (
+                f"decoder blocks 0-{L - K - 1}" if K < L else "decoder blocks (none frozen)",
+                count(d.layers[: L - K].parameters()),
+            ),
+            (
+                f"decoder blocks {L - K}-{L - 1} (top {K})" if K else "decoder blocks (top 0)",
+                count(d.layers[L - K :].parameters()),
+            ),
+            ("final norm", count(d.norm.parameters())),
+        ]
+        if not self.decoder.config.tie_word_embeddings:
+            rows.append(("LM head", count(self.decoder.lm_head.parameters())))
+        trains = {id(p) for group in self.parameter_groups().values() for p in group}
+        modules = [self.encoder, self.bridge, d.embed_tokens, d.layers[: L - K], d.layers[L - K :], d.norm]
+        if not self.decoder.config.tie_word_embeddings:
+            modules.append(self.decoder.lm_head)
+        lines = [f"{'group':<44}{'parameters':>14}  trains"]
+        total = trainable = 0
+        for (name, n), module in zip(rows, modules, strict=True):
+            flags = {id(p) in trains for p in module.parameters()}
+            state = "yes" if flags == {True} else "no" if flags <= {False} else "partly"
+            lines.append(f"{name:<44}{n:>14,}  {state}")
+            total += n
+            trainable += sum(p.numel() for p in module.parameters() if id(p) in trains)
+        lines.append(f"{'total':<44}{total:>14,}  {trainable:,} trainable ({100 * trainable / total:.2f}%)")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ forward
+
+    def visual_tokens(
+        self, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images [B, 3, H, W] (through the frozen encoder) or cached encoder features -> [B, N, hidden_size]."""
+        if features is None:
+            if pixel_values is None:
+                raise ValueError("pass pixel_values or cached features")
+            features = self.encoder(pixel_values.to(self.encoder.device), view=self.config.view)
+        bridge_param = next(self.bridge.parameters())
+        return self.bridge(features.to(device=bridge_param.device, dtype=bridge_param.dtype))
+
+    def _inputs(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, features: torch.Tensor | None
+    ) -> torch.Tensor:
+        visual = self.visual_tokens(pixel_values, features)  # [B, N, d]
+        text = self.decoder.model.embed_tokens(input_ids)  # [B, T, d]
+        return torch.cat([visual.to(text.dtype), text], dim=1)  # [B, N + T, d]
+
+    def _targets(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predicting positions and their next tokens, for labels [B, T] after N visual tokens."""
+        N = self.config.num_visual_tokens
+        full = F.pad(labels, (N, 0), value=-100)  # [B, N + T]: no label on visual positions
+        next_tokens = full[:, 1:]  # [B, N + T - 1]: position t predicts token t + 1
+        return next_tokens != -100, next_tokens
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,  # accepted for symmetry; see below
+    ) -> torch.Tensor:
+        """Mean cross-entropy over the target tokens of a right-padded batch.
+
+        Padding is on the right, after every target, so plain causal attention is exact for every position that
+        has a label: no mask is needed (and the decoder takes its fastest attention path).
+        """
+        embeds = self._inputs(input_ids, pixel_values, features)
+        keep, next_tokens = self._targets(labels)
+        hidden = self.decoder.hidden_states(inputs_embeds=embeds)[:, :-1]  # [B, N + T - 1, d]
+        logits = self.decoder.lm_head(hidden[keep])  # [M, vocab]: only where there is a label
+        return F.cross_entropy(logits.float(), next_tokens[keep])
+
+    @torch.no_grad()
+    def sequence_log_likelihood(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean log-probability of each sample's target tokens given its image, [B] (for retrieval)."""
+        embeds = self._inputs(input_ids, pixel_values, features)
+        keep, next_tokens = self._targets(labels)
+        hidden = self.decoder.hidden_states(inputs_embeds=embeds)[:, :-1]
+        logp = self.decoder.lm_head(hidden[keep]).float().log_softmax(-1)  # [M, vocab]
+        token_logp = logp.gather(-1, next_tokens[keep][:, None]).squeeze(-1)  # [M]
+        rows = keep.nonzero()[:, 0]  # which sample each kept position belongs to
+        total = torch.zeros(len(input_ids), device=token_logp.device).index_add_(0, rows, token_logp)
+        return total / keep.sum(1).clamp(min=1)
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[list[int]],
+        pixel_values: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        eos_token_id: int | None = None,
+        **sampling,
+    ) -> list[list[int]]:
+        """Continue [visual tokens][prompt] for each image; returns the new token ids, cut at end-of-text.
+
+        Rows are left-padded (padding before the visual tokens), so every row's next token is in the last column.
+        """
+        visual = self.visual_tokens(pixel_values, features)  # [B, N, d]
+        embed = self.decoder.model.embed_tokens
+        B, N, d = visual.shape
+        width = N + max(len(p) for p in prompts)
+        embeds = visual.new_zeros(B, width, d, dtype=embed.weight.dtype)
+        mask = torch.zeros(B, width, dtype=torch.long, device=visual.device)
+        for i, prompt in enumerate(prompts):
+            row = torch.cat([visual[i].to(embed.weight.dtype), embed(torch.tensor(prompt, device=visual.device))])
+            embeds[i, width - len(row) :] = row  # [N + len(prompt), d] at the right end
+            mask[i, width - len(row) :] = 1
+        eos = eos_token_id if eos_token_id is not None else self.decoder.config.eos_token_id
+        out = self.decoder.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos, **sampling
+        )
+        return [_cut_at(row.tolist(), eos) for row in out]
+
+
+def _cut_at(ids: list[int], eos: int | None) -> list[int]:
+    return ids[: ids.index(eos)] if eos is not None and eos in ids else ids

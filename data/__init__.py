@@ -1,0 +1,49 @@
+"""Data: Flickr30k in its common layouts, a generated shapes set, splits by image, and training batches.
+
+- `load_dataset(source, cache_dir=...)` -> (`Splits`, `LoadReport`): the one entry point (`loading.py`).
+- `ImageRecord`, `LoadReport` (`records.py`); `load_image`, `drop_bad_images` (`images.py`).
+- `generate_shapes` (`shapes.py`): the offline demo's data, captions and questions true of the pixels.
+- `split_records`, `Splits` (`splits.py`): random 80/10/10 or Karpathy's split, always by image.
+- `make_samples`, `VLMCollator`, `batch_order`, `encode_prompts`, prompts (`batches.py`).
+- `train_bpe_tokenizer` (`tokenizer.py`): a small byte-level BPE for the offline demo.
+"""
+
+from .batches import (
+    CAPTION_PROMPT,
+    IGNORE_INDEX,
+    RecordImageLoader,
+    Sample,
+    VLMCollator,
+    batch_order,
+    encode_prompts,
+    make_samples,
+    question_prompt,
+)
+from .images import drop_bad_images, load_image
+from .loading import load_dataset
+from .records import ImageRecord, LoadReport
+from .shapes import generate_shapes
+from .splits import Splits, split_records
+from .tokenizer import EOS_TOKEN, train_bpe_tokenizer
+
+__all__ = [
+    "CAPTION_PROMPT",
+    "EOS_TOKEN",
+    "IGNORE_INDEX",
+    "ImageRecord",
+    "LoadReport",
+    "RecordImageLoader",
+    "Sample",
+    "Splits",
+    "VLMCollator",
+    "batch_order",
+    "drop_bad_images",
+    "encode_prompts",
+    "generate_shapes",
+    "load_dataset",
+    "load_image",
+    "make_samples",
+    "question_prompt",
+    "split_records",
+    "train_bpe_tokenizer",
+]

@@ -1,0 +1,204 @@
+"""From images and captions to the tensors a decoder trains on.
+
+A vision-language model here is trained as a plain language model whose input starts with visual tokens:
+
+    [visual tokens] Caption: a red circle<|endoftext|>
+    [visual tokens] Question: what colour is the circle? Answer: red<|endoftext|>
+
+Only the text after the prompt is learned. `VLMCollator` builds, for a list of `Sample`s:
+
+    input_ids       prompt tokens + target tokens + eos, right-padded with pad_id       LongTensor [B, T]
+    attention_mask  1 on real tokens, 0 on padding                                      LongTensor [B, T]
+    labels          input_ids on the target tokens and the eos, -100 elsewhere          LongTensor [B, T]
+    image_index     which image each row belongs to                                     LongTensor [B]
+    pixel_values    the images, when an image_loader is given                           FloatTensor [B, 3, H, W]
+
+`labels` are aligned with `input_ids` (not shifted), as in Hugging Face models: the loss must compare the
+logits at position t with labels[t + 1]. -100 is `torch.nn.functional.cross_entropy`'s default
+`ignore_index`, so prompt and padding positions add nothing to the loss. The visual tokens are prepended by
+the model, not here (the bridge decides how many there are).
+
+Prompts and targets are tokenised separately and without the tokenizer's special-token post-processing
+(`add_special_tokens=False`): we add the eos ourselves, and generation encodes exactly the same prompt
+tokens (`encode_prompts`). The target starts with a space (" red") because byte-level BPE tokenizers attach
+the space to the following word ("Ġred"), which is how the word appears in running text.
+
+`batch_order` gives each epoch a deterministic shuffled order with length bucketing: samples of similar
+length share a batch, so little compute is spent on padding (as in fairseq and nanoVLM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from tokenizers import Tokenizer
+
+from errors import UserError
+
+from .images import load_image
+from .records import ImageRecord
+
+CAPTION_PROMPT = "Caption:"
+TASKS = ("caption", "qa")
+IGNORE_INDEX = -100  # the label value cross_entropy skips
+
+
+def question_prompt(question: str) -> str:
+    """The prompt for a question; the model continues it with " <answer>"."""
+    return f"Question: {question} Answer:"
+
+
+@dataclass
+class Sample:
+    """One training example: an image (by index into the records list), a prompt and the text to learn."""
+
+    image_index: int
+    prompt: str
+    target: str
+    task: str  # "caption" or "qa"
+
+
+def make_samples(records: Sequence[ImageRecord], tasks: Sequence[str] = TASKS) -> list[Sample]:
+    """Every (image, caption) pair and every (image, question) pair of `records`, as `Sample`s."""
+    unknown = set(tasks) - set(TASKS)
+    if unknown or not tasks:
+        raise UserError(f"unknown tasks {sorted(unknown) or list(tasks)}; accepted: {', '.join(TASKS)}")
+    samples = []
+    for i, record in enumerate(records):
+        if "caption" in tasks:
+            samples.extend(Sample(i, CAPTION_PROMPT, " " + caption, "caption") for caption in record.captions)
+        if "qa" in tasks:
+            samples.extend(Sample(i, question_prompt(q), " " + a, "qa") for q, a in record.qa)
+    return samples
+
+
+def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt, exactly as the collator encodes them in training (for generation)."""
+    return [e.ids for e in tokenizer.encode_batch(list(prompts), add_special_tokens=False)]
+
+
+class RecordImageLoader:
+    """`image_loader` for `VLMCollator`: index -> `transform(RGB image)`, or None when the image is broken.
+
+    A class rather than a closure so that it pickles into DataLoader worker processes.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], transform: Callable[[Image.Image], torch.Tensor]):
+        self.paths = [r.path for r in records]
+        self.transform = transform
+
+    def __call__(self, index: int) -> torch.Tensor | None:
+        image = load_image(self.paths[index])
+        return None if image is None else self.transform(image)
+
+
+class VLMCollator:
+    """Turns a list of `Sample`s into padded tensors (see the module docstring for the layout).
+
+    `bad_images` counts the samples dropped because their image failed to load. With DataLoader workers each
+    worker process has its own copy of the collator, so the count stays in the workers.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        eos_id: int,
+        pad_id: int,
+        max_target_tokens: int = 64,
+        image_loader: Callable[[int], torch.Tensor | None] | None = None,
+    ):
+        if max_target_tokens < 1:
+            raise UserError(f"max_target_tokens must be at least 1, got {max_target_tokens}")
+        self.tokenizer = tokenizer
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self.max_target_tokens = max_target_tokens
+        self.image_loader = image_loader
+        self.bad_images = 0
+
+    def _load_images(self, samples: list[Sample]) -> tuple[list[Sample], list[torch.Tensor]]:
+        """Load each sample's image (once per image per batch); drop the samples whose image fails."""
+        assert self.image_loader is not None
+        loaded: dict[int, torch.Tensor | None] = {}
+        kept, images = [], []
+        for sample in samples:
+            if sample.image_index not in loaded:
+                loaded[sample.image_index] = self.image_loader(sample.image_index)
+            image = loaded[sample.image_index]
+            if image is None:
+                self.bad_images += 1
+                continue
+            kept.append(sample)
+            images.append(image)
+        return kept, images
+
+    def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """Collate; the batch is empty (B == 0) when every image failed to load, and should be skipped."""
+        images: list[torch.Tensor] = []
+        if self.image_loader is not None:
+            samples, images = self._load_images(samples)
+        prompts = encode_prompts(self.tokenizer, [s.prompt for s in samples])
+        targets = encode_prompts(self.tokenizer, [s.target for s in samples])
+
+        rows, label_rows = [], []
+        for prompt_ids, target_ids in zip(prompts, targets, strict=True):
+            target_ids = target_ids[: self.max_target_tokens] + [self.eos_id]  # truncate, keep the eos
+            rows.append(prompt_ids + target_ids)
+            label_rows.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
+
+        width = max((len(r) for r in rows), default=0)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)  # [B, T]
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # [B, T]
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, T]
+        for b, (row, label_row) in enumerate(zip(rows, label_rows, strict=True)):
+            input_ids[b, : len(row)] = torch.tensor(row)
+            labels[b, : len(row)] = torch.tensor(label_row)
+            attention_mask[b, : len(row)] = 1
+
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "image_index": torch.tensor([s.image_index for s in samples], dtype=torch.long),  # [B]
+        }
+        if self.image_loader is not None:
+            batch["pixel_values"] = torch.stack(images) if images else torch.empty(0)  # [B, 3, H, W]
+        return batch
+
+
+def batch_order(
+    lengths: Sequence[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    bucket: bool = True,
+    drop_last: bool = False,
+) -> list[list[int]]:
+    """Sample indices grouped into batches, in a shuffled order fixed by (seed, epoch).
+
+    Every index appears exactly once per epoch (unless `drop_last` drops the incomplete batches). With
+    `bucket=True` the shuffled indices are cut into chunks of 50 batches, each chunk is sorted by length and
+    cut into batches, and the batches are shuffled: batches hold samples of similar length (little padding)
+    while the order stays random.
+    """
+    if batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {batch_size}")
+    rng = np.random.default_rng([seed, epoch])  # one stream per (seed, epoch): reproducible, new each epoch
+    order = rng.permutation(len(lengths))
+    if bucket:
+        length_of = np.asarray(lengths)
+        chunk = 50 * batch_size
+        batches = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort(length_of[part], kind="stable")]
+            batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    else:
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if drop_last:
+        batches = [b for b in batches if len(b) == batch_size]
+    return [batches[i].tolist() for i in rng.permutation(len(batches))]

@@ -1,0 +1,103 @@
+"""Opening images safely, and dropping the broken ones from a dataset before training starts.
+
+PIL decodes lazily: `Image.open` reads only the header, and the pixels are decoded on first use. A truncated
+JPEG therefore "opens" fine and fails later, in the middle of a training step, inside a DataLoader worker.
+So the only real check is to decode the whole image (`img.load()` / `convert("RGB")`) inside the error
+handling, which is what `load_image` does.
+
+The problems met in practice, and what we call them in reports:
+- "missing": the annotation names a file that is not there;
+- "unreadable": not an image PIL understands (an HTML error page saved as .jpg, a zero-byte file, ...);
+- "truncated": an interrupted download; PIL raises "image file is truncated" while decoding
+  (unless someone set `ImageFile.LOAD_TRUNCATED_IMAGES = True`, which silently pads with grey);
+- "decompression bomb": a small file declaring a huge image, built to exhaust memory. PIL warns
+  (`DecompressionBombWarning`) above `Image.MAX_IMAGE_PIXELS` pixels and raises `DecompressionBombError`
+  above twice that; we treat both as bad. We compare the size ourselves rather than turning the warning into
+  an error with `warnings.catch_warnings`, which is not thread-safe and we decode in a thread pool.
+
+`drop_bad_images` decodes every image of a record list in a thread pool (decoding releases the GIL), drops
+the bad ones into the `LoadReport`, and refuses to go on when too many are bad: that usually means the wrong
+folder or an unfinished download, which a user wants to hear about rather than train on a third of the data.
+
+Reference: Pillow docs, "Image.open" and "DecompressionBombWarning",
+https://pillow.readthedocs.io/en/stable/reference/Image.html#PIL.Image.open
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+from errors import UserError
+
+from .records import MAX_EXAMPLES, ImageRecord, LoadReport
+
+
+class _BadImage(Exception):
+    """Internal: why an image could not be used (the message is the reason shown in reports)."""
+
+
+def _decode_rgb(path: Path) -> Image.Image:
+    """Open and fully decode `path` as RGB, or raise `_BadImage` with a short reason."""
+    if not path.is_file():
+        raise _BadImage("missing")
+    try:
+        with Image.open(path) as img:  # reads the header only
+            limit = Image.MAX_IMAGE_PIXELS  # None means the user switched the check off
+            if limit is not None and img.width * img.height > limit:
+                raise _BadImage("decompression bomb")
+            img.load()  # decode every pixel now, so a truncated file fails here and not mid-training
+            return img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise _BadImage("decompression bomb") from err
+    except _BadImage:
+        raise
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error... on bad files
+        raise _BadImage("truncated" if "truncated" in str(err).lower() else "unreadable") from err
+
+
+def image_problem(path: Path) -> str | None:
+    """Decode `path` fully; return None when it is a usable image, else the reason ("missing", ...)."""
+    try:
+        _decode_rgb(Path(path))
+    except _BadImage as err:
+        return str(err)
+    return None
+
+
+def load_image(path: Path) -> Image.Image | None:
+    """Return the image at `path` decoded as RGB, or None when it is missing or broken in any way."""
+    try:
+        return _decode_rgb(Path(path))
+    except _BadImage:
+        return None
+
+
+def drop_bad_images(
+    records: list[ImageRecord],
+    report: LoadReport,
+    max_bad_fraction: float = 0.01,
+    workers: int | None = None,
+) -> list[ImageRecord]:
+    """Decode every record's image (in a thread pool) and return only the records whose image is usable.
+
+    Each bad image is counted in `report` with its reason. When more than `max_bad_fraction` of the images are
+    bad, raise `UserError` naming the fraction and a few example paths instead.
+    """
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise UserError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction}")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        problems = list(pool.map(image_problem, [r.path for r in records]))
+    bad = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
+    if records and len(bad) / len(records) > max_bad_fraction:
+        examples = "; ".join(f"{r.path} ({p})" for r, p in bad[:MAX_EXAMPLES])
+        raise UserError(
+            f"{len(bad)} of {len(records)} images ({len(bad) / len(records):.1%}) are missing or unreadable, "
+            f"more than the {max_bad_fraction:.1%} allowed, e.g. {examples}; check the image folder "
+            "(or raise max_bad_fraction)"
+        )
+    for record, problem in bad:
+        report.skip_image(record.path, problem)
+    return [r for r, p in zip(records, problems, strict=True) if p is None]

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny random Qwen3 checkpoints written by transformers, and the real tokenizer when present."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `import weights_loader`, `import train` from the repo root
+
+QWEN3_TOKENIZER_DIR = REPO.parent / "shared" / "qwen3-tokenizer"
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def qwen3_tokenizer_dir() -> Path:
+    """The real Qwen3 tokenizer.json beside the repo (../shared/qwen3-tokenizer), or skip."""
+    if not (QWEN3_TOKENIZER_DIR / "tokenizer.json").exists():
+        pytest.skip(f"the real Qwen3 tokenizer is not at {QWEN3_TOKENIZER_DIR}")
+    return QWEN3_TOKENIZER_DIR
+
+
+def hf_qwen3_config(**overrides):
+    """A transformers Qwen3Config for a tiny model, with head_dim != hidden_size // num_attention_heads."""
+    transformers = pytest.importorskip("transformers")
+    kwargs = dict(
+        vocab_size=256,
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=2,  # GQA ratio 3
+        head_dim=20,  # 6 * 20 = 120 != 48
+        rms_norm_eps=1e-6,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        rope_theta=1_000_000.0,
+        attention_dropout=0.0,
+    )
+    kwargs.update(overrides)
+    rope_theta = kwargs.pop("rope_theta")
+    config = transformers.Qwen3Config(**kwargs, rope_parameters={"rope_type": "default", "rope_theta": rope_theta})
+    config._attn_implementation = "eager"
+    return config
+
+
+def make_hf_model(seed: int = 0, **overrides):
+    """A random transformers Qwen3ForCausalLM in fp32 whose RMSNorm weights are randomised too.
+
+    Norm weights start at 1, which would hide a norm loaded into the wrong place; random values expose it.
+    """
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    model = transformers.Qwen3ForCausalLM(hf_qwen3_config(**overrides)).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    """Factory: save a random tiny transformers Qwen3 with save_pretrained; returns (directory, hf_model)."""
+
+    def build(seed: int = 0, max_shard_size: str | None = None, **overrides):
+        model = make_hf_model(seed, **overrides)
+        path = tmp_path / f"qwen3-tiny-{seed}-{len(list(tmp_path.iterdir()))}"
+        kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+        model.save_pretrained(path, **kwargs)
+        return path, model
+
+    return build

@@ -1,0 +1,536 @@
+"""Train the vision-language model: a frozen vision encoder, a trainable bridge, Qwen3 with its top K blocks trainable.
+
+    python train.py --encoder vit --top-k 3          # Flickr30k + Qwen3-0.6B-Base (GPU and network, or local copies)
+    python train.py --demo                           # the offline demo: shapes set, tiny decoder, a few CPU minutes
+    python train.py --test --encoder vit --top-k 3   # evaluate the newest checkpoint on the test split
+
+The file reads top to bottom: configuration, data, model, optimizer, schedule, the loop, evaluation, checkpoints.
+Settings come from flags, the environment or `.env` (see `training/config.py` and `.env.example`).
+
+References: nanoGPT's train.py (https://github.com/karpathy/nanoGPT) for the shape of the loop; LLaVA
+(https://arxiv.org/abs/2304.08485) for the two-stage recipe (`--top-k 0`, then `--init-from` with `--top-k 3`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from bridge import VisionLanguageModel, VLMConfig
+from data import VLMCollator, batch_order, load_dataset, make_samples
+from errors import UserError
+from tiny_decoder import Qwen3Config
+from training.checkpoint import (
+    checkpoint_stem,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_checkpoint,
+    read_training_state,
+    save_checkpoint,
+    write_atomically,
+)
+from training.config import TrainConfig, load_config
+from training.demo import demo_decoder, demo_tokenizer
+from training.evaluate import evaluate
+from training.tracking import Tracker
+from vision import FeatureCache, build_encoder
+from weights_loader import load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
+
+console = Console(stderr=True, highlight=False)
+MAX_BAD_STEPS = 5  # non-finite losses in a row before the run stops
+
+
+def log(message: str, style: str = "cyan") -> None:
+    console.print(f"[{style}]{datetime.now():%H:%M:%S}[/] {message}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 1. Configuration and devices
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def resolve_device(cfg: TrainConfig) -> tuple[torch.device, contextlib.AbstractContextManager]:
+    """The device, and an autocast context factory: bf16 autocast on CUDA (or when asked), fp32 otherwise."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA GPU is visible; use --device cpu or auto")
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+    def autocast():
+        if bf16:
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    return device, autocast
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. Model: decoder + tokenizer, frozen encoder, bridge
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def build_decoder_and_tokenizer(cfg: TrainConfig, splits, device: torch.device):
+    """The decoder and its tokenizer: the demo's tiny pair (saved in the hub's layout), or a real checkpoint."""
+    if cfg.decoder == "demo":
+        directory = Path(cfg.output_dir).expanduser().resolve() / f"demo_decoder_seed{cfg.seed}"
+        tokenizer = demo_tokenizer(splits.train + splits.val + splits.test)
+        decoder = demo_decoder(tokenizer.vocab_size, tokenizer.eos_id, seed=cfg.seed)
+        save_qwen3(decoder, directory)  # so --test, --resume and caption.py rebuild it like any checkpoint
+        tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
+        (directory / "tokenizer_config.json").write_text(
+            json.dumps({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
+        )
+        return decoder.to(device), tokenizer, str(directory)
+    source = cfg.decoder
+    path = resolve_checkpoint(source)  # downloads once from the hub, or checks the local directory
+    config = Qwen3Config.from_json_file(path / "config.json")
+    if cfg.top_k > config.num_hidden_layers:  # fail before the slow part
+        raise UserError(f"top_k={cfg.top_k} is invalid; the decoder has {config.num_hidden_layers} blocks")
+    log(f"loading decoder {source}")
+    return load_qwen3(path, device=device), load_tokenizer(path), source
+
+
+def build_model(cfg: TrainConfig, decoder, device: torch.device) -> VisionLanguageModel:
+    encoder = build_encoder(cfg.encoder, cfg.encoder_weights).to(device)
+    vlm_config = VLMConfig(
+        encoder=cfg.encoder,
+        encoder_weights=cfg.encoder_weights,
+        view=cfg.view,
+        num_visual_tokens=cfg.num_visual_tokens,
+        top_k=cfg.top_k,
+    )
+    torch.manual_seed(cfg.seed)  # the bridge's initialisation
+    model = VisionLanguageModel(vlm_config, encoder, decoder).to(device)
+    model.decoder.gradient_checkpointing = cfg.grad_checkpointing
+    return model
+
+
+def image_features(cfg: TrainConfig, model: VisionLanguageModel, records, device: torch.device) -> torch.Tensor:
+    """Frozen-encoder features of `records`, computed once and cached on disk (see vision/cache.py)."""
+    cache = FeatureCache(Path(cfg.cache_dir).expanduser() / "features")
+    features, valid = cache.features(model.encoder, [r.path for r in records], cfg.view, device=device)
+    if not valid.all():  # data loading already dropped unreadable images; this is a last guard
+        raise UserError(f"{int((~valid).sum())} images could not be encoded; see the cache manifest in {cache.root}")
+    return features
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 3. Optimizer and schedule
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def build_optimizer(cfg: TrainConfig, model: VisionLanguageModel, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the bridge and the decoder's top blocks at their own learning rates; no decay on norms/biases."""
+    groups = []
+    for name, lr in (("bridge", cfg.lr_adapter), ("decoder", cfg.lr_qwen)):
+        params = model.parameter_groups()[name]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups += [
+            {"params": decay, "lr": lr, "weight_decay": cfg.weight_decay, "name": name},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": name},
+        ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up to the peak, then cosine decay to 10% of it at the last step."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 4. Checkpoints
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sidecar(cfg, model, decoder_source, tokenizer, data_info, epoch, step, complete, metrics, run_dir) -> dict:
+    return {
+        "format": 1,
+        "epoch": epoch,
+        "global_step": step,
+        "complete_epoch": complete,
+        "model": model.config.to_dict(),
+        "decoder": {"source": decoder_source, "config": model.decoder.config.to_dict()},
+        "tokenizer": {"source": decoder_source, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id},
+        "data": data_info,
+        "train_config": cfg.to_dict(),
+        "metrics": metrics,
+        "run_dir": str(run_dir),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def training_state(optimizer, scheduler, epoch: int, position: int, step: int, bad_steps: int) -> dict:
+    """Everything besides the weights that an exact resume needs (tensors and plain values only)."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "position": position,  # micro-batches of this epoch already consumed
+        "global_step": step,
+        "bad_steps": bad_steps,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def load_init_weights(model: VisionLanguageModel, path: str) -> None:
+    """--init-from: start from another run's bridge (and blocks this run also trains)."""
+    weights, meta = read_checkpoint(path)
+    own = model.trainable_state_dict()
+    frozen_here = sorted(k for k in weights if k not in own)
+    if frozen_here:
+        raise UserError(
+            f"{Path(path).name} trained {frozen_here[0]} (and {len(frozen_here) - 1} more), which this run freezes; "
+            f"use --top-k {meta['model']['top_k']} or more"
+        )
+    model.load_trainable_state_dict({**own, **weights})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 5. The run
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def run(cfg: TrainConfig) -> dict:
+    device, autocast = resolve_device(cfg)
+    seed_everything(cfg.seed)
+    output_dir = Path(cfg.output_dir).expanduser()
+    log(f"mode={cfg.mode} encoder={cfg.encoder} view={cfg.view} top_k={cfg.top_k} device={device}")
+
+    if cfg.mode == "test":
+        return run_test(cfg, device, autocast)
+
+    # --- data -----------------------------------------------------------------------------------------------------
+    splits, report = load_dataset(cfg.data, cache_dir=Path(cfg.cache_dir).expanduser(), split=cfg.split, seed=cfg.seed)
+    log(report.summary())
+    log(f"images: train {len(splits.train):,}  val {len(splits.val):,}  test {len(splits.test):,}")
+    if not splits.train:
+        raise UserError(f"the training split of {cfg.data} is empty")
+    if "qa" in cfg.task_list and not any(r.qa for r in splits.train):
+        tasks = [t for t in cfg.task_list if t != "qa"]
+        if not tasks:
+            raise UserError(f"tasks=qa but {cfg.data} has no questions")
+        log(f"{cfg.data} has no questions: training on captions only", "yellow")
+    else:
+        tasks = cfg.task_list
+
+    # --- model ----------------------------------------------------------------------------------------------------
+    decoder, tokenizer, decoder_source = build_decoder_and_tokenizer(cfg, splits, device)
+    model = build_model(cfg, decoder, device)
+    if cfg.init_from:
+        load_init_weights(model, cfg.init_from)
+        log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {cfg.init_from}")
+    console.print(model.summary())
+
+    train_features = image_features(cfg, model, splits.train, device)
+    val_records = splits.val[: cfg.eval_images] if cfg.eval_images else splits.val
+    val_features = image_features(cfg, model, val_records, device)
+
+    samples = make_samples(splits.train, tasks)
+    collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, cfg.max_target_tokens)
+    lengths = [len(s.target) + len(s.prompt) for s in samples]  # characters: a cheap proxy for bucketing
+    batches_per_epoch = math.ceil(len(samples) / cfg.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs  # the schedule spans --epochs; --max-steps only stops early
+
+    # --- optimizer and schedule -----------------------------------------------------------------------------------
+    optimizer = build_optimizer(cfg, model, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total_steps))
+
+    # --- resume ---------------------------------------------------------------------------------------------------
+    start_epoch, position, step, bad_steps = 1, 0, 0, 0
+    if cfg.resume:
+        path = latest_checkpoint(output_dir, cfg.encoder, cfg.top_k)
+        weights, meta = read_checkpoint(path)
+        model.load_trainable_state_dict(weights)
+        state = read_training_state(path)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, position, step, bad_steps = (
+            state["epoch"],
+            state["position"],
+            state["global_step"],
+            state["bad_steps"],
+        )
+        if position >= batches_per_epoch:  # the checkpoint closed its epoch
+            start_epoch, position = start_epoch + 1, 0
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        log(f"resumed {path.name} at epoch {start_epoch}, step {step}")
+
+    run_name = cfg.run_name or f"{cfg.encoder}_top{cfg.top_k}_{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = output_dir / "runs" / run_name
+    data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": tasks}
+    all_metrics: dict[str, dict] = {}
+    tracker = Tracker(
+        run_dir, cfg.to_dict(), mode=cfg.wandb, project=cfg.wandb_project, entity=cfg.wandb_entity, run_name=run_name
+    )
+    log(f"run directory {run_dir} (W&B {tracker.mode})")
+
+    def checkpoint(epoch: int, position: int, complete: bool, metrics: dict) -> Path:
+        stem = checkpoint_stem(epoch, cfg.encoder, cfg.top_k)
+        meta = sidecar(cfg, model, decoder_source, tokenizer, data_info, epoch, step, complete, metrics, run_dir)
+        path = save_checkpoint(
+            output_dir,
+            stem,
+            model.trainable_state_dict(),
+            meta,
+            training_state(optimizer, scheduler, epoch, position, step, bad_steps),
+        )
+        prune_checkpoints(output_dir, cfg.keep_checkpoints, cfg.encoder, cfg.top_k)
+        log(f"checkpoint {path}")
+        return path
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+    stop = False
+    last_eval: dict = {}
+    model.train()
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            order = batch_order(lengths, cfg.batch_size, cfg.seed, epoch)
+            progress = Progress(
+                TextColumn(f"epoch {epoch}/{cfg.epochs}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+                disable=not console.is_terminal,
+            )
+            with progress:
+                task = progress.add_task("train", total=len(order), completed=position, info="")
+                t0, seen, seen_tokens = time.perf_counter(), 0, 0
+                while position < len(order) and not stop:
+                    # One optimizer step = grad_accum micro-batches.
+                    micro = order[position : position + cfg.grad_accum]
+                    loss_sum = 0.0
+                    finite = True
+                    for indices in micro:
+                        batch = collate([samples[i] for i in indices])
+                        with autocast():
+                            loss = model(
+                                batch["input_ids"].to(device),
+                                batch["labels"].to(device),
+                                features=train_features[batch["image_index"]].to(device),
+                            )
+                        if not torch.isfinite(loss):
+                            finite = False
+                            break
+                        (loss / len(micro)).backward()
+                        loss_sum += loss.item() / len(micro)
+                        seen += len(indices)
+                        seen_tokens += int(batch["attention_mask"].sum()) + len(indices) * cfg.num_visual_tokens
+                    position += len(micro)
+                    if not finite:  # skip the step, count it, stop if it keeps happening
+                        optimizer.zero_grad(set_to_none=True)
+                        bad_steps += 1
+                        log(f"non-finite loss at step {step + 1}: step skipped ({bad_steps} in a row)", "yellow")
+                        if bad_steps >= MAX_BAD_STEPS:
+                            raise UserError(
+                                f"training diverged: {bad_steps} non-finite losses in a row; "
+                                "lower --lr-adapter/--lr-qwen or use --precision fp32"
+                            )
+                        continue
+                    bad_steps = 0
+                    grad_norm = torch.nn.utils.clip_grad_norm_(
+                        [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip or float("inf")
+                    )
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                    step += 1
+
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    lrs = {f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}
+                    tracker.log(
+                        {
+                            "train/loss": loss_sum,
+                            "train/grad_norm": float(grad_norm),
+                            "train/samples_per_s": seen / elapsed,
+                            "train/tokens_per_s": seen_tokens / elapsed,
+                            "epoch": epoch - 1 + position / len(order),
+                            **lrs,
+                        },
+                        step=step,
+                    )
+                    progress.update(
+                        task, completed=position, info=f"loss {loss_sum:.3f}  {seen / elapsed:,.0f} samples/s"
+                    )
+                    if step % 50 == 0 or not console.is_terminal and step % 200 == 0:
+                        log(f"epoch {epoch} step {step}: loss {loss_sum:.4f}, {seen / elapsed:,.0f} samples/s", "dim")
+                    if cfg.save_every and step % cfg.save_every == 0:
+                        checkpoint(epoch, position, False, {})
+                    if cfg.max_steps and step >= cfg.max_steps:
+                        stop = True
+
+            # --- evaluation, every epoch on validation --------------------------------------------------------------
+            complete = position >= len(order)
+            if complete and val_records:
+                result = evaluate(
+                    model, val_records, val_features, tokenizer, tasks=tasks, batch_size=cfg.batch_size,
+                    max_target_tokens=cfg.max_target_tokens, max_new_tokens=cfg.max_new_tokens,
+                    gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, device=device,
+                    autocast=autocast, seed=cfg.seed,
+                )  # fmt: skip
+                last_eval = result.metrics
+                all_metrics[f"epoch_{epoch}/val"] = result.metrics
+                tracker.log({f"val/{k}": v for k, v in result.metrics.items()}, step=step)
+                log_samples(tracker, result.samples, step)
+                log(format_metrics(f"epoch {epoch} validation", result.metrics), "green")
+            checkpoint(epoch, position, complete, last_eval if complete else {})
+            if stop:
+                log(f"stopped at --max-steps {cfg.max_steps}")
+                break
+            position = 0
+    except KeyboardInterrupt:
+        # Keep the work: the weights and optimizer are those of the last finished step.
+        log("interrupted: saving a checkpoint to resume from", "yellow")
+        checkpoint(epoch, position - (position % cfg.grad_accum), False, {})
+        tracker.finish(exit_code=130)
+        raise
+
+    write_metrics(run_dir, all_metrics)
+    tracker.summary({f"final/{k}": v for k, v in last_eval.items()})
+    tracker.finish()
+    return last_eval
+
+
+def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
+    """--test: rebuild the model a checkpoint describes, and evaluate it on the test split."""
+    output_dir = Path(cfg.output_dir).expanduser()
+    path = latest_checkpoint(output_dir, cfg.encoder, cfg.top_k) if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
+    weights, meta = read_checkpoint(path)
+    log(f"testing {path}")
+    trained = TrainConfig(**{**meta["train_config"], "mode": "test"})
+    data = meta["data"]
+    splits, report = load_dataset(
+        data["source"], cache_dir=Path(cfg.cache_dir).expanduser(), split=data["split"], seed=data["seed"]
+    )
+    log(report.summary())
+    decoder_path = resolve_checkpoint(meta["decoder"]["source"])
+    decoder, tokenizer = load_qwen3(decoder_path, device=device), load_tokenizer(decoder_path)
+    if decoder.config.to_dict() != meta["decoder"]["config"]:
+        raise UserError(f"the decoder at {meta['decoder']['source']} is not the one {path.name} was trained on")
+    model = build_model(trained, decoder, device)
+    model.load_trainable_state_dict(weights)
+    records = (
+        splits.test[: cfg.eval_images or trained.eval_images]
+        if (cfg.eval_images or trained.eval_images)
+        else splits.test
+    )
+    features = image_features(trained, model, records, device)
+    result = evaluate(
+        model, records, features, tokenizer, tasks=data["tasks"], batch_size=trained.batch_size,
+        max_target_tokens=trained.max_target_tokens, max_new_tokens=trained.max_new_tokens,
+        gallery_size=trained.gallery_size, num_samples=trained.num_samples, device=device, autocast=autocast,
+        seed=trained.seed,
+    )  # fmt: skip
+    run_dir = Path(meta.get("run_dir") or output_dir / "runs" / f"test_{path.stem}")
+    write_metrics(run_dir, {f"test/{path.stem}": result.metrics}, merge=True)
+    log(format_metrics(f"test split ({len(records)} images)", result.metrics), "green")
+    print_samples(result.samples)
+    return result.metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 6. Reporting
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def format_metrics(title: str, metrics: dict) -> str:
+    keys = [k for k in metrics if not k.startswith("n_")]
+    return title + ": " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys)
+
+
+def log_samples(tracker: Tracker, samples: list[dict], step: int) -> None:
+    from PIL import Image
+
+    rows = []
+    for s in samples:
+        with Image.open(s["image"]) as image:
+            rows.append([image.convert("RGB"), s["image"], s["generated"], " | ".join(s["references"]),
+                         s.get("question", ""), s.get("answer", ""), s.get("expected", "")])  # fmt: skip
+    columns = ["image", "path", "generated", "references", "question", "answer", "expected"]
+    tracker.log_table("samples", columns, rows, step=step)
+
+
+def print_samples(samples: list[dict]) -> None:
+    for s in samples:
+        console.print(f"[bold]{Path(s['image']).name}[/]  generated: [green]{s['generated']}[/]")
+        console.print(f"    reference: {s['references'][0]}")
+        if "question" in s:
+            console.print(f"    Q: {s['question']}  A: [green]{s['answer']}[/]  (expected: {s['expected']})")
+
+
+def write_metrics(run_dir: Path, metrics: dict, merge: bool = False) -> None:
+    path = Path(run_dir) / "metrics.json"
+    if merge and path.exists():
+        metrics = {**json.loads(path.read_text()), **metrics}
+    write_atomically(path, lambda p: p.write_text(json.dumps(metrics, indent=2)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = load_config(argv)
+        started = time.perf_counter()
+        metrics = run(cfg)
+        if cfg.mode == "demo":
+            report_demo(cfg, metrics, time.perf_counter() - started)
+    except UserError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def report_demo(cfg: TrainConfig, metrics: dict, seconds: float) -> None:
+    """The demo's verdict: did it learn, and does it use the image?"""
+    console.rule("demo result")
+    rows = [
+        ("CIDEr-D", metrics.get("cider_d"), metrics.get("shuffled/cider_d")),
+        ("BLEU-4", metrics.get("bleu4"), metrics.get("shuffled/bleu4")),
+        ("QA exact match", metrics.get("qa_exact_match"), metrics.get("shuffled/qa_exact_match")),
+        ("image->text R@1", metrics.get("i2t_recall@1"), None),
+        ("text->image R@1", metrics.get("t2i_recall@1"), None),
+    ]
+    console.print(f"{'held-out metric':<20}{'with its image':>16}{'images shuffled':>18}")
+    for name, real, shuffled in rows:
+        if real is not None:
+            console.print(f"{name:<20}{real:>16.3f}{'' if shuffled is None else f'{shuffled:>18.3f}'}")
+    console.print(f"finished in {seconds:.0f} s; checkpoints in {Path(cfg.output_dir).expanduser()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The training configuration: one dataclass, filled from the command line, the environment, `.env` and defaults.
+
+Precedence, highest first: command-line flag > environment variable > `.env` file > default. The environment keys
+are the project one-pager's (`VISION_ENCODER`, `TOP_K`, `BATCH_SIZE`, `EPOCHS`, `LR_ADAPTER`, `LR_QWEN`, `SEED`,
+`OUTPUT_DIR_MODELS`, `WANDB_ENTITY`, `WANDB_PROJECT`, `HF_TOKEN`); `.env.example` documents them.
+
+Every value is validated here, once: a bad one ends the program with one line that names the key, the value and
+what is accepted (exit status 2), never a traceback from deep inside training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from errors import UserError
+
+ENCODERS = ("vit", "clip", "tiny")
+VIEWS = ("pooled", "hidden")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+SPLITS = ("random", "karpathy")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Field names match the command-line flags (`top_k` <-> `--top-k`)."""
+
+    mode: str = "train"  # train | test | demo
+    # model
+    encoder: str = "vit"
+    encoder_weights: str = "default"
+    view: str = "pooled"
+    top_k: int = 3
+    num_visual_tokens: int = 16
+    decoder: str = "Qwen/Qwen3-0.6B-Base"
+    # data
+    data: str = "flickr30k"
+    split: str = "random"
+    tasks: str = "caption,qa"
+    max_target_tokens: int = 48
+    num_workers: int = 0
+    # optimisation
+    epochs: int = 3
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr_adapter: float = 1e-3
+    lr_qwen: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    max_steps: int | None = None
+    grad_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    # evaluation
+    eval_images: int | None = None  # evaluate on at most this many images of the split (None: all)
+    gallery_size: int = 100
+    max_new_tokens: int = 32
+    num_samples: int = 8
+    # output
+    output_dir: str = "../.data/models"
+    cache_dir: str = "../.data/cache"
+    run_name: str | None = None
+    save_every: int = 0  # also checkpoint every N optimizer steps (0: at the end of each epoch only)
+    keep_checkpoints: int = 2
+    resume: bool = False
+    init_from: str | None = None
+    checkpoint: str = "latest"  # for --test: a .safetensors path or "latest"
+    # tracking
+    wandb: str = "auto"
+    wandb_project: str = "mlx8-w4-multimodal-transferlearning"
+    wandb_entity: str | None = None
+
+    def __post_init__(self) -> None:
+        def choice(key: str, accepted: tuple[str, ...]) -> None:
+            if getattr(self, key) not in accepted:
+                raise UserError(f"{key}={getattr(self, key)!r} is invalid; accepted: {', '.join(accepted)}")
+
+        def at_least(key: str, low: float, kind: str = "an integer") -> None:
+            value = getattr(self, key)
+            if value is not None and value < low:
+                raise UserError(f"{key}={value!r} is invalid; expected {kind} >= {low}")
+
+        choice("mode", ("train", "test", "demo"))
+        choice("encoder", ENCODERS)
+        choice("view", VIEWS)
+        choice("split", SPLITS)
+        choice("wandb", WANDB_MODES)
+        choice("precision", PRECISIONS)
+        choice("device", DEVICES)
+        for key in ("top_k", "num_workers", "warmup_steps", "save_every", "max_target_tokens"):
+            at_least(key, 0)
+        for key in ("num_visual_tokens", "epochs", "batch_size", "grad_accum", "gallery_size", "max_new_tokens"):
+            at_least(key, 1)
+        for key in ("max_steps", "eval_images", "keep_checkpoints"):
+            at_least(key, 1)
+        for key in ("lr_adapter", "lr_qwen", "weight_decay", "grad_clip"):
+            at_least(key, 0, "a number")
+        unknown_tasks = set(self.task_list) - {"caption", "qa"}
+        if unknown_tasks or not self.task_list:
+            raise UserError(f"tasks={self.tasks!r} is invalid; accepted: caption, qa, or caption,qa")
+
+    @property
+    def task_list(self) -> list[str]:
+        return [t.strip() for t in self.tasks.split(",") if t.strip()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Environment (and .env) keys of the one-pager -> config fields.
+ENV_KEYS = {
+    "VISION_ENCODER": "encoder",
+    "TOP_K": "top_k",
+    "BATCH_SIZE": "batch_size",
+    "EPOCHS": "epochs",
+    "LR_ADAPTER": "lr_adapter",
+    "LR_QWEN": "lr_qwen",
+    "SEED": "seed",
+    "OUTPUT_DIR_MODELS": "output_dir",
+    "WANDB_ENTITY": "wandb_entity",
+    "WANDB_PROJECT": "wandb_project",
+}
+
+HELP = {
+    "encoder": "frozen vision encoder: vit (timm ViT-B/16, 768-d CLS), clip (open_clip ViT-B/32, 512-d) or tiny "
+    "[env VISION_ENCODER]",
+    "encoder_weights": "encoder weights: 'default' (timm's / openai), another pretrained tag, a local file, or 'none'",
+    "view": "encoder output the bridge reads: pooled (one embedding) or hidden (all last-layer tokens)",
+    "top_k": "how many of the decoder's top blocks train; 0 keeps the language model frozen [env TOP_K]",
+    "num_visual_tokens": "visual tokens the bridge prepends to the text",
+    "decoder": "Qwen3 checkpoint: a hub repo id or a local directory",
+    "data": "flickr30k (hub), hf:OWNER/REPO, a local directory (Karpathy json, CSV, results.csv), or shapes",
+    "split": "random (80/10/10 by image, from the seed) or karpathy (29,000/1,014/1,000, when the data has it)",
+    "tasks": "what to train on: caption, qa, or caption,qa (question answering needs data with questions)",
+    "max_target_tokens": "target text longer than this many tokens is truncated",
+    "num_workers": "DataLoader worker processes for image loading",
+    "epochs": "passes over the training split [env EPOCHS]",
+    "batch_size": "samples per step (per optimizer step: batch_size x grad_accum) [env BATCH_SIZE]",
+    "grad_accum": "micro-batches accumulated per optimizer step",
+    "lr_adapter": "peak learning rate of the bridge [env LR_ADAPTER]",
+    "lr_qwen": "peak learning rate of the decoder's top blocks [env LR_QWEN]",
+    "weight_decay": "AdamW weight decay (matrices only; not norms or biases)",
+    "warmup_steps": "linear warm-up steps before the cosine decay",
+    "grad_clip": "clip the global gradient norm to this (0: off)",
+    "max_steps": "stop after this many optimizer steps (checkpoint written)",
+    "grad_checkpointing": "recompute decoder activations in the backward pass to save memory",
+    "seed": "seed of data order, splits and initialisation [env SEED]",
+    "device": "auto (cuda if available), cpu or cuda",
+    "precision": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16",
+    "eval_images": "evaluate on at most this many images of the split (default: all)",
+    "gallery_size": "images per retrieval gallery (with all their captions)",
+    "max_new_tokens": "longest generated caption or answer",
+    "num_samples": "sample images shown with generated and reference captions",
+    "output_dir": "where checkpoints go [env OUTPUT_DIR_MODELS]",
+    "cache_dir": "where datasets and encoder features are cached",
+    "run_name": "name of this run (default: from the encoder, top-K and time)",
+    "save_every": "also checkpoint every N optimizer steps (0: only at the end of each epoch)",
+    "keep_checkpoints": "how many of the newest checkpoints to keep",
+    "resume": "continue the newest checkpoint of this encoder and top-K exactly where it stopped",
+    "init_from": "start from another run's trained weights (e.g. stage 1 with --top-k 0, then stage 2)",
+    "checkpoint": "with --test: a .safetensors checkpoint, or 'latest'",
+    "wandb": "Weights & Biases: auto (online with an API key, else offline), online, offline, disabled",
+    "wandb_project": "W&B project [env WANDB_PROJECT]",
+    "wandb_entity": "W&B entity (user or team) [env WANDB_ENTITY]",
+}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="train.py",
+        description="Train, evaluate and save the vision-language model (frozen encoder + bridge + Qwen3 top-K).",
+    )
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--train", dest="mode", action="store_const", const="train", help="train (the default)")
+    modes.add_argument("--test", dest="mode", action="store_const", const="test", help="evaluate a checkpoint")
+    modes.add_argument("--demo", dest="mode", action="store_const", const="demo", help="the offline demo")
+    for f in fields(TrainConfig):
+        if f.name == "mode":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool",):  # never type=bool: bool("False") is True
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
+        else:
+            parser.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=HELP[f.name])
+    return parser
+
+
+def _convert(key: str, raw: str, source: str) -> Any:
+    """Turn a string from the command line / environment into the field's type, or fail naming the key."""
+    field = {f.name: f for f in fields(TrainConfig)}[key]
+    kind = str(field.type)
+    if raw.strip().lower() in ("", "none") and "None" in kind:
+        return None
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+    except ValueError:
+        expected = {"int": "an integer", "float": "a number", "bool": "true or false"}[kind.split(" ")[0]]
+        raise UserError(f"{source}={raw!r} is invalid; expected {expected}") from None
+    return raw
+
+
+# What `--demo` changes from the defaults. The demo is self-contained: only command-line flags change it (and
+# OUTPUT_DIR_MODELS / WANDB_* from the environment), so a `.env` written for real training cannot break it.
+DEMO_SETTINGS: dict[str, Any] = dict(
+    data="shapes",
+    decoder="demo",
+    encoder="tiny",
+    encoder_weights="none",
+    view="hidden",
+    num_visual_tokens=16,
+    top_k=2,
+    epochs=4,
+    batch_size=32,
+    lr_adapter=2e-3,
+    lr_qwen=1e-3,
+    warmup_steps=50,
+    max_target_tokens=24,
+    eval_images=200,
+    gallery_size=100,
+    max_new_tokens=24,
+    num_samples=5,
+    wandb="offline",
+)
+DEMO_ENV_KEYS = ("OUTPUT_DIR_MODELS", "WANDB_ENTITY", "WANDB_PROJECT")
+
+
+def load_config(
+    argv: list[str] | None = None, env: dict[str, str] | None = None, dotenv: str | Path = ".env"
+) -> TrainConfig:
+    """Command line > environment > .env > defaults (for --demo: command line > demo settings), validated."""
+    args = build_parser().parse_args(argv)
+    env = dict(os.environ) if env is None else env
+    file_values: dict[str, str] = {}
+    if Path(dotenv).exists():
+        from dotenv import dotenv_values
+
+        file_values = {k: v for k, v in dotenv_values(dotenv).items() if v is not None}
+        # Libraries read HF_TOKEN / WANDB_API_KEY from the environment; a .env entry fills a gap, never overrides.
+        for key in ("HF_TOKEN", "WANDB_API_KEY"):
+            if key in file_values and key not in os.environ:
+                os.environ[key] = file_values[key]
+
+    demo = args.mode == "demo"
+    values: dict[str, Any] = dict(DEMO_SETTINGS) if demo else {}
+    for env_key, name in ENV_KEYS.items():
+        if demo and env_key not in DEMO_ENV_KEYS:
+            continue
+        for source in (file_values, env):  # later wins: environment over .env
+            if env_key in source:
+                values[name] = _convert(name, source[env_key], env_key)
+    for name, raw in vars(args).items():
+        if raw is not None:
+            flag = "--" + name.replace("_", "-")
+            values[name] = raw if isinstance(raw, bool) or name == "mode" else _convert(name, raw, flag)
+    return TrainConfig(**values)

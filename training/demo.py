@@ -1,0 +1,62 @@
+"""The offline demo's pieces: a tiny Qwen3-shaped decoder and a tokenizer learned from the shapes set.
+
+The real system needs three downloads (Qwen3-0.6B-Base, ViT/CLIP weights, Flickr30k). The demo needs none, and
+still runs the *same* code path end to end in a few minutes on a laptop CPU:
+
+- data: the generated shapes set (`data/shapes.py`), captions and questions that are true of the pixels;
+- tokenizer: a byte-level BPE (like Qwen's) trained on the shapes text, a few hundred tokens;
+- decoder: our Qwen3 class at a tiny size (4 blocks, d=128), randomly initialised, saved in the hub's format so it
+  loads exactly like the real checkpoint;
+- encoder: the tiny frozen ViT with random weights (`vision.build_encoder("tiny", "none")`), read through its
+  hidden states: 4x4 patch tokens that keep where each colour is.
+
+A random decoder stands in for a pretrained one. Its token embeddings are frozen (as the real model's are) and tied
+to the LM head, so they are drawn at a larger scale than the usual 0.02: an embedding matrix that learned language
+has well-separated rows, and a head built from near-zero rows could not make confident predictions at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from data import CAPTION_PROMPT, EOS_TOKEN, ImageRecord, question_prompt, train_bpe_tokenizer
+from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
+from weights_loader import TextTokenizer
+
+DEMO_VOCAB_SIZE = 512
+EMBEDDING_STD = 0.1
+
+
+def demo_tokenizer(records: Sequence[ImageRecord], vocab_size: int = DEMO_VOCAB_SIZE) -> TextTokenizer:
+    """A BPE tokenizer trained on every caption, question, answer and prompt of the shapes set."""
+    texts = [CAPTION_PROMPT]
+    for record in records:
+        texts.extend(" " + c for c in record.captions)
+        for question, answer in record.qa:
+            texts.extend([question_prompt(question), " " + answer])
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
+    eos = tokenizer.token_to_id(EOS_TOKEN)
+    return TextTokenizer(tokenizer, eos_id=eos, pad_id=eos)
+
+
+def demo_decoder(vocab_size: int, eos_id: int, seed: int = 0) -> Qwen3ForCausalLM:
+    """A 4-block, d=128 Qwen3 with random weights (the architecture of Qwen3-0.6B, scaled down)."""
+    config = Qwen3Config(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=512,
+        rope_theta=10_000.0,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    torch.nn.init.normal_(model.model.embed_tokens.weight, std=EMBEDDING_STD)
+    return model

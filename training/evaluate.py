@@ -1,0 +1,208 @@
+"""Evaluation of the vision-language model on one split: loss, captions, answers and retrieval.
+
+- Loss and perplexity of the split's target text (captions and answers), per target token.
+- Captioning: one greedy caption per image, scored with BLEU-4 and CIDEr-D against *all* references of the image.
+  CIDEr-D's document frequencies come from the evaluated set, so the whole split is scored in one call.
+- Question answering (when the data has questions): exact match and token F1 of greedy answers.
+- Retrieval by the model's own likelihood: in galleries of G images and all their captions, every (image, caption)
+  pair is scored by the mean log-likelihood of the caption given the image. Image->text and text->image
+  Recall@1/5 and Precision@1/5 (definitions in `metrics/retrieval.py` and the README).
+- A control: the same captions and answers generated with the images shuffled between samples. A model that
+  really reads the image scores far lower on it; one that only learned the language of the captions does not.
+
+Features are the frozen encoder's, computed once (see `vision/cache.py`), so evaluation never re-runs the encoder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from bridge import VisionLanguageModel
+from data import CAPTION_PROMPT, ImageRecord, VLMCollator, make_samples, question_prompt
+from data.batches import encode_prompts
+from metrics import caption_metrics, gallery_indices, mean_over_galleries, qa_metrics, retrieval_metrics
+from weights_loader import TextTokenizer
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    samples: list[dict]  # a few images with their generated and reference captions
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
+
+
+@torch.no_grad()
+def split_loss(
+    model: VisionLanguageModel,
+    records: Sequence[ImageRecord],
+    features: torch.Tensor,
+    tokenizer: TextTokenizer,
+    tasks: Sequence[str],
+    batch_size: int,
+    max_target_tokens: int,
+    device: torch.device,
+    autocast,
+) -> float:
+    """Mean cross-entropy per target token over every sample of the split."""
+    collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, max_target_tokens)
+    samples = make_samples(records, tasks)
+    total, tokens = 0.0, 0
+    for rows in _batches(len(samples), batch_size):
+        batch = collate([samples[i] for i in rows])
+        n = int((batch["labels"] != -100).sum())
+        with autocast():
+            loss = model(
+                batch["input_ids"].to(device),
+                batch["labels"].to(device),
+                features=features[batch["image_index"]].to(device),
+            )
+        total += loss.item() * n
+        tokens += n
+    return total / max(tokens, 1)
+
+
+@torch.no_grad()
+def generate_texts(
+    model: VisionLanguageModel,
+    features: torch.Tensor,
+    prompts: Sequence[str],
+    tokenizer: TextTokenizer,
+    batch_size: int,
+    max_new_tokens: int,
+    device: torch.device,
+    autocast,
+) -> list[str]:
+    """Greedy continuation of prompts[i] given features[i]."""
+    prompt_ids = encode_prompts(tokenizer.tokenizer, prompts)
+    out: list[str] = []
+    for rows in _batches(len(prompts), batch_size):
+        with autocast():
+            ids = model.generate(
+                [prompt_ids[i] for i in rows],
+                features=features[rows.start : rows.stop].to(device),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=tokenizer.eos_id,
+                pad_token_id=tokenizer.pad_id,
+            )
+        out.extend(tokenizer.decode(row).strip() for row in ids)
+    return out
+
+
+@torch.no_grad()
+def likelihood_scores(
+    model: VisionLanguageModel,
+    features: torch.Tensor,
+    captions: Sequence[str],
+    tokenizer: TextTokenizer,
+    batch_size: int,
+    max_target_tokens: int,
+    device: torch.device,
+    autocast,
+) -> torch.Tensor:
+    """scores[i, j] = mean log-likelihood of caption j given image i: [n_images, n_captions]."""
+    collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, max_target_tokens)
+    from data import Sample
+
+    encoded = collate([Sample(0, CAPTION_PROMPT, " " + c, "caption") for c in captions])
+    input_ids, labels = encoded["input_ids"].to(device), encoded["labels"].to(device)
+    scores = torch.empty(len(features), len(captions))
+    for i in range(len(features)):
+        for rows in _batches(len(captions), batch_size):
+            feats = features[i : i + 1].expand(len(rows), *features.shape[1:]).to(device)
+            with autocast():
+                scores[i, rows.start : rows.stop] = model.sequence_log_likelihood(
+                    input_ids[rows.start : rows.stop], labels[rows.start : rows.stop], features=feats
+                ).float()
+    return scores
+
+
+def evaluate(
+    model: VisionLanguageModel,
+    records: Sequence[ImageRecord],
+    features: torch.Tensor,
+    tokenizer: TextTokenizer,
+    *,
+    tasks: Sequence[str] = ("caption", "qa"),
+    batch_size: int = 32,
+    max_target_tokens: int = 48,
+    max_new_tokens: int = 32,
+    gallery_size: int = 100,
+    num_samples: int = 8,
+    shuffled_control: bool = True,
+    retrieval: bool = True,
+    device: torch.device | str = "cpu",
+    autocast=None,
+    seed: int = 0,
+) -> EvalResult:
+    """All metrics of one split, as a flat dict (keys like "cider_d", "i2t_recall@1", "shuffled/cider_d")."""
+    import contextlib
+
+    autocast = autocast or contextlib.nullcontext
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    metrics: dict[str, float] = {}
+    common = dict(tokenizer=tokenizer, device=device, autocast=autocast)
+
+    loss = split_loss(
+        model, records, features, tasks=tasks, batch_size=batch_size, max_target_tokens=max_target_tokens, **common
+    )
+    metrics["loss"], metrics["perplexity"] = loss, math.exp(min(loss, 50.0))
+
+    # A fixed derangement of the images, for the control: every sample gets another image's features.
+    perm = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed))
+    shuffled = features[torch.roll(perm, 1)[torch.argsort(perm)]] if len(records) > 1 else features
+
+    samples: list[dict] = []
+    if "caption" in tasks:
+        gen = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, **common)
+        captions = generate_texts(model, features, [CAPTION_PROMPT] * len(records), **gen)
+        refs = {r.image_id: r.captions for r in records}
+        metrics.update(caption_metrics(refs, {r.image_id: c for r, c in zip(records, captions, strict=True)}))
+        samples = [
+            {"image": str(r.path), "generated": c, "references": r.captions}
+            for r, c in zip(records[:num_samples], captions, strict=False)
+        ]
+        if shuffled_control:
+            wrong = generate_texts(model, shuffled, [CAPTION_PROMPT] * len(records), **gen)
+            control = caption_metrics(refs, {r.image_id: c for r, c in zip(records, wrong, strict=True)})
+            metrics.update({f"shuffled/{k}": v for k, v in control.items()})
+
+    qa_items = [(i, q, a) for i, r in enumerate(records) for q, a in r.qa]
+    if "qa" in tasks and qa_items:
+        index = torch.tensor([i for i, _, _ in qa_items])
+        prompts = [question_prompt(q) for _, q, _ in qa_items]
+        gen = dict(batch_size=batch_size, max_new_tokens=min(max_new_tokens, 8), **common)
+        answers = generate_texts(model, features[index], prompts, **gen)
+        metrics.update({f"qa_{k}": v for k, v in qa_metrics(answers, [[a] for _, _, a in qa_items]).items()})
+        for sample in samples:  # show one question per sample image
+            i = next((k for k, (j, _, _) in enumerate(qa_items) if str(records[j].path) == sample["image"]), None)
+            if i is not None:
+                sample.update(question=qa_items[i][1], answer=answers[i], expected=qa_items[i][2])
+        if shuffled_control:
+            wrong = generate_texts(model, shuffled[index], prompts, **gen)
+            control = qa_metrics(wrong, [[a] for _, _, a in qa_items])
+            metrics.update({f"shuffled/qa_{k}": v for k, v in control.items()})
+
+    if retrieval and "caption" in tasks and len(records) > 1:
+        per_gallery = []
+        for gallery in gallery_indices(len(records), gallery_size):
+            texts = [c for i in gallery for c in records[i].captions]
+            owner = torch.tensor([k for k, i in enumerate(gallery) for _ in records[i].captions])
+            scores = likelihood_scores(
+                model, features[gallery.start : gallery.stop], texts, batch_size=max(batch_size, 64),
+                max_target_tokens=max_target_tokens, **common,
+            )  # fmt: skip
+            per_gallery.append(retrieval_metrics(scores, owner))
+        metrics.update(mean_over_galleries(per_gallery))
+
+    model.train(was_training)
+    return EvalResult(metrics, samples)

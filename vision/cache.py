@@ -1,0 +1,321 @@
+"""Compute frozen-encoder features once, store them on disk, and reuse them in every later epoch and run.
+
+The vision encoder is frozen and deterministic (eval mode, no dropout), so the features of an image never
+change as long as the encoder, its weights, the view and the image file stay the same. Running a ViT-B over
+a dataset every epoch would cost far more than training the small bridge on top of it, so we run it once:
+
+    cache = FeatureCache(Path(".data/features"))
+    features, valid = cache.features(encoder, image_paths, view="pooled")   # [N, 768] float32, [N] bool
+
+How it works:
+
+- **Key.** A SHA-256 hash of (encoder name, weights tag -- plus size and mtime when it is a local file --,
+  view, output shape, and the list of (image path, file size, mtime)). Change any of these and the key
+  changes, so the features are rebuilt in a new directory `root/<name>-<view>-<key prefix>/`. Old
+  directories are never deleted automatically (another dataset split may still use them).
+- **Shards.** Features are written every `shard_size` images to `shard_00000.safetensors`, ... with
+  safetensors (https://huggingface.co/docs/safetensors): plain tensors, no pickle, so reading a cache can
+  never run code. Each shard is written to a temporary file and then renamed with `os.replace`, which is
+  atomic: a crash leaves either the whole shard or nothing.
+- **Manifest.** `manifest.json` (also replaced atomically) records the key, shape, dtype, the finished shards,
+  the unreadable images and a `done` flag. An interrupted build resumes from the finished shards.
+- **Bad images** (missing, corrupt, truncated, decompression bombs; see `vision.images`) get all-zero features
+  and `valid=False`; they are counted and logged, and the rest of the dataset is unaffected.
+- **Storage dtype.** Pooled vectors are stored as float32; hidden states (hundreds of tokens per image) as
+  float16, which halves the disk and memory cost. Note the size: ViT-B/16 hidden states take
+  197 x 768 x 2 bytes = 0.3 MB per image, about 36 GB for COCO train2017.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from vision.encoders import VisionEncoder, check_view
+from vision.images import BadImageError, load_image
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the on-disk layout changes: old caches then get new keys
+MANIFEST_NAME = "manifest.json"
+STORAGE_DTYPES = {"pooled": torch.float32, "hidden": torch.float16}
+
+
+@dataclass
+class _Shard:
+    """Features of images [start, stop) being filled in memory before they are written."""
+
+    start: int
+    stop: int
+    features: torch.Tensor  # [stop - start, *feature_shape]
+    valid: torch.Tensor  # [stop - start] bool
+    filled: int = 0
+    invalid: list[dict[str, Any]] = field(default_factory=list)  # {"index", "path", "reason"} of bad images
+
+
+class _ImageFiles(Dataset):
+    """Loads and preprocesses the images at `indices`; a bad image yields zeros and its reason."""
+
+    def __init__(self, paths: Sequence[Path], indices: Sequence[int], encoder: VisionEncoder) -> None:
+        self.paths = paths
+        self.indices = indices
+        self.preprocess = encoder.preprocess
+        self.image_size = encoder.image_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, bool, str]:
+        index = self.indices[i]
+        try:
+            pixels = self.preprocess(load_image(self.paths[index]))  # [3, H, W]
+            return index, pixels, True, ""
+        except BadImageError as exc:
+            return index, torch.zeros(3, self.image_size, self.image_size), False, str(exc)
+
+
+class _ImagesPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} img/s" if task.speed else "- img/s", style="progress.data.speed")
+
+
+def _file_fingerprint(path: Path) -> list[Any]:
+    """[absolute path, size, mtime in ns]; a missing file gets size and mtime -1 (and will be a bad image)."""
+    try:
+        stat = path.stat()
+        return [str(path.absolute()), stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        return [str(path.absolute()), -1, -1]
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write(tmp_path)`, then rename the temporary file over `path` (atomic on POSIX and Windows)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class FeatureCache:
+    """Features of a frozen encoder for a list of images, computed once and stored under `root`."""
+
+    def __init__(self, root: Path | str, shard_size: int = 1024, progress: bool | None = None) -> None:
+        """`progress`: show a rich progress bar; None = only when stderr is a terminal (or Jupyter)."""
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        self.root = Path(root)
+        self.shard_size = shard_size
+        self.progress = progress
+
+    def key(self, encoder: VisionEncoder, image_paths: Sequence[Path], view: str) -> str:
+        """The hash that names the features of (encoder, weights, view, image files)."""
+        weights_path = Path(encoder.weights)
+        material = {
+            "format": FORMAT_VERSION,
+            "encoder": encoder.name,
+            "weights": encoder.weights,
+            # A local weights file is named by its absolute path; its content may change under that name.
+            "weights_file": _file_fingerprint(weights_path) if weights_path.is_absolute() else None,
+            "view": view,
+            "feature_shape": list(encoder.output_shape(view)),
+            "image_size": encoder.image_size,
+            "images": [_file_fingerprint(Path(p)) for p in image_paths],
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+    def directory(self, encoder: VisionEncoder, image_paths: Sequence[Path], view: str) -> Path:
+        """Where the features of this (encoder, weights, view, image files) live."""
+        return self._directory(encoder, view, self.key(encoder, image_paths, view))
+
+    def _directory(self, encoder: VisionEncoder, view: str, key: str) -> Path:
+        return self.root / f"{encoder.name}-{view}-{key[:16]}"  # readable prefix + 64 bits of the key
+
+    def features(
+        self,
+        encoder: VisionEncoder,
+        image_paths: Sequence[Path],
+        view: str,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        num_workers: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of `image_paths`, in order: ([N, *encoder.output_shape(view)], valid [N] bool).
+
+        Computes only what is not on disk yet (all of it, the missing shards of an interrupted build, or
+        nothing). The encoder is moved to `device` to compute them. Pooled features are float32, hidden
+        states float16.
+        """
+        check_view(view)
+        paths = [Path(p) for p in image_paths]
+        feature_shape = encoder.output_shape(view)
+        dtype = STORAGE_DTYPES[view]
+        if not paths:
+            return torch.zeros(0, *feature_shape, dtype=dtype), torch.zeros(0, dtype=torch.bool)
+
+        key = self.key(encoder, paths, view)
+        directory = self._directory(encoder, view, key)
+        manifest = self._read_manifest(directory, key)
+        if manifest is None:
+            manifest = {
+                "format": FORMAT_VERSION,
+                "key": key,
+                "encoder": encoder.name,
+                "weights": encoder.weights,
+                "view": view,
+                "num_images": len(paths),
+                "feature_shape": list(feature_shape),
+                "dtype": str(dtype).removeprefix("torch."),
+                "shard_size": self.shard_size,
+                "shards": {},  # shard index -> {"file", "start", "stop", "invalid": [{"index", "path", "reason"}]}
+                "done": False,
+            }
+        if manifest["done"]:
+            logger.info("using cached %s %s features from %s", encoder.name, view, directory)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._build(encoder, paths, view, manifest, directory, batch_size, device, num_workers)
+        return self._load(manifest, directory)
+
+    def _read_manifest(self, directory: Path, key: str) -> dict[str, Any] | None:
+        """The manifest of a (possibly unfinished) build with this key and shard size, or None."""
+        try:
+            manifest = json.loads((directory / MANIFEST_NAME).read_text())
+        except (OSError, ValueError):
+            return None
+        if manifest.get("key") != key or manifest.get("shard_size") != self.shard_size:
+            return None  # start over; shards are overwritten as they are rebuilt
+        # A shard listed as finished must still be on disk, else it is computed again.
+        manifest["shards"] = {
+            index: shard for index, shard in manifest["shards"].items() if (directory / shard["file"]).is_file()
+        }
+        manifest["done"] = manifest["done"] and len(manifest["shards"]) == self._num_shards(manifest)
+        return manifest
+
+    def _num_shards(self, manifest: dict[str, Any]) -> int:
+        return -(-manifest["num_images"] // manifest["shard_size"])  # ceiling division
+
+    def _build(
+        self,
+        encoder: VisionEncoder,
+        paths: list[Path],
+        view: str,
+        manifest: dict[str, Any],
+        directory: Path,
+        batch_size: int,
+        device: str | torch.device,
+        num_workers: int,
+    ) -> None:
+        """Compute and write every shard the manifest does not list as finished."""
+        size, n = self.shard_size, len(paths)
+        todo = [
+            i
+            for s in range(self._num_shards(manifest))
+            if str(s) not in manifest["shards"]
+            for i in range(s * size, min((s + 1) * size, n))
+        ]
+        feature_shape, dtype = tuple(manifest["feature_shape"]), STORAGE_DTYPES[view]
+        open_shards: dict[int, _Shard] = {}  # at most two: a batch can straddle a shard boundary
+
+        encoder.to(device)
+        loader = DataLoader(
+            _ImageFiles(paths, todo, encoder),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=torch.device(device).type == "cuda",
+        )
+        console = Console(stderr=True)
+        show = self.progress if self.progress is not None else (console.is_terminal or console.is_jupyter)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        columns += (_ImagesPerSecond(), TimeRemainingColumn())
+        started, num_invalid = time.perf_counter(), 0
+        with Progress(*columns, console=console, disable=not show) as progress:
+            task = progress.add_task(f"{encoder.name} {view} features", total=len(todo))
+            for indices, pixels, ok, reasons in loader:  # [b], [b, 3, H, W], [b], b strings
+                # Run the encoder on the readable images only; the others keep zero features.
+                batch = torch.zeros(len(indices), *feature_shape, dtype=dtype)  # [b, *feature_shape]
+                if ok.any():
+                    batch[ok] = encoder(pixels[ok].to(device, non_blocking=True), view=view).cpu().to(dtype)
+                for row, index in enumerate(indices.tolist()):
+                    s = index // size
+                    if s not in open_shards:
+                        stop = min((s + 1) * size, n)
+                        open_shards[s] = _Shard(
+                            start=s * size,
+                            stop=stop,
+                            features=torch.zeros(stop - s * size, *feature_shape, dtype=dtype),
+                            valid=torch.zeros(stop - s * size, dtype=torch.bool),
+                        )
+                    shard = open_shards[s]
+                    shard.features[index - shard.start] = batch[row]
+                    shard.valid[index - shard.start] = ok[row]
+                    shard.filled += 1
+                    if not ok[row]:
+                        num_invalid += 1
+                        shard.invalid.append({"index": index, "path": str(paths[index]), "reason": reasons[row]})
+                    if shard.filled == shard.stop - shard.start:
+                        self._write_shard(s, open_shards.pop(s), manifest, directory)
+                progress.advance(task, len(indices))
+
+        manifest["done"] = True
+        self._write_manifest(manifest, directory)
+        elapsed = time.perf_counter() - started
+        logger.info("computed %d %s %s features in %.1f s -> %s", len(todo), encoder.name, view, elapsed, directory)
+        if num_invalid:
+            logger.warning(
+                "%d of %d images could not be read and got zero features (valid=False); list in %s",
+                num_invalid,
+                len(todo),
+                directory / MANIFEST_NAME,
+            )
+
+    def _write_shard(self, s: int, shard: _Shard, manifest: dict[str, Any], directory: Path) -> None:
+        """Write one finished shard, then record it in the manifest (in that order, each atomically)."""
+        name = f"shard_{s:05d}.safetensors"
+        tensors = {"features": shard.features.contiguous(), "valid": shard.valid}
+        _write_atomically(directory / name, lambda tmp: save_file(tensors, str(tmp)))
+        manifest["shards"][str(s)] = {
+            "file": name,
+            "start": shard.start,
+            "stop": shard.stop,
+            "invalid": shard.invalid,
+        }
+        self._write_manifest(manifest, directory)
+
+    def _write_manifest(self, manifest: dict[str, Any], directory: Path) -> None:
+        text = json.dumps(manifest, indent=1)
+        _write_atomically(directory / MANIFEST_NAME, lambda tmp: tmp.write_text(text))
+
+    def _load(self, manifest: dict[str, Any], directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenate the shards in order: ([N, *feature_shape], [N] bool)."""
+        shards = [manifest["shards"][str(s)] for s in range(self._num_shards(manifest))]
+        loaded = [load_file(str(directory / shard["file"])) for shard in shards]
+        features = torch.cat([t["features"] for t in loaded])  # [N, *feature_shape]
+        valid = torch.cat([t["valid"] for t in loaded])  # [N]
+        expected = (manifest["num_images"], *manifest["feature_shape"])
+        if tuple(features.shape) != expected or valid.shape != (manifest["num_images"],):
+            raise RuntimeError(f"feature cache {directory} is inconsistent: {tuple(features.shape)} != {expected}")
+        return features, valid
