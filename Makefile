@@ -8,6 +8,9 @@ PY     := $(VENV)/bin/python
 
 .PHONY: demo test lint clean-venv
 
+# OpenMP threads that wait by spinning make small CPU models 10-20x slower as soon as anything else runs on the
+# machine (a browser, a second job); PASSIVE lets them sleep. Set it yourself when calling python directly.
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -15,10 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) train.py --demo
+	OMP_WAIT_POLICY=PASSIVE $(PY) train.py --demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

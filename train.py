@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.nn.parallel import DistributedDataParallel
 
 from bridge import VisionLanguageModel, VLMConfig
 from data import VLMCollator, batch_order, load_dataset, make_samples
@@ -42,17 +44,30 @@ from training.checkpoint import (
 )
 from training.config import TrainConfig, load_config
 from training.demo import demo_decoder, demo_tokenizer
+from training.distributed import Distributed, setup_distributed, teardown_distributed
 from training.evaluate import evaluate
 from training.tracking import Tracker
-from vision import FeatureCache, build_encoder
+from vision import FeatureCache, build_clip_text, build_encoder
 from weights_loader import load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
 
 console = Console(stderr=True, highlight=False)
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run stops
+DIST = Distributed()  # this process's place among torchrun's processes (one process: rank 0 of 1)
 
 
 def log(message: str, style: str = "cyan") -> None:
-    console.print(f"[{style}]{datetime.now():%H:%M:%S}[/] {message}")
+    if DIST.is_main:  # with torchrun, only rank 0 talks
+        console.print(f"[{style}]{datetime.now():%H:%M:%S}[/] {message}")
+
+
+def main_first(work):
+    """Run `work` on rank 0 first (it may write files: the shapes set, the feature cache), then on the others."""
+    if not DIST.is_main:
+        DIST.barrier()
+    result = work()
+    if DIST.is_main:
+        DIST.barrier()
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -68,6 +83,8 @@ def resolve_device(cfg: TrainConfig) -> tuple[torch.device, contextlib.AbstractC
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", DIST.local_rank)  # one GPU per process under torchrun
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
 
     def autocast():
@@ -92,15 +109,19 @@ def seed_everything(seed: int) -> None:
 def build_decoder_and_tokenizer(cfg: TrainConfig, splits, device: torch.device):
     """The decoder and its tokenizer: the demo's tiny pair (saved in the hub's layout), or a real checkpoint."""
     if cfg.decoder == "demo":
+        # Made here and saved in the hub's layout, then loaded back like any checkpoint: --test, --resume and
+        # caption.py rebuild it from that directory, and every torchrun process loads the same one.
         directory = Path(cfg.output_dir).expanduser().resolve() / f"demo_decoder_seed{cfg.seed}"
-        tokenizer = demo_tokenizer(splits.train + splits.val + splits.test)
-        decoder = demo_decoder(tokenizer.vocab_size, tokenizer.eos_id, seed=cfg.seed)
-        save_qwen3(decoder, directory)  # so --test, --resume and caption.py rebuild it like any checkpoint
-        tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
-        (directory / "tokenizer_config.json").write_text(
-            json.dumps({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
-        )
-        return decoder.to(device), tokenizer, str(directory)
+
+        def make_demo_decoder() -> None:
+            tokenizer = demo_tokenizer(splits.train + splits.val + splits.test)
+            save_qwen3(demo_decoder(tokenizer.vocab_size, tokenizer.eos_id, seed=cfg.seed), directory)
+            tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
+            special = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+            (directory / "tokenizer_config.json").write_text(json.dumps(special))
+
+        main_first(lambda: make_demo_decoder() if DIST.is_main else None)
+        return load_qwen3(directory, device=device), load_tokenizer(directory), str(directory)
     source = cfg.decoder
     path = resolve_checkpoint(source)  # downloads once from the hub, or checks the local directory
     config = Qwen3Config.from_json_file(path / "config.json")
@@ -125,13 +146,23 @@ def build_model(cfg: TrainConfig, decoder, device: torch.device) -> VisionLangua
     return model
 
 
-def image_features(cfg: TrainConfig, model: VisionLanguageModel, records, device: torch.device) -> torch.Tensor:
+def image_features(
+    cfg: TrainConfig, model: VisionLanguageModel, records, device: torch.device, view: str | None = None
+) -> torch.Tensor:
     """Frozen-encoder features of `records`, computed once and cached on disk (see vision/cache.py)."""
     cache = FeatureCache(Path(cfg.cache_dir).expanduser() / "features")
-    features, valid = cache.features(model.encoder, [r.path for r in records], cfg.view, device=device)
+    features, valid = cache.features(model.encoder, [r.path for r in records], view or cfg.view, device=device)
     if not valid.all():  # data loading already dropped unreadable images; this is a last guard
         raise UserError(f"{int((~valid).sum())} images could not be encoded; see the cache manifest in {cache.root}")
     return features
+
+
+def clip_zero_shot_inputs(cfg: TrainConfig, model: VisionLanguageModel, records, device: torch.device):
+    """With the CLIP encoder: its text tower and the image embeddings, for CLIP's own retrieval as a reference row."""
+    if cfg.encoder != "clip" or not records:
+        return None
+    text_tower = build_clip_text(cfg.encoder_weights).to(device)
+    return text_tower, image_features(cfg, model, records, device, view="pooled")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -221,6 +252,16 @@ def load_init_weights(model: VisionLanguageModel, path: str) -> None:
 
 
 def run(cfg: TrainConfig) -> dict:
+    global DIST
+    DIST = setup_distributed()
+    try:
+        return _run(cfg)
+    finally:
+        teardown_distributed(DIST)
+        DIST = Distributed()
+
+
+def _run(cfg: TrainConfig) -> dict:
     device, autocast = resolve_device(cfg)
     seed_everything(cfg.seed)
     output_dir = Path(cfg.output_dir).expanduser()
@@ -230,7 +271,9 @@ def run(cfg: TrainConfig) -> dict:
         return run_test(cfg, device, autocast)
 
     # --- data -----------------------------------------------------------------------------------------------------
-    splits, report = load_dataset(cfg.data, cache_dir=Path(cfg.cache_dir).expanduser(), split=cfg.split, seed=cfg.seed)
+    splits, report = main_first(
+        lambda: load_dataset(cfg.data, cache_dir=Path(cfg.cache_dir).expanduser(), split=cfg.split, seed=cfg.seed)
+    )
     log(report.summary())
     log(f"images: train {len(splits.train):,}  val {len(splits.val):,}  test {len(splits.test):,}")
     if not splits.train:
@@ -249,11 +292,13 @@ def run(cfg: TrainConfig) -> dict:
     if cfg.init_from:
         load_init_weights(model, cfg.init_from)
         log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {cfg.init_from}")
-    console.print(model.summary())
+    log("what trains:\n" + model.summary())
 
-    train_features = image_features(cfg, model, splits.train, device)
     val_records = splits.val[: cfg.eval_images] if cfg.eval_images else splits.val
-    val_features = image_features(cfg, model, val_records, device)
+    train_features, val_features = main_first(
+        lambda: (image_features(cfg, model, splits.train, device), image_features(cfg, model, val_records, device))
+    )
+    clip_reference = clip_zero_shot_inputs(cfg, model, val_records, device)
 
     samples = make_samples(splits.train, tasks)
     collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, cfg.max_target_tokens)
@@ -292,12 +337,30 @@ def run(cfg: TrainConfig) -> dict:
     run_dir = output_dir / "runs" / run_name
     data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": tasks}
     all_metrics: dict[str, dict] = {}
-    tracker = Tracker(
-        run_dir, cfg.to_dict(), mode=cfg.wandb, project=cfg.wandb_project, entity=cfg.wandb_entity, run_name=run_name
+    if DIST.is_main:
+        tracker = Tracker(
+            run_dir,
+            cfg.to_dict(),
+            mode=cfg.wandb,
+            project=cfg.wandb_project,
+            entity=cfg.wandb_entity,
+            run_name=run_name,
+        )
+    else:
+        tracker = SilentTracker()
+    # Under torchrun, DDP averages the trainable parameters' gradients across processes in backward().
+    train_model = (
+        DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+        if DIST.enabled
+        else model
     )
     log(f"run directory {run_dir} (W&B {tracker.mode})")
 
-    def checkpoint(epoch: int, position: int, complete: bool, metrics: dict) -> Path:
+    def checkpoint(epoch: int, position: int, complete: bool, metrics: dict) -> None:
+        if not DIST.is_main:  # every process holds the same weights; one writes them
+            return
         stem = checkpoint_stem(epoch, cfg.encoder, cfg.top_k)
         meta = sidecar(cfg, model, decoder_source, tokenizer, data_info, epoch, step, complete, metrics, run_dir)
         path = save_checkpoint(
@@ -309,7 +372,6 @@ def run(cfg: TrainConfig) -> dict:
         )
         prune_checkpoints(output_dir, cfg.keep_checkpoints, cfg.encoder, cfg.top_k)
         log(f"checkpoint {path}")
-        return path
 
     # --- the loop -------------------------------------------------------------------------------------------------
     stop = False
@@ -326,34 +388,44 @@ def run(cfg: TrainConfig) -> dict:
                 TimeRemainingColumn(),
                 console=console,
                 transient=True,
-                disable=not console.is_terminal,
+                disable=not (console.is_terminal and DIST.is_main),
             )
             with progress:
                 task = progress.add_task("train", total=len(order), completed=position, info="")
                 t0, seen, seen_tokens = time.perf_counter(), 0, 0
                 while position < len(order) and not stop:
-                    # One optimizer step = grad_accum micro-batches.
-                    micro = order[position : position + cfg.grad_accum]
-                    loss_sum = 0.0
-                    finite = True
-                    for indices in micro:
-                        batch = collate([samples[i] for i in indices])
-                        with autocast():
-                            loss = model(
+                    # One optimizer step = grad_accum micro-batches of one global batch each; with torchrun every
+                    # process takes its share (every world_size-th sample) of each global batch.
+                    micro = [
+                        collate(DIST.shard([samples[i] for i in indices]))
+                        for indices in order[position : position + cfg.grad_accum]
+                    ]
+                    # The loss is the mean over every target token of the step, on all processes together: each
+                    # micro-batch's mean is re-weighted by its share of the tokens (x world_size, since DDP averages).
+                    tokens = [int((b["labels"] != -100).sum()) for b in micro]
+                    step_tokens = DIST.sum(sum(tokens))
+                    loss_sum, finite = 0.0, True
+                    for k, batch in enumerate(micro):
+                        sync = k == len(micro) - 1 or not DIST.enabled  # all-reduce gradients once per step
+                        with autocast(), contextlib.nullcontext() if sync else train_model.no_sync():
+                            loss = train_model(
                                 batch["input_ids"].to(device),
                                 batch["labels"].to(device),
                                 features=train_features[batch["image_index"]].to(device),
                             )
-                        if not torch.isfinite(loss):
-                            finite = False
-                            break
-                        (loss / len(micro)).backward()
-                        loss_sum += loss.item() / len(micro)
-                        seen += len(indices)
-                        seen_tokens += int(batch["attention_mask"].sum()) + len(indices) * cfg.num_visual_tokens
-                    position += len(micro)
-                    if not finite:  # skip the step, count it, stop if it keeps happening
+                            weight = tokens[k] * DIST.world_size / step_tokens
+                            if torch.isfinite(loss):
+                                (loss * weight).backward()
+                        finite &= bool(torch.isfinite(loss))
+                        loss_sum += loss.item() * tokens[k] / step_tokens if finite else 0.0
+                        seen += len(batch["input_ids"]) * DIST.world_size
+                        seen_tokens += (
+                            int(batch["attention_mask"].sum()) + len(batch["input_ids"]) * cfg.num_visual_tokens
+                        ) * DIST.world_size
+                    loss_sum = DIST.sum(loss_sum)
+                    if DIST.any(not finite):  # skip the step everywhere, count it, stop if it keeps happening
                         optimizer.zero_grad(set_to_none=True)
+                        position += len(micro)
                         bad_steps += 1
                         log(f"non-finite loss at step {step + 1}: step skipped ({bad_steps} in a row)", "yellow")
                         if bad_steps >= MAX_BAD_STEPS:
@@ -370,6 +442,7 @@ def run(cfg: TrainConfig) -> dict:
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
                     step += 1
+                    position += len(micro)  # the data position moves with the weights: a checkpoint resumes here
 
                     elapsed = max(time.perf_counter() - t0, 1e-9)
                     lrs = {f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}
@@ -401,7 +474,7 @@ def run(cfg: TrainConfig) -> dict:
                     model, val_records, val_features, tokenizer, tasks=tasks, batch_size=cfg.batch_size,
                     max_target_tokens=cfg.max_target_tokens, max_new_tokens=cfg.max_new_tokens,
                     gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, device=device,
-                    autocast=autocast, seed=cfg.seed,
+                    autocast=autocast, seed=cfg.seed, clip_reference=clip_reference, dist=DIST,
                 )  # fmt: skip
                 last_eval = result.metrics
                 all_metrics[f"epoch_{epoch}/val"] = result.metrics
@@ -416,11 +489,12 @@ def run(cfg: TrainConfig) -> dict:
     except KeyboardInterrupt:
         # Keep the work: the weights and optimizer are those of the last finished step.
         log("interrupted: saving a checkpoint to resume from", "yellow")
-        checkpoint(epoch, position - (position % cfg.grad_accum), False, {})
+        checkpoint(epoch, position, False, {})
         tracker.finish(exit_code=130)
         raise
 
-    write_metrics(run_dir, all_metrics)
+    if DIST.is_main:
+        write_metrics(run_dir, all_metrics)
     tracker.summary({f"final/{k}": v for k, v in last_eval.items()})
     tracker.finish()
     return last_eval
@@ -454,18 +528,30 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
         model, records, features, tokenizer, tasks=data["tasks"], batch_size=trained.batch_size,
         max_target_tokens=trained.max_target_tokens, max_new_tokens=trained.max_new_tokens,
         gallery_size=trained.gallery_size, num_samples=trained.num_samples, device=device, autocast=autocast,
-        seed=trained.seed,
+        seed=trained.seed, clip_reference=clip_zero_shot_inputs(trained, model, records, device), dist=DIST,
     )  # fmt: skip
     run_dir = Path(meta.get("run_dir") or output_dir / "runs" / f"test_{path.stem}")
-    write_metrics(run_dir, {f"test/{path.stem}": result.metrics}, merge=True)
-    log(format_metrics(f"test split ({len(records)} images)", result.metrics), "green")
-    print_samples(result.samples)
+    if DIST.is_main:
+        write_metrics(run_dir, {f"test/{path.stem}": result.metrics}, merge=True)
+        log(format_metrics(f"test split ({len(records)} images)", result.metrics), "green")
+        print_samples(result.samples)
     return result.metrics
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 6. Reporting
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+class SilentTracker:
+    """The tracker of torchrun processes other than rank 0: they log nothing."""
+
+    mode = "off (rank > 0)"
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    log_table = summary = finish = log
 
 
 def format_metrics(title: str, metrics: dict) -> str:
@@ -505,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(argv)
         started = time.perf_counter()
         metrics = run(cfg)
-        if cfg.mode == "demo":
+        if cfg.mode == "demo" and int(os.environ.get("RANK", "0")) == 0:
             report_demo(cfg, metrics, time.perf_counter() - started)
     except UserError as e:
         console.print(f"[red]error:[/] {e}", soft_wrap=True)

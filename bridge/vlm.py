@@ -31,6 +31,7 @@ from torch import nn
 
 from errors import UserError
 from tiny_decoder import Qwen3ForCausalLM
+from tiny_decoder.model import linear_cross_entropy, target_log_probs
 
 from .adapters import build_bridge
 
@@ -63,6 +64,9 @@ class VLMConfig:
 class VisionLanguageModel(nn.Module):
     """Frozen encoder + trainable bridge + Qwen3 decoder whose top K blocks train."""
 
+    # Rows of [rows, vocab] logits the loss holds at once (155 MB in fp32 at Qwen3's vocabulary for 256 rows).
+    loss_chunk_size: int = 256
+
     def __init__(self, config: VLMConfig, encoder: nn.Module, decoder: Qwen3ForCausalLM) -> None:
         super().__init__()
         layers = decoder.config.num_hidden_layers
@@ -71,6 +75,11 @@ class VisionLanguageModel(nn.Module):
         self.config = config
         self.encoder = encoder
         self.decoder = decoder
+        if config.view == "hidden" and config.num_visual_tokens > encoder.num_tokens:
+            raise UserError(
+                f"num_visual_tokens={config.num_visual_tokens} is invalid for the {config.encoder} encoder's hidden "
+                f"states: it has {encoder.num_tokens} tokens (accepted: 1..{encoder.num_tokens})"
+            )
         in_dim = encoder.pooled_dim if config.view == "pooled" else encoder.hidden_dim
         # Visual tokens start at the scale of real token embeddings (see bridge/adapters.py).
         target_rms = decoder.model.embed_tokens.weight.detach().float().pow(2).mean().sqrt().item()
@@ -221,8 +230,11 @@ class VisionLanguageModel(nn.Module):
         embeds = self._inputs(input_ids, pixel_values, features)
         keep, next_tokens = self._targets(labels)
         hidden = self.decoder.hidden_states(inputs_embeds=embeds)[:, :-1]  # [B, N + T - 1, d]
-        logits = self.decoder.lm_head(hidden[keep])  # [M, vocab]: only where there is a label
-        return F.cross_entropy(logits.float(), next_tokens[keep])
+        # Logits only where there is a label ([M, vocab], M = label count), and only a chunk of rows at a time:
+        # equal to F.cross_entropy(self.decoder.lm_head(hidden[keep]).float(), next_tokens[keep]) in value and
+        # gradient, without keeping the [M, vocab] logits for the backward pass (see tiny_decoder/model.py).
+        head = self.decoder.lm_head.weight  # [vocab, d]
+        return linear_cross_entropy(hidden[keep], head, next_tokens[keep], self.loss_chunk_size)
 
     @torch.no_grad()
     def sequence_log_likelihood(
@@ -235,28 +247,22 @@ class VisionLanguageModel(nn.Module):
         """Mean log-probability of each sample's target tokens given its image, [B] (for retrieval)."""
         embeds = self._inputs(input_ids, pixel_values, features)
         keep, next_tokens = self._targets(labels)
-        hidden = self.decoder.hidden_states(inputs_embeds=embeds)[:, :-1]
-        logp = self.decoder.lm_head(hidden[keep]).float().log_softmax(-1)  # [M, vocab]
-        token_logp = logp.gather(-1, next_tokens[keep][:, None]).squeeze(-1)  # [M]
+        hidden = self.decoder.hidden_states(inputs_embeds=embeds)[:, :-1]  # [B, N + T - 1, d]
+        head = self.decoder.lm_head.weight  # [vocab, d]
+        token_logp = target_log_probs(hidden[keep], head, next_tokens[keep], self.loss_chunk_size)  # [M]
         rows = keep.nonzero()[:, 0]  # which sample each kept position belongs to
         total = torch.zeros(len(input_ids), device=token_logp.device).index_add_(0, rows, token_logp)
         return total / keep.sum(1).clamp(min=1)
 
     # ------------------------------------------------------------------ generation
 
-    @torch.no_grad()
-    def generate(
-        self,
-        prompts: list[list[int]],
-        pixel_values: torch.Tensor | None = None,
-        features: torch.Tensor | None = None,
-        max_new_tokens: int = 32,
-        eos_token_id: int | None = None,
-        **sampling,
-    ) -> list[list[int]]:
-        """Continue [visual tokens][prompt] for each image; returns the new token ids, cut at end-of-text.
+    def prompt_embeddings(
+        self, prompts: list[list[int]], pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[visual tokens][prompt] for each image, left-padded: (embeddings [B, W, d], attention mask [B, W]).
 
         Rows are left-padded (padding before the visual tokens), so every row's next token is in the last column.
+        `generate` decodes from these; so does beam search (`tiny_decoder/beam.py`, used by caption.py).
         """
         visual = self.visual_tokens(pixel_values, features)  # [B, N, d]
         embed = self.decoder.model.embed_tokens
@@ -268,6 +274,20 @@ class VisionLanguageModel(nn.Module):
             row = torch.cat([visual[i].to(embed.weight.dtype), embed(torch.tensor(prompt, device=visual.device))])
             embeds[i, width - len(row) :] = row  # [N + len(prompt), d] at the right end
             mask[i, width - len(row) :] = 1
+        return embeds, mask
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[list[int]],
+        pixel_values: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        eos_token_id: int | None = None,
+        **sampling,
+    ) -> list[list[int]]:
+        """Continue [visual tokens][prompt] for each image; returns the new token ids, cut at end-of-text."""
+        embeds, mask = self.prompt_embeddings(prompts, pixel_values, features)
         eos = eos_token_id if eos_token_id is not None else self.decoder.config.eos_token_id
         out = self.decoder.generate(
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos, **sampling

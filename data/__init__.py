@@ -1,8 +1,10 @@
 """Data: Flickr30k in its common layouts, a generated shapes set, splits by image, and training batches.
 
-- `load_dataset(source, cache_dir=...)` -> (`Splits`, `LoadReport`): the one entry point (`loading.py`).
+- `load_dataset(source, cache_dir=...)` -> (`Splits`, `LoadReport`): the one entry point (`loading.py`); `source`
+  may be a comma-separated list ("flickr30k,synthetic:OUT"), merged by image.
 - `ImageRecord`, `LoadReport` (`records.py`); `load_image`, `drop_bad_images` (`images.py`).
 - `generate_shapes` (`shapes.py`): the offline demo's data, captions and questions true of the pixels.
+- `read_synthetic` (`synthetic.py`): a teacher model's captions and questions written by `python -m synth`.
 - `split_records`, `Splits` (`splits.py`): random 80/10/10 or Karpathy's split, always by image.
 - `make_samples`, `VLMCollator`, `batch_order`, `encode_prompts`, prompts (`batches.py`).
 - `train_bpe_tokenizer` (`tokenizer.py`): a small byte-level BPE for the offline demo.
@@ -19,14 +21,16 @@ from .batches import (
     make_samples,
     question_prompt,
 )
-from .images import drop_bad_images, load_image
+from .images import BadImageError, decode_image, drop_bad_images, load_image
 from .loading import load_dataset
 from .records import ImageRecord, LoadReport
 from .shapes import generate_shapes
 from .splits import Splits, split_records
+from .synthetic import read_synthetic
 from .tokenizer import EOS_TOKEN, train_bpe_tokenizer
 
 __all__ = [
+    "BadImageError",
     "CAPTION_PROMPT",
     "EOS_TOKEN",
     "IGNORE_INDEX",
@@ -37,6 +41,7 @@ __all__ = [
     "Splits",
     "VLMCollator",
     "batch_order",
+    "decode_image",
     "drop_bad_images",
     "encode_prompts",
     "generate_shapes",
@@ -44,6 +49,7 @@ __all__ = [
     "load_image",
     "make_samples",
     "question_prompt",
+    "read_synthetic",
     "split_records",
     "train_bpe_tokenizer",
 ]

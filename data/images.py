@@ -35,34 +35,35 @@ from errors import UserError
 from .records import MAX_EXAMPLES, ImageRecord, LoadReport
 
 
-class _BadImage(Exception):
-    """Internal: why an image could not be used (the message is the reason shown in reports)."""
+class BadImageError(Exception):
+    """Why an image could not be used; the message is the short reason shown in reports ("truncated", ...)."""
 
 
-def _decode_rgb(path: Path) -> Image.Image:
-    """Open and fully decode `path` as RGB, or raise `_BadImage` with a short reason."""
+def decode_image(path: Path | str) -> Image.Image:
+    """Open and fully decode `path` as RGB, or raise `BadImageError` with a short reason."""
+    path = Path(path)
     if not path.is_file():
-        raise _BadImage("missing")
+        raise BadImageError("missing")
     try:
         with Image.open(path) as img:  # reads the header only
             limit = Image.MAX_IMAGE_PIXELS  # None means the user switched the check off
             if limit is not None and img.width * img.height > limit:
-                raise _BadImage("decompression bomb")
+                raise BadImageError("decompression bomb")
             img.load()  # decode every pixel now, so a truncated file fails here and not mid-training
             return img.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise _BadImage("decompression bomb") from err
-    except _BadImage:
+        raise BadImageError("decompression bomb") from err
+    except BadImageError:
         raise
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error... on bad files
-        raise _BadImage("truncated" if "truncated" in str(err).lower() else "unreadable") from err
+        raise BadImageError("truncated" if "truncated" in str(err).lower() else "unreadable") from err
 
 
 def image_problem(path: Path) -> str | None:
     """Decode `path` fully; return None when it is a usable image, else the reason ("missing", ...)."""
     try:
-        _decode_rgb(Path(path))
-    except _BadImage as err:
+        decode_image(Path(path))
+    except BadImageError as err:
         return str(err)
     return None
 
@@ -70,8 +71,8 @@ def image_problem(path: Path) -> str | None:
 def load_image(path: Path) -> Image.Image | None:
     """Return the image at `path` decoded as RGB, or None when it is missing or broken in any way."""
     try:
-        return _decode_rgb(Path(path))
-    except _BadImage:
+        return decode_image(Path(path))
+    except BadImageError:
         return None
 
 

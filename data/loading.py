@@ -4,10 +4,21 @@
     splits, report = load_dataset("flickr30k", cache_dir=Path(".data"))         # nlphuji/flickr30k on the hub
     splits, report = load_dataset("hf:OWNER/REPO", cache_dir=Path(".data"))     # another repo in that layout
     splits, report = load_dataset("/path/to/flickr30k", cache_dir=Path(".data"), split="karpathy")
+    splits, report = load_dataset("synthetic:/path/to/out", cache_dir=Path(".data"))  # written by `python -m synth`
+    splits, report = load_dataset("flickr30k,synthetic:/path/to/out", cache_dir=Path(".data"))  # merged
     print(report.summary())
 
-The steps are the same for every source: read the annotations into `ImageRecord`s (`flickr30k.py`), decode
-every image once and drop the broken ones (`images.py`), then split by image (`splits.py`).
+The steps are the same for every source: read the annotations into `ImageRecord`s (`flickr30k.py`,
+`synthetic.py`), decode every image once and drop the broken ones (`images.py`), then split by image
+(`splits.py`).
+
+A comma-separated list of sources is merged image by image before splitting: the records of one image (the same
+file name in every source) become one record holding all their captions and questions. So the teacher's questions
+about a Flickr30k image join that image's human captions, and the image, with everything said about it, lands in
+one split. Two images are the same when their file names are equal (Flickr30k's names are its image ids, the same
+in every layout, while the folder differs from machine to machine); the merged record keeps the first listed
+source's path that exists on this machine, and the first split label it meets (so `split="karpathy"` works for
+`flickr30k,synthetic:...` when every synthetic image is a Flickr30k image).
 """
 
 from __future__ import annotations
@@ -19,12 +30,13 @@ from errors import UserError
 
 from .flickr30k import DEFAULT_HUB_REPO, read_hub, read_local
 from .images import drop_bad_images
-from .records import LoadReport
+from .records import MAX_EXAMPLES, ImageRecord, LoadReport
 from .shapes import generate_shapes, is_complete
 from .splits import SCHEMES, Splits, split_records
+from .synthetic import read_synthetic
 
 _HUB_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
-SOURCES = "'shapes', 'flickr30k', 'hf:OWNER/REPO' or a local folder"
+SOURCES = "'shapes', 'flickr30k', 'hf:OWNER/REPO', 'synthetic:PATH' or a local folder (or a comma-separated list)"
 
 
 def load_dataset(
@@ -36,8 +48,10 @@ def load_dataset(
     max_bad_fraction: float = 0.01,
     shapes_images: int = 2000,
 ) -> tuple[Splits, LoadReport]:
-    """Load `source` ("shapes", "flickr30k", "hf:OWNER/REPO" or a local path) and split it by image.
+    """Load `source` and split it by image.
 
+    `source` is "shapes", "flickr30k", "hf:OWNER/REPO", "synthetic:PATH" (a folder written by `python -m synth`),
+    a local path, or a comma-separated list of these, merged by image (see the module docstring).
     `split` is the scheme, "random" (80/10/10 from `seed`) or "karpathy" (the layout's own labels).
     The shapes set is generated into `cache_dir/shapes-seed{seed}-n{shapes_images}` unless already there.
     Raises `UserError` for an unknown source, a missing path, an unreadable layout, an unreachable hub, or
@@ -46,20 +60,71 @@ def load_dataset(
     if split not in SCHEMES:  # fail before any download or generation
         raise UserError(f"unknown split scheme {split!r}; accepted: {', '.join(SCHEMES)}")
     cache_dir = Path(cache_dir).expanduser()
+    names = [name.strip() for name in source.split(",")]
+    if not all(names):
+        raise UserError(f"data source {source!r} has an empty entry; write a list as SOURCE,SOURCE (e.g. {SOURCES})")
+    loaded = [_read_source(name, cache_dir, seed, shapes_images) for name in names]
+    records, report = loaded[0] if len(loaded) == 1 else merge_sources(loaded)
+    records = drop_bad_images(records, report, max_bad_fraction=max_bad_fraction)
+    return split_records(records, split, seed), report
+
+
+def _read_source(source: str, cache_dir: Path, seed: int, shapes_images: int) -> tuple[list[ImageRecord], LoadReport]:
+    """The records of one source name (images not decoded yet)."""
     if source == "shapes":
         folder = cache_dir / f"shapes-seed{seed}-n{shapes_images}"
         if not is_complete(folder, shapes_images):
             generate_shapes(folder, n_images=shapes_images, seed=seed)
-        records, report = read_local(folder)
-    elif source == "flickr30k" or source.startswith("hf:"):
+        return read_local(folder)
+    if source == "flickr30k" or source.startswith("hf:"):
         repo_id = DEFAULT_HUB_REPO if source == "flickr30k" else source.removeprefix("hf:")
         if not _HUB_REPO_ID.fullmatch(repo_id):
             raise UserError(f"{source!r} is not a hub dataset; write it as hf:OWNER/REPO")
-        records, report = read_hub(repo_id, cache_dir)
-    else:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise UserError(f"data source {source!r} is not {SOURCES}: no such file or folder")
-        records, report = read_local(path)
-    records = drop_bad_images(records, report, max_bad_fraction=max_bad_fraction)
-    return split_records(records, split, seed), report
+        return read_hub(repo_id, cache_dir)
+    if source.startswith("synthetic:"):
+        return read_synthetic(Path(source.removeprefix("synthetic:")))
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(f"data source {source!r} is not {SOURCES}: no such file or folder")
+    return read_local(path)
+
+
+def merge_sources(loaded: list[tuple[list[ImageRecord], LoadReport]]) -> tuple[list[ImageRecord], LoadReport]:
+    """Merge several sources' records by image file name into new records, and their reports into one."""
+    merged: dict[str, ImageRecord] = {}
+    for records, _ in loaded:
+        paths: dict[str, Path] = {}  # file name -> path, within this source
+        for record in records:
+            name = record.path.name
+            if paths.setdefault(name, record.path) != record.path:
+                raise UserError(
+                    f"cannot merge sources by image: {paths[name]} and {record.path} share the file name {name!r}; "
+                    "merge only sources whose image file names are unique"
+                )
+            if name not in merged:
+                merged[name] = ImageRecord(
+                    record.image_id, record.path, list(record.captions), list(record.qa), record.split
+                )
+                continue
+            image = merged[name]
+            image.captions.extend(record.captions)
+            image.qa.extend(record.qa)
+            image.split = image.split or record.split
+            if not image.path.is_file() and record.path.is_file():  # e.g. a synthetic set made on another machine
+                image.path, image.image_id = record.path, record.image_id
+    reports = [report for _, report in loaded]
+    report = LoadReport(
+        source=",".join(r.source for r in reports),
+        layout=" + ".join(r.layout for r in reports),
+        images_found=len(merged) + sum(r.images_skipped for r in reports),
+    )
+    for r in reports:  # what each source skipped or repaired while reading
+        report.images_skipped += r.images_skipped
+        report.skip_reasons.update(r.skip_reasons)
+        report.empty_captions_dropped += r.empty_captions_dropped
+        report.malformed_rows_skipped += r.malformed_rows_skipped
+        report.rows_repaired += r.rows_repaired
+        report.skipped_examples = (report.skipped_examples + r.skipped_examples)[:MAX_EXAMPLES]
+        report.malformed_examples = (report.malformed_examples + r.malformed_examples)[:MAX_EXAMPLES]
+        report.repaired_examples = (report.repaired_examples + r.repaired_examples)[:MAX_EXAMPLES]
+    return list(merged.values()), report

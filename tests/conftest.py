@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# OpenMP threads that wait by spinning make small models 10-20x slower when the CPU is shared (a busy CI machine,
+# subprocesses of the tests): let them sleep instead. Must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 import torch
@@ -79,3 +84,20 @@ def tiny_checkpoint(tmp_path):
         return path, model
 
     return build
+
+
+@pytest.fixture(scope="session")
+def trained_demo(tmp_path_factory):
+    """One short demo training run per test session (shapes set, tiny decoder, tiny encoder), shared by the tests
+    of train.py, caption.py and the notebooks. Returns (output_dir, cache_dir, checkpoint path)."""
+    import train
+    from training.checkpoint import latest_checkpoint
+
+    root = tmp_path_factory.mktemp("demo")
+    output_dir, cache_dir = root / "models", root / "cache"
+    code = train.main(
+        ["--demo", "--output-dir", str(output_dir), "--cache-dir", str(cache_dir), "--wandb", "disabled"]
+        + ["--epochs", "1", "--eval-images", "40", "--gallery-size", "20", "--run-name", "session-demo"]
+    )
+    assert code == 0
+    return output_dir, cache_dir, latest_checkpoint(output_dir, "tiny")

@@ -45,7 +45,7 @@ def batch(B: int = 3, T: int = 7, vocab: int = 64):
     labels[:, :2] = -100  # prompt
     labels[1, 5:] = -100  # row 1 is padded from position 5
     input_ids[1, 5:] = 0
-    return input_ids, labels, torch.rand(B, 3, 64, 64)
+    return input_ids, labels, torch.rand(B, 3, 48, 48)
 
 
 # ----------------------------------------------------------------------------------------------------- adapters
@@ -146,7 +146,7 @@ def test_loss_equals_a_hand_computation_and_ignores_unlabelled_positions():
 def test_the_image_changes_the_logits():
     model = tiny_vlm(top_k=1).eval()
     input_ids, labels, _ = batch(B=2)
-    dark, bright = torch.zeros(2, 3, 64, 64), torch.ones(2, 3, 64, 64)
+    dark, bright = torch.zeros(2, 3, 48, 48), torch.ones(2, 3, 48, 48)
     a = model.sequence_log_likelihood(input_ids, labels, pixel_values=dark)
     b = model.sequence_log_likelihood(input_ids, labels, pixel_values=bright)
     assert (a - b).abs().min() > 1e-4
@@ -157,7 +157,7 @@ def test_overfits_eight_image_caption_pairs_then_captions_each_image():
     torch.manual_seed(0)
     vocab, prompt, eos = 40, [2, 3], 1
     model = tiny_vlm(top_k=LAYERS, view="hidden", num_tokens=4, vocab=vocab)
-    images = torch.rand(8, 3, 64, 64)
+    images = torch.rand(8, 3, 48, 48)
     captions = [torch.randint(4, vocab, (5,)).tolist() for _ in range(8)]
     input_ids = torch.tensor([prompt + c + [eos] for c in captions])
     labels = input_ids.clone()
@@ -191,3 +191,9 @@ def test_trainable_state_dict_round_trip_and_mismatch_errors():
         tiny_vlm(top_k=2).load_trainable_state_dict(state)
     with pytest.raises(UserError, match="has shape"):
         tiny_vlm(top_k=1, num_tokens=5).load_trainable_state_dict(state)
+
+
+def test_more_visual_tokens_than_the_encoder_has_is_refused():
+    with pytest.raises(UserError, match=r"num_visual_tokens=11 is invalid .* it has 10 tokens"):
+        tiny_vlm(view="hidden", num_tokens=11)
+    assert tiny_vlm(view="hidden", num_tokens=10).bridge(torch.zeros(1, 10, 192)).shape == (1, 10, 32)

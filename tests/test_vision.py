@@ -23,13 +23,13 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
+from data.images import decode_image
 from errors import UserError
-from vision import FeatureCache, VisionEncoder, build_encoder, load_image
-from vision.images import BadImageError
+from vision import FeatureCache, VisionEncoder, build_encoder
 
 # name -> (pooled_dim, hidden_dim, num_tokens, image_size)
 EXPECTED_SIZES = {
-    "tiny": (64, 64, 17, 64),
+    "tiny": (192, 192, 10, 48),
     "vit": (768, 768, 197, 224),
     "clip": (512, 768, 50, 224),
 }
@@ -129,7 +129,7 @@ def test_forward_builds_no_graph_even_if_parameters_are_unfrozen() -> None:
     """A careless `parent.requires_grad_(True)` must not make the encoder trainable: forward runs under no_grad."""
     encoder = build_encoder("tiny")
     encoder.requires_grad_(True)
-    assert encoder(torch.randn(1, 3, 64, 64)).grad_fn is None
+    assert encoder(torch.randn(1, 3, 48, 48)).grad_fn is None
 
 
 def test_clip_views_match_open_clip_forward(
@@ -160,7 +160,8 @@ def test_preprocessing_is_the_libraries_own(encoders: dict[str, VisionEncoder]) 
     vit_reference = timm.data.create_transform(**vit_cfg, is_training=False)
     assert torch.equal(encoders["vit"].preprocess(image), vit_reference(image))
 
-    tiny_reference = timm.data.create_transform(**{**vit_cfg, "input_size": (3, 64, 64)}, is_training=False)
+    tiny_cfg = {**vit_cfg, "input_size": (3, 48, 48), "crop_pct": 1.0}  # no centre crop: patches align with the image
+    tiny_reference = timm.data.create_transform(**tiny_cfg, is_training=False)
     assert torch.equal(encoders["tiny"].preprocess(image), tiny_reference(image))
 
     clip_cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
@@ -242,28 +243,6 @@ def test_unreadable_weights_file_is_a_user_error(name: str, tmp_path: Path) -> N
         build_encoder(name, str(path))
 
 
-# ---------------------------------------------------------------- images
-
-
-def test_load_image_rejects_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    good = tmp_path / "good.jpg"
-    _test_image(64, 64).save(good)
-    assert load_image(good).mode == "RGB"
-
-    not_an_image = tmp_path / "text.jpg"
-    not_an_image.write_text("hello")
-    truncated = tmp_path / "truncated.jpg"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    for path in (not_an_image, truncated, tmp_path / "missing.png"):
-        with pytest.raises(BadImageError, match=path.name):
-            load_image(path)
-
-    # 64 x 64 = 4096 pixels is between the limit and twice the limit: Pillow only warns, we refuse.
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)
-    with pytest.raises(BadImageError):
-        load_image(good)
-
-
 # ---------------------------------------------------------------- feature cache
 
 
@@ -275,10 +254,10 @@ def test_cache_miss_then_hit_matches_the_encoder(tmp_path: Path, monkeypatch: py
 
     features, valid = cache.features(encoder, paths, "pooled", batch_size=2)
     assert sum(calls) == 5
-    assert features.shape == (5, 64) and features.dtype == torch.float32
+    assert features.shape == (5, 192) and features.dtype == torch.float32
     assert valid.dtype == torch.bool and valid.all()
     # Same values, same order as running the encoder directly.
-    pixels = torch.stack([encoder.preprocess(load_image(p)) for p in paths])  # [5, 3, 64, 64]
+    pixels = torch.stack([encoder.preprocess(decode_image(p)) for p in paths])  # [5, 3, 48, 48]
     assert torch.allclose(features, encoder(pixels), atol=1e-5)
 
     calls.clear()
@@ -306,7 +285,7 @@ def test_cache_rebuilds_when_view_weights_or_an_image_change(tmp_path: Path, mon
     calls.clear()
     hidden, _ = cache.features(encoder, paths, "hidden")
     assert sum(calls) == 3
-    assert hidden.shape == (3, 17, 64) and hidden.dtype == torch.float16
+    assert hidden.shape == (3, 10, 192) and hidden.dtype == torch.float16
 
     # Other weights (a local file) -> other features, computed anew.
     weights_file = tmp_path / "tiny.safetensors"
@@ -364,7 +343,7 @@ def test_cache_bad_images_get_zero_features_and_valid_false(
         features, valid = cache.features(encoder, mixed, "pooled", batch_size=3)
     assert valid.tolist() == [True, False, True, False, True, True]
     assert sum(calls) == 4  # the encoder never saw the bad images
-    assert torch.equal(features[~valid], torch.zeros(2, 64))
+    assert torch.equal(features[~valid], torch.zeros(2, 192))
     assert torch.allclose(features[valid], clean, atol=1e-5)
     assert "2 of 6 images could not be read" in caplog.text
 

@@ -92,12 +92,19 @@ def generate(
     if attention_mask is None:
         attention_mask = torch.ones(B, T, dtype=torch.long, device=device)
 
+    # Without padding the model needs no mask (the prompt is plainly causal, each new token sees the whole cache),
+    # and it then takes its fastest attention path. With padding the mask grows by one column per step.
+    padded = not bool(attention_mask.all())
     cache = model.new_kv_cache(B, T + max_new_tokens)
     pick = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
 
     # Prefill: the whole prompt at once; keep only the last position's logits.
     logits = model(
-        input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, kv_cache=cache, logits_to_keep=1
+        input_ids,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask if padded else None,
+        kv_cache=cache,
+        logits_to_keep=1,
     )[:, -1]  # [B, vocab]
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     new_tokens = []
@@ -110,6 +117,7 @@ def generate(
             break
         # Decode: feed the one new token; the cache supplies everything before it. Ended rows are fed their
         # (ignored) sampled token, which is always a valid id, unlike a pad id such as -1.
-        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-        logits = model(sampled[:, None], attention_mask=attention_mask, kv_cache=cache)[:, -1]
+        if padded:
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)  # [B, t+1]
+        logits = model(sampled[:, None], attention_mask=attention_mask if padded else None, kv_cache=cache)[:, -1]
     return torch.stack(new_tokens, dim=1)

@@ -292,8 +292,10 @@ class Qwen3ForCausalLM(nn.Module):
         inv_freq = rope_inverse_frequencies(self.config.head_dim, self.config.rope_theta, x.device)
         cos, sin = rope_cos_sin(position_ids, inv_freq, x.dtype)  # [B, T, head_dim] each
 
+        # No mask at all is the fastest attention path: plainly causal without a cache, and a single new token may
+        # see every cached position. Padding, or several new tokens after a cache, need the explicit mask.
         mask = None
-        if attention_mask is not None or (kv_cache is not None and past > 0):
+        if attention_mask is not None or (past > 0 and T > 1):
             mask = self._attention_mask(attention_mask, B, T, past, x.device)
 
         for layer in self.model.layers:
@@ -348,3 +350,88 @@ class Qwen3ForCausalLM(nn.Module):
         from .generate import generate
 
         return generate(self, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The loss over a 151,936-token vocabulary, in chunks
+# ---------------------------------------------------------------------------------------------------------------------
+# The plain loss, F.cross_entropy(hidden @ W.T, targets), keeps the [M, vocab] logits, their log-softmax and, in the
+# backward pass, their gradient: 0.6 MB each per target token in fp32 at Qwen3's vocabulary, as much as seven
+# decoder blocks keep for that token (~83 KB each). Here the rows go through the head `chunk_size` at a time, and
+# each chunk's gradient is computed right away, while its logits exist:
+#     d loss / d logits = (softmax(logits) - onehot(target)) / M          (per row, for the mean over M rows)
+#     d loss / d hidden = (d loss / d logits) @ W,   d loss / d W = (d loss / d logits).T @ hidden
+# Only the [M, d] gradient of the hidden states is kept for the backward pass; no [M, vocab] tensor outlives its
+# chunk. No matmul is repeated (unlike checkpointing each chunk, which recomputes the logits in the backward pass).
+# The same idea is Liger-Kernel's "fused linear cross-entropy" (Hsu et al. 2024, https://arxiv.org/abs/2410.10989)
+# and Apple's "Cut Your Losses" (Wijmans et al. 2024, https://arxiv.org/abs/2411.09009).
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of softmax(hidden @ weight.T); the gradients are computed in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int):
+        M = hidden.shape[0]
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32 softmax, even for bf16 logits
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None  # [M, d]
+        grad_weight = torch.zeros_like(weight, dtype=acc) if need_weight else None  # [vocab, d]
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        for start in range(0, M, chunk_size):
+            h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]  # [m, d], [m]
+            logits = (h @ weight.T).to(acc)  # [m, vocab]: the only large tensor, freed at the end of the chunk
+            lse = logits.logsumexp(dim=-1)  # [m]
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            # The gradient of the mean loss with respect to these logits, built in place in the logits' memory.
+            grad_logits = logits.sub_(lse[:, None]).exp_()  # [m, vocab]: softmax
+            grad_logits[torch.arange(len(t), device=t.device), t] -= 1.0
+            grad_logits = grad_logits.div_(M).to(h.dtype)
+            if need_hidden:
+                grad_hidden[start : start + chunk_size] = grad_logits @ weight  # [m, d]
+            if need_weight:
+                grad_weight += (grad_logits.T @ h).to(acc)  # [vocab, d]
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total / M
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        # The loss is a scalar, so the chain rule only scales the gradients computed in the forward pass.
+        return (
+            grad_hidden * grad_loss.to(grad_hidden.dtype) if grad_hidden is not None else None,
+            (grad_weight * grad_loss).to(ctx.weight_dtype) if grad_weight is not None else None,
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 256
+) -> torch.Tensor:
+    """Mean cross-entropy of the logits hidden @ weight.T [M, vocab] against targets [M], `chunk_size` rows at a time.
+
+    Equal in value and gradient to F.cross_entropy(F.linear(hidden, weight).float(), targets), without ever holding
+    the [M, vocab] logits (see the comment above). hidden: [M, d]; weight: [vocab, d] (the LM head); targets: [M].
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, chunk_size)
+    return -target_log_probs(hidden, weight, targets, chunk_size).mean()
+
+
+def target_log_probs(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 256
+) -> torch.Tensor:
+    """log softmax(hidden @ weight.T)[target] for each row [M], `chunk_size` rows at a time (no gradient kept)."""
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    out = torch.empty(len(targets), dtype=acc, device=hidden.device)  # [M]
+    with torch.no_grad():
+        for start in range(0, len(targets), chunk_size):
+            logits = (hidden[start : start + chunk_size] @ weight.T).to(acc)  # [m, vocab]
+            t = targets[start : start + chunk_size, None]  # [m, 1]
+            out[start : start + chunk_size] = (logits.gather(1, t) - logits.logsumexp(-1, keepdim=True)).squeeze(1)
+    return out

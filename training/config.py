@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from errors import UserError
+from errors import OneLineArgumentParser, UserError
 
 ENCODERS = ("vit", "clip", "tiny")
 VIEWS = ("pooled", "hidden")
@@ -137,7 +136,8 @@ HELP = {
     "top_k": "how many of the decoder's top blocks train; 0 keeps the language model frozen [env TOP_K]",
     "num_visual_tokens": "visual tokens the bridge prepends to the text",
     "decoder": "Qwen3 checkpoint: a hub repo id or a local directory",
-    "data": "flickr30k (hub), hf:OWNER/REPO, a local directory (Karpathy json, CSV, results.csv), or shapes",
+    "data": "flickr30k (hub), hf:OWNER/REPO, a local directory (Karpathy json, CSV, results.csv), shapes, "
+    "synthetic:PATH (made by `python -m synth`), or a comma-separated list of these, merged by image",
     "split": "random (80/10/10 by image, from the seed) or karpathy (29,000/1,014/1,000, when the data has it)",
     "tasks": "what to train on: caption, qa, or caption,qa (question answering needs data with questions)",
     "max_target_tokens": "target text longer than this many tokens is truncated",
@@ -173,16 +173,8 @@ HELP = {
 }
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line and exit status 2 (no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineArgumentParser(
         prog="train.py",
         description="Train, evaluate and save the vision-language model (frozen encoder + bridge + Qwen3 top-K).",
     )
@@ -233,16 +225,16 @@ DEMO_SETTINGS: dict[str, Any] = dict(
     encoder="tiny",
     encoder_weights="none",
     view="hidden",
-    num_visual_tokens=16,
-    top_k=2,
-    epochs=4,
+    num_visual_tokens=9,  # the tiny encoder's 3x3 patch grid
+    top_k=2,  # of the tiny decoder's 4 blocks
+    epochs=3,
     batch_size=32,
     lr_adapter=2e-3,
     lr_qwen=1e-3,
     warmup_steps=50,
     max_target_tokens=24,
-    eval_images=200,
-    gallery_size=100,
+    eval_images=100,
+    gallery_size=50,
     max_new_tokens=24,
     num_samples=5,
     wandb="offline",

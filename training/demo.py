@@ -8,7 +8,7 @@ still runs the *same* code path end to end in a few minutes on a laptop CPU:
 - decoder: our Qwen3 class at a tiny size (4 blocks, d=128), randomly initialised, saved in the hub's format so it
   loads exactly like the real checkpoint;
 - encoder: the tiny frozen ViT with random weights (`vision.build_encoder("tiny", "none")`), read through its
-  hidden states: 4x4 patch tokens that keep where each colour is.
+  hidden states: a 3x3 grid of patch tokens, one per cell of the grid the shapes are drawn on.
 
 A random decoder stands in for a pretrained one. Its token embeddings are frozen (as the real model's are) and tied
 to the LM head, so they are drawn at a larger scale than the usual 0.02: an embedding matrix that learned language

@@ -25,6 +25,8 @@ from bridge import VisionLanguageModel
 from data import CAPTION_PROMPT, ImageRecord, VLMCollator, make_samples, question_prompt
 from data.batches import encode_prompts
 from metrics import caption_metrics, gallery_indices, mean_over_galleries, qa_metrics, retrieval_metrics
+from training.distributed import SINGLE_PROCESS, Distributed
+from vision import ClipText
 from weights_loader import TextTokenizer
 
 
@@ -50,10 +52,11 @@ def split_loss(
     max_target_tokens: int,
     device: torch.device,
     autocast,
+    dist: Distributed = SINGLE_PROCESS,
 ) -> float:
-    """Mean cross-entropy per target token over every sample of the split."""
+    """Mean cross-entropy per target token over every sample of the split (shared out across processes)."""
     collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, max_target_tokens)
-    samples = make_samples(records, tasks)
+    samples = dist.shard(make_samples(records, tasks))
     total, tokens = 0.0, 0
     for rows in _batches(len(samples), batch_size):
         batch = collate([samples[i] for i in rows])
@@ -66,7 +69,7 @@ def split_loss(
             )
         total += loss.item() * n
         tokens += n
-    return total / max(tokens, 1)
+    return dist.sum(total) / max(dist.sum(tokens), 1)
 
 
 @torch.no_grad()
@@ -79,11 +82,14 @@ def generate_texts(
     max_new_tokens: int,
     device: torch.device,
     autocast,
+    dist: Distributed = SINGLE_PROCESS,
 ) -> list[str]:
-    """Greedy continuation of prompts[i] given features[i]."""
-    prompt_ids = encode_prompts(tokenizer.tokenizer, prompts)
+    """Greedy continuation of prompts[i] given features[i] (each process generates its share)."""
+    mine = dist.shard(range(len(prompts)))
+    prompt_ids = encode_prompts(tokenizer.tokenizer, [prompts[i] for i in mine])
+    features = features[mine]
     out: list[str] = []
-    for rows in _batches(len(prompts), batch_size):
+    for rows in _batches(len(mine), batch_size):
         with autocast():
             ids = model.generate(
                 [prompt_ids[i] for i in rows],
@@ -93,7 +99,7 @@ def generate_texts(
                 pad_token_id=tokenizer.pad_id,
             )
         out.extend(tokenizer.decode(row).strip() for row in ids)
-    return out
+    return dist.gather_sharded(out, len(prompts))
 
 
 @torch.no_grad()
@@ -124,6 +130,21 @@ def likelihood_scores(
     return scores
 
 
+def clip_zero_shot_retrieval(
+    text_tower: ClipText, image_embeddings: torch.Tensor, records: Sequence[ImageRecord], gallery_size: int
+) -> dict[str, float]:
+    """CLIP's own retrieval on the same galleries: cosine similarity of L2-normalised image and text embeddings."""
+    images = torch.nn.functional.normalize(image_embeddings.float(), dim=-1)  # [n_images, 512]
+    per_gallery = []
+    for gallery in gallery_indices(len(records), gallery_size):
+        texts = [c for i in gallery for c in records[i].captions]
+        owner = torch.tensor([k for k, i in enumerate(gallery) for _ in records[i].captions])
+        scores = images[gallery.start : gallery.stop] @ text_tower.encode(texts).T.cpu()  # [G, n_captions]
+        per_gallery.append(retrieval_metrics(scores, owner))
+    result = mean_over_galleries(per_gallery)
+    return {f"clip_zero_shot/{k}": v for k, v in result.items() if not k.startswith("n_")}
+
+
 def evaluate(
     model: VisionLanguageModel,
     records: Sequence[ImageRecord],
@@ -141,8 +162,14 @@ def evaluate(
     device: torch.device | str = "cpu",
     autocast=None,
     seed: int = 0,
+    clip_reference: tuple[ClipText, torch.Tensor] | None = None,
+    dist: Distributed = SINGLE_PROCESS,
 ) -> EvalResult:
-    """All metrics of one split, as a flat dict (keys like "cider_d", "i2t_recall@1", "shuffled/cider_d")."""
+    """All metrics of one split, as a flat dict (keys like "cider_d", "i2t_recall@1", "shuffled/cider_d").
+
+    `clip_reference` = (CLIP's text tower, CLIP image embeddings [n_images, 512] of `records`): also report CLIP's
+    own zero-shot retrieval on the same galleries, as "clip_zero_shot/i2t_recall@1", ...
+    """
     import contextlib
 
     autocast = autocast or contextlib.nullcontext
@@ -150,7 +177,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
-    common = dict(tokenizer=tokenizer, device=device, autocast=autocast)
+    common = dict(tokenizer=tokenizer, device=device, autocast=autocast, dist=dist)
 
     loss = split_loss(
         model, records, features, tasks=tasks, batch_size=batch_size, max_target_tokens=max_target_tokens, **common
@@ -194,15 +221,18 @@ def evaluate(
 
     if retrieval and "caption" in tasks and len(records) > 1:
         per_gallery = []
-        for gallery in gallery_indices(len(records), gallery_size):
+        galleries = gallery_indices(len(records), gallery_size)
+        for gallery in dist.shard(galleries):  # each process scores its share of the galleries
             texts = [c for i in gallery for c in records[i].captions]
             owner = torch.tensor([k for k, i in enumerate(gallery) for _ in records[i].captions])
             scores = likelihood_scores(
                 model, features[gallery.start : gallery.stop], texts, batch_size=max(batch_size, 64),
-                max_target_tokens=max_target_tokens, **common,
+                max_target_tokens=max_target_tokens, tokenizer=tokenizer, device=device, autocast=autocast,
             )  # fmt: skip
             per_gallery.append(retrieval_metrics(scores, owner))
-        metrics.update(mean_over_galleries(per_gallery))
+        metrics.update(mean_over_galleries(dist.gather_sharded(per_gallery, len(galleries))))
+        if clip_reference is not None:
+            metrics.update(clip_zero_shot_retrieval(*clip_reference, records, gallery_size))
 
     model.train(was_training)
     return EvalResult(metrics, samples)

@@ -4,30 +4,30 @@
   image: "pooled" [B, pooled_dim] and "hidden" [B, num_tokens, hidden_dim] (see `vision.encoders`).
 - `FeatureCache(root).features(encoder, image_paths, view)` -> (features, valid), computed once and reused
   (see `vision.cache`).
-- `load_image(path)` opens an image defensively, raising `BadImageError` (see `vision.images`).
 """
 
 from vision.cache import FeatureCache
 from vision.encoders import (
     ENCODER_NAMES,
     VIEWS,
+    ClipText,
     OpenClipEncoder,
     TimmViTEncoder,
     TinyViTConfig,
     VisionEncoder,
+    build_clip_text,
     build_encoder,
 )
-from vision.images import BadImageError, load_image
 
 __all__ = [
     "ENCODER_NAMES",
     "VIEWS",
-    "BadImageError",
+    "ClipText",
     "FeatureCache",
     "OpenClipEncoder",
     "TimmViTEncoder",
     "TinyViTConfig",
     "VisionEncoder",
+    "build_clip_text",
     "build_encoder",
-    "load_image",
 ]

@@ -19,7 +19,7 @@ How it works:
   atomic: a crash leaves either the whole shard or nothing.
 - **Manifest.** `manifest.json` (also replaced atomically) records the key, shape, dtype, the finished shards,
   the unreadable images and a `done` flag. An interrupted build resumes from the finished shards.
-- **Bad images** (missing, corrupt, truncated, decompression bombs; see `vision.images`) get all-zero features
+- **Bad images** (missing, corrupt, truncated, decompression bombs; see `data/images.py`) get all-zero features
   and `valid=False`; they are counted and logged, and the rest of the dataset is unaffected.
 - **Storage dtype.** Pooled vectors are stored as float32; hidden states (hundreds of tokens per image) as
   float16, which halves the disk and memory cost. Note the size: ViT-B/16 hidden states take
@@ -53,8 +53,8 @@ from rich.text import Text
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
+from data.images import BadImageError, decode_image
 from vision.encoders import VisionEncoder, check_view
-from vision.images import BadImageError, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class _ImageFiles(Dataset):
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, bool, str]:
         index = self.indices[i]
         try:
-            pixels = self.preprocess(load_image(self.paths[index]))  # [3, H, W]
+            pixels = self.preprocess(decode_image(self.paths[index]))  # [3, H, W]
             return index, pixels, True, ""
         except BadImageError as exc:
             return index, torch.zeros(3, self.image_size, self.image_size), False, str(exc)

@@ -13,7 +13,7 @@ Three encoders are available through `build_encoder(name, weights)`:
   Visual Models From Natural Language Supervision", https://arxiv.org/abs/2103.00020). 7x7 = 49 patches of
   32x32 pixels plus a class token: 50 tokens of width 768, and a 512-d image embedding that was trained to
   match the embedding of the image's caption -- features that already "speak" about language.
-- "tiny": a 2-layer, 64-wide timm ViT on 64x64 images (4x4 patches + CLS = 17 tokens), randomly initialised
+- "tiny": a 1-layer, 192-wide timm ViT on 48x48 images (3x3 patches of 16x16 + CLS = 10 tokens), randomly initialised
   with a fixed seed. It exists for fast tests and the offline demo; its features mean nothing.
 
 Each encoder offers two *views* of an image:
@@ -82,11 +82,14 @@ _DOWNLOAD_ERRORS = (
 class TinyViTConfig:
     """Shape of the "tiny" encoder: a real timm VisionTransformer, just very small."""
 
-    img_size: int = 64
+    # 48x48 pixels in 16x16 patches: a 3x3 grid, the grid the shapes set draws its shapes on, so each patch token
+    # sees one cell. 192 random features per 768-pixel patch keep most of what is in it; one random block and the
+    # final norm blur it little. The demo's bridge reads these 9 patch tokens (+ CLS).
+    img_size: int = 48
     patch_size: int = 16
-    embed_dim: int = 64
-    depth: int = 2
-    num_heads: int = 2
+    embed_dim: int = 192
+    depth: int = 1
+    num_heads: int = 3
     seed: int = RANDOM_INIT_SEED
 
 
@@ -334,9 +337,13 @@ def _local_file(weights: str) -> Path | None:
     return path.resolve() if path.is_file() else None
 
 
-def _timm_preprocess(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> RGBPreprocess:
-    """timm's eval transform for `model`, from its pretrained config (optionally at another input size)."""
+def _timm_preprocess(
+    model: nn.Module, input_size: tuple[int, int, int] | None = None, crop_pct: float | None = None
+) -> RGBPreprocess:
+    """timm's eval transform for `model`, from its pretrained config (optionally at another input size / crop)."""
     args = {"input_size": input_size} if input_size is not None else {}
+    if crop_pct is not None:
+        args["crop_pct"] = crop_pct
     data_config = timm.data.resolve_data_config(args, model=model)
     return RGBPreprocess(timm.data.create_transform(**data_config, is_training=False))
 
@@ -388,7 +395,7 @@ def _build_vit(weights: str) -> VisionEncoder:
 
 def _build_tiny(weights: str, config: TinyViTConfig = TINY_CONFIG) -> VisionEncoder:
     # vit_base_patch16_224 with smaller sizes: same code, and the same preprocessing config (normalisation,
-    # interpolation, crop) as "vit", at 64x64.
+    # interpolation) as "vit", at 48x48 and without the centre crop.
     with _seeded(config.seed):
         model = timm.create_model(
             VIT_ARCH,
@@ -410,11 +417,13 @@ def _build_tiny(weights: str, config: TinyViTConfig = TINY_CONFIG) -> VisionEnco
             )
         _load_timm_file(model, path, "tiny")
         tag = str(path)
-    preprocess = _timm_preprocess(model, input_size=(3, config.img_size, config.img_size))
+    # No centre crop (crop_pct 1): the whole image is resized to the input size, so patches stay aligned with it.
+    preprocess = _timm_preprocess(model, input_size=(3, config.img_size, config.img_size), crop_pct=1.0)
     return TimmViTEncoder(model, name="tiny", weights=tag, preprocess=preprocess)
 
 
-def _build_clip(weights: str) -> VisionEncoder:
+def _create_clip(weights: str) -> tuple[nn.Module, str, Callable]:
+    """The whole open_clip model (image and text towers), its weights tag and its eval preprocessing."""
     tags = open_clip.list_pretrained_tags_by_model(CLIP_ARCH)
     tag = CLIP_DEFAULT_TAG if weights == "default" else weights
     what = f"clip (open_clip {CLIP_ARCH})"
@@ -465,8 +474,47 @@ def _build_clip(weights: str) -> VisionEncoder:
         if tag_cfg is None and pretrained is not None:  # a local file that open_clip could not load
             raise UserError(f"cannot load {what} weights from {pretrained}: {_first_line(exc)}") from exc
         raise
+    return model, tag, preprocess_val
+
+
+def _build_clip(weights: str) -> VisionEncoder:
+    model, tag, preprocess_val = _create_clip(weights)
     # Keep only the image tower; the text tower (and its memory) is dropped with `model`.
     return OpenClipEncoder(model.visual, name="clip", weights=tag, preprocess=RGBPreprocess(preprocess_val))
+
+
+class ClipText(nn.Module):
+    """CLIP's text tower, for CLIP's own zero-shot retrieval: the reference row beside our model's retrieval.
+
+    CLIP scores an (image, text) pair by the cosine similarity of their embeddings (Radford et al. 2021, section 3.1):
+    both are L2-normalised and compared by a dot product. The learned temperature `logit_scale` only sharpens a
+    softmax over those similarities; ranking (and so Recall@K) does not depend on it.
+    """
+
+    def __init__(self, model: nn.Module, tag: str) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenize = open_clip.get_tokenizer(CLIP_ARCH)
+        self.weights = tag
+
+    def train(self, mode: bool = True) -> ClipText:
+        return super().train(False)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised text embeddings [n, 512]."""
+        device = next(self.model.parameters()).device
+        chunks = [
+            self.model.encode_text(self.tokenize(texts[i : i + batch_size]).to(device))
+            for i in range(0, len(texts), batch_size)
+        ]
+        return torch.nn.functional.normalize(torch.cat(chunks).float(), dim=-1)
+
+
+def build_clip_text(weights: str | None = "default") -> ClipText:
+    """CLIP ViT-B/32's text tower with the same weights as `build_encoder("clip", weights)`."""
+    model, tag, _ = _create_clip(weights or "default")
+    return ClipText(model, tag)
 
 
 def build_encoder(name: str, weights: str | None = "default") -> VisionEncoder:

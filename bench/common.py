@@ -1,0 +1,283 @@
+"""What every benchmark shares: the machine, two models with the same weights, interleaved timing, BENCHMARKS.md.
+
+How the timings are taken (and why):
+- Warm-up first: the first call of a model pays for memory allocation, lazy initialisation and caches.
+- Ours and theirs alternate, in the order A B B A A B ...: on a machine shared with other jobs the load drifts, and
+  alternating spreads the drift over both models instead of charging it to whichever ran second.
+- The median of the repeats is reported (one slow outlier, a neighbour's burst, does not move it), with min-max.
+- `torch.set_num_threads` is fixed (default 1). On a small machine shared with other jobs, a second thread is often
+  descheduled, and every parallel kernel then waits for it at its barrier: one thread is faster *and* steadier there.
+
+References:
+- PyTorch benchmarking recipe, https://pytorch.org/tutorials/recipes/recipes/benchmark.html
+- transformers `Qwen3ForCausalLM`, https://huggingface.co/docs/transformers/model_doc/qwen3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/decoder.py` as well as `python -m bench.decoder`
+    sys.path.insert(0, str(REPO))
+
+from tiny_decoder import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
+from weights_loader import load_qwen3, save_qwen3  # noqa: E402
+
+BENCHMARKS_MD = REPO / "BENCHMARKS.md"
+# The generated sections, in the order they appear in BENCHMARKS.md.
+SECTIONS = {
+    "decoder": "Decoder forward and forward+backward",
+    "generation": "Greedy generation",
+    "train_step": "One vision-language training step",
+    "gpu": "CUDA GPU",
+}
+DEFAULT_WORK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "tiny_vlm_bench"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The machine and the command line
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, from /proc/cpuinfo on Linux (platform.processor() elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device | None = None) -> dict:
+    """What produced the numbers: CPU, cores, threads, library versions, GPU, and how busy the machine was."""
+    import transformers
+
+    info = {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def machine_line(info: dict, load_after: float | None = None) -> str:
+    """One Markdown line describing the machine; it says so when other jobs were running."""
+    gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
+    line = (
+        f"{info['cpu']}, {info['cores']} cores, torch.set_num_threads({info['threads']}){gpu}; "
+        f"torch {info['torch']}, transformers {info['transformers']}, Python {info['python']}"
+    )
+    loads = [x for x in (info["load_average"], load_after) if x is not None]
+    if loads:
+        shared = max(loads) > 0.5 * info["cores"]
+        line += f". Load average (1 min) {' -> '.join(f'{x:.1f}' for x in loads)} on {info['cores']} cores"
+        line += ": **the machine was shared with other jobs**, timings are noisy" if shared else ": quiet machine"
+    return line
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces this run, e.g. `python -m bench.decoder --repeats 5`."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def add_common_args(parser: argparse.ArgumentParser, repeats: int | None, warmup: int = 1) -> None:
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1; see common.py)")
+    if repeats is not None:
+        parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats per model (median reported)")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed calls per model first")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="where the random weights are kept")
+    parser.add_argument("--no-write", action="store_true", help="print the table only; leave BENCHMARKS.md alone")
+
+
+def set_threads(n: int) -> None:
+    if n < 1:
+        raise SystemExit(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The two models, with the same weights
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def decoder_config(size: str, layers: int | None = None) -> Qwen3Config:
+    """The decoder's shape. "0.6b": Qwen3-0.6B's; "demo": the offline demo's decoder (4 blocks, d=128, vocab 512; see
+    training/demo.py), where the per-token overhead of the code, not the weights' arithmetic, sets the speed.
+    `layers` keeps fewer blocks, for quick runs."""
+    if size == "0.6b":
+        config = Qwen3Config.qwen3_0_6b()
+    elif size == "demo":
+        config = Qwen3Config(
+            vocab_size=512,
+            hidden_size=128,
+            intermediate_size=384,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            max_position_embeddings=512,
+            rope_theta=10_000.0,
+        )
+    else:
+        raise SystemExit(f"unknown size {size!r}; expected 0.6b or demo")
+    return dataclasses.replace(config, num_hidden_layers=layers) if layers else config
+
+
+def config_name(config: Qwen3Config) -> str:
+    """A short description: `28 layers, d=1024, vocab 151,936 (596.0M params)`."""
+    d, L, V, i = config.hidden_size, config.num_hidden_layers, config.vocab_size, config.intermediate_size
+    h, kv, hd = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    per_layer = d * hd * (2 * h + 2 * kv) + 3 * d * i + 2 * hd + 2 * d
+    params = V * d * (1 if config.tie_word_embeddings else 2) + L * per_layer + d
+    return f"{L} layers, d={d}, {h}/{kv} heads x {hd}, MLP {i}, vocab {V:,} ({params / 1e6:.1f}M params)"
+
+
+def random_checkpoint(config: Qwen3Config, work_dir: Path, seed: int = 0) -> Path:
+    """A directory with `config.json` + `model.safetensors` of a random decoder; written once, then reused."""
+    name = f"qwen3-{config.num_hidden_layers}L-{config.hidden_size}d-{config.vocab_size}v-seed{seed}"
+    path = Path(work_dir) / name
+    expected = config.to_dict()
+    if (path / "model.safetensors").exists() and (path / "config.json").exists():
+        if json.loads((path / "config.json").read_text()) == json.loads(json.dumps(expected)):
+            return path
+    print(f"writing random weights ({config_name(config)}) to {path} ...", flush=True)
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    tmp = path.with_name(path.name + ".tmp")  # written aside, then renamed: never a half-written checkpoint
+    save_qwen3(model, tmp)
+    if path.exists():  # stale: another configuration under the same name
+        for f in path.iterdir():
+            f.unlink()
+        path.rmdir()
+    tmp.replace(path)
+    return path
+
+
+def load_ours(path: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Qwen3ForCausalLM:
+    return load_qwen3(path, dtype=dtype, device=device).eval()
+
+
+def load_theirs(path: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """transformers' Qwen3ForCausalLM from the same directory, with PyTorch's SDPA attention (as ours uses)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # no generation-config notices or progress bars in the tables
+    transformers.logging.disable_progress_bar()
+    model = transformers.Qwen3ForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=dtype)
+    assert model.config._attn_implementation == "sdpa"
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so the clock measures the work and not only its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(
+    variants: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant: `warmup` untimed calls each, then `repeats` rounds in A B, B A, ... order."""
+    device = device or torch.device("cpu")
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+        synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            variants[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def spread(xs: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
+    """`median (min-max)` of a list of measurements, each multiplied by `scale`."""
+    m, lo, hi = median(xs) * scale, min(xs) * scale, max(xs) * scale
+    return f"{m:{fmt}} ({lo:{fmt}}-{hi:{fmt}})"
+
+
+def verdict(met: bool) -> str:
+    return "**met**" if met else "**not met**"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Output: a printed table and a section of BENCHMARKS.md
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- BEGIN generated: bench {name} -->", f"<!-- END generated: bench {name} -->"
+
+
+def _skeleton() -> str:
+    parts = [
+        "# Benchmarks\n",
+        "Our hand-written Qwen3 (`tiny_decoder/`) and training step (`bridge/vlm.py`) against transformers' "
+        "`Qwen3ForCausalLM`, with the same random weights. Each section between `BEGIN/END generated` markers is "
+        "rewritten by the script it names (`python -m bench.run_all` runs them all); the text outside the markers "
+        "is kept.\n",
+    ]
+    for name, title in SECTIONS.items():
+        begin, end = _markers(name)
+        parts.append(f"{begin}\n## {title}\n\nNot run yet: `python -m bench.{name}`.\n{end}\n")
+    return "\n".join(parts)
+
+
+def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
+    """Replace section `name` of BENCHMARKS.md (created with every section's place on first use) with `body`."""
+    text = path.read_text() if path.exists() else _skeleton()
+    begin, end = _markers(name)
+    block = f"{begin}\n## {SECTIONS[name]}\n\n{body.strip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), flags=re.DOTALL)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+    print(f"updated {path.relative_to(REPO) if path.is_relative_to(REPO) else path} (section {name!r})")
+
+
+def today() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

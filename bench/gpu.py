@@ -1,0 +1,291 @@
+"""On a CUDA GPU: training tokens/s, MFU, the largest batch in 24 GB, one Flickr30k epoch, generation tokens/s.
+
+    python -m bench.gpu                               # on a CUDA machine (Qwen3-0.6B, K=3, bf16 autocast)
+    python -m bench.gpu --device cpu --layers 4 --batch 2 --no-write   # the same code on the CPU, small, fp32
+
+Without a CUDA GPU (and without --device) the script writes its section of BENCHMARKS.md with every row marked
+"not measured". The training step is train.py's: fp32 weights, bf16 autocast, fused AdamW, the bridge and the top
+K = 3 blocks train, cached pooled features (random here), captions of Flickr30k's length (15-20 tokens).
+
+- tokens/s counts what train.py counts: the real text tokens (prompt, caption, end-of-text) plus the visual tokens.
+- MFU (model FLOPs utilisation; PaLM, Chowdhery et al. 2022, https://arxiv.org/abs/2204.02311, appendix B) =
+  the step's matmul FLOPs / step time / the card's dense bf16 peak. The FLOPs are counted for the work this step
+  must do: forward through all blocks, the backward pass into the *inputs* of all blocks (the gradient must reach
+  the bridge), weight gradients for the top K blocks only, attention, and the LM head at the labelled positions.
+- The largest batch that fits on a 24 GB card: PyTorch is limited to --budget-gib of this card's memory
+  (`torch.cuda.set_per_process_memory_fraction`), and batches are tried, doubling then bisecting, until a step runs
+  out of memory. 24 GiB minus ~1 GiB for the CUDA context by default.
+- One Flickr30k epoch: 155,000 captions (the dataset has 31,783 images x 5 captions; Karpathy's training split
+  keeps 145,000 of them) at the measured samples/s of the largest fitting batch.
+- Generation: ours and transformers' `generate`, greedy, bf16 weights, 32-token prompts + 64 new tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+
+import torch
+
+from bench import common
+from bench.train_step import build, loss_fn, make_batch, train_step_flops
+
+EPOCH_CAPTIONS = 155_000
+NOT_MEASURED = "not measured: no GPU in this session"
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, in TFLOP/s, matched against
+# torch.cuda.get_device_name(); first match wins, so the more specific names come first. --peak-tflops overrides.
+BF16_PEAK_TFLOPS: list[tuple[str, float | None]] = [
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("H200", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+    ("L4", 121.0),
+    ("A10G", None),  # AWS's variant of the A10: no published figure (pass --peak-tflops)
+    ("A10", 125.0),
+]
+
+
+def bf16_peak_tflops(device_name: str) -> float | None:
+    for key, tflops in BF16_PEAK_TFLOPS:
+        if key in device_name:
+            return tflops
+    return None
+
+
+def make_step(variant: str, model, optimizer, batch: dict, device: torch.device, bf16: bool):
+    trainable = [p for g in model.parameter_groups().values() for p in g]
+
+    def step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with autocast:
+            loss = loss_fn(variant, model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def setup(variant: str, path, device: torch.device, top_k: int, compile_blocks: bool):
+    model = build(variant, path, top_k, 16).to(device)
+    if compile_blocks:
+        for block in model.decoder.model.layers:
+            block.compile(dynamic=True)  # captions vary in length: one graph for all of them
+    groups = model.parameter_groups()
+    optimizer = torch.optim.AdamW(
+        [{"params": groups["bridge"], "lr": 1e-4}, {"params": groups["decoder"], "lr": 2e-5}],
+        betas=(0.9, 0.95),
+        fused=device.type == "cuda",
+    )
+    return model, optimizer
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def fits(step_for_batch, batch_size: int) -> bool:
+    """Does a training step at this batch size run within the memory limit?"""
+    try:
+        step = step_for_batch(batch_size)
+        step()
+        step()  # the second step also holds the optimizer's state
+        torch.cuda.synchronize()
+        return True
+    except torch.OutOfMemoryError:
+        return False
+    finally:
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def largest_batch(step_for_batch, start: int = 8, limit: int = 4096) -> int:
+    """Doubling until a batch does not fit, then bisecting between the last fit and the first failure."""
+    if not fits(step_for_batch, 1):
+        return 0
+    good, bad = 1, None
+    b = start
+    while b <= limit:
+        if fits(step_for_batch, b):
+            good, b = b, b * 2
+        else:
+            bad = b
+            break
+    if bad is None:
+        return good
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(step_for_batch, mid) else (good, mid)
+    return good
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default=None, help="default: cuda when available")
+    parser.add_argument("--batch", type=int, default=64, help="batch for tokens/s, MFU and the comparison")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps")
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--layers", type=int, default=None, help="fewer blocks (smoke tests)")
+    parser.add_argument("--budget-gib", type=float, default=23.0, help="memory of a '24 GB' card PyTorch may use")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (for MFU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each decoder block (CUDA only)")
+    parser.add_argument("--skip-max-batch", action="store_true")
+    common.add_common_args(parser, repeats=3)
+    args = parser.parse_args(argv)
+    if args.device is None and not torch.cuda.is_available():
+        return write_not_measured(args)
+    device = torch.device(args.device or "cuda")
+    if args.compile and device.type != "cuda":
+        raise SystemExit("--compile is for CUDA only")
+    common.set_threads(args.threads)
+    info = common.machine(device)
+    config = common.decoder_config("0.6b", args.layers)
+    path = common.random_checkpoint(config, args.work_dir)
+    command = f"`{common.command_line('bench.gpu', argv)}`"
+    rows = []
+
+    # 1. Training: ours against transformers at --batch: step time, tokens/s, peak memory; MFU for ours.
+    batch = to_device(make_batch(args.batch), device)
+    tokens = int(batch["attention_mask"].sum()) + args.batch * 16  # as train.py counts them
+    rows_labelled = int((batch["labels"] != -100).sum())
+    seq = 16 + batch["input_ids"].shape[1]
+    step_times, peaks = {}, {}
+    for variant in ("ours", "transformers"):
+        print(f"training step, {variant}: 3 warm-up + {args.steps} timed steps ...", flush=True)
+        model, optimizer = setup(variant, path, device, args.top_k, args.compile and variant == "ours")
+        step = make_step(variant, model, optimizer, batch, device, bf16=device.type == "cuda")
+        for _ in range(3):  # warm-up: allocations, cuBLAS heuristics, compilation
+            step()
+        common.synchronize(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        times = common.interleaved({variant: step}, args.steps, warmup=0, device=device)[variant]
+        step_times[variant] = times
+        peaks[variant] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        del model, optimizer, step
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    ours_s, theirs_s = common.median(step_times["ours"]), common.median(step_times["transformers"])
+    flops = train_step_flops(config, args.batch * seq, rows_labelled, seq, args.top_k, args.batch)
+    peak = args.peak_tflops or (bf16_peak_tflops(info.get("gpu", "")) if device.type == "cuda" else None)
+    mfu = f"{100 * flops / ours_s / (peak * 1e12):.1f}%" if peak else "unknown peak: pass --peak-tflops"
+    memory = (
+        f"{peaks['ours']:.1f} / {peaks['transformers']:.1f} GiB ({peaks['ours'] / peaks['transformers']:.2f}x)"
+        if peaks["ours"]
+        else "n/a on CPU"
+    )
+    rows += [
+        [f"training tokens/s, batch {args.batch}, K={args.top_k}", f"{tokens / ours_s:,.0f}", command],
+        [
+            "training step: ours / transformers (speed-up)",
+            f"{ours_s:.3f} s / {theirs_s:.3f} s ({theirs_s / ours_s:.2f}x)",
+            command,
+        ],
+        ["training step peak memory: ours / transformers", memory, command],
+        [f"MFU (bf16 peak {peak or '?'} TFLOP/s, {flops / 1e12:.2f} TFLOP per step)", mfu, command],
+    ]
+
+    # 2. The largest batch within the budget, and one epoch at its speed.
+    if device.type == "cuda" and not args.skip_max_batch:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.budget_gib * 2**30 / total), device)
+        model, optimizer = setup("ours", path, device, args.top_k, args.compile)
+
+        def step_for_batch(b: int):
+            return make_step("ours", model, optimizer, to_device(make_batch(b), device), device, bf16=True)
+
+        print(f"largest batch within {args.budget_gib:g} GiB ...", flush=True)
+        best = largest_batch(step_for_batch)
+        step = step_for_batch(best)
+        times = common.interleaved({"ours": step}, args.steps, warmup=2, device=device)["ours"]
+        per_sample = common.median(times) / best
+        rows += [
+            [f"largest batch in {args.budget_gib:g} GiB, K={args.top_k}", f"{best}", command],
+            [
+                f"one Flickr30k epoch ({EPOCH_CAPTIONS:,} captions) at batch {best}",
+                f"{EPOCH_CAPTIONS * per_sample / 60:.1f} min ({1 / per_sample:,.0f} samples/s)",
+                command,
+            ],
+        ]
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        del model, optimizer, step
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    # 3. Generation, bf16 weights.
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    ours, theirs = common.load_ours(path, dtype, device), common.load_theirs(path, dtype, device)
+    theirs.generation_config.eos_token_id = None
+    theirs.generation_config.pad_token_id = 0
+    for b in (1, 8):
+        print(f"generation, batch {b} ...", flush=True)
+        prompt = torch.randint(0, 151_669, (b, 32), device=device)
+        times = common.interleaved(
+            {
+                "ours": lambda p=prompt: ours.generate(p, max_new_tokens=64, eos_token_id=[]),
+                "transformers": lambda p=prompt: theirs.generate(
+                    p, attention_mask=torch.ones_like(p), max_new_tokens=64, do_sample=False
+                ),
+            },
+            args.repeats,
+            args.warmup,
+            device=device,
+        )
+        ours_tps, theirs_tps = b * 64 / common.median(times["ours"]), b * 64 / common.median(times["transformers"])
+        rows.append(
+            [
+                f"generation tokens/s, batch {b} ({dtype}): ours / transformers",
+                f"{ours_tps:,.0f} / {theirs_tps:,.0f} ({ours_tps / theirs_tps:.2f}x)",
+                command,
+            ]
+        )
+
+    table = common.markdown_table(["measurement", "value", "command"], rows)
+    print(table)
+    body = f"""Run {common.today()}. Machine: {common.machine_line(info)}.
+
+Settings: {common.config_name(config)}; training as in train.py (fp32 weights, bf16 autocast, fused AdamW, top
+K = {args.top_k} + bridge), batch {args.batch} of random pooled ViT-B/16 features with captions of 15-20 tokens
+({tokens} tokens counted per step); {args.steps} timed steps after 3 warm-up steps, medians;
+torch.compile: {"on (each decoder block)" if args.compile else "off"}. See `bench/gpu.py` for the MFU's FLOP count
+and the batch search.
+
+{table}"""
+    if not args.no_write:
+        common.write_section("gpu", body)
+    return 0
+
+
+def write_not_measured(args: argparse.Namespace) -> int:
+    """The section's rows, each marked as not measured (this machine has no CUDA GPU)."""
+    print(f"no CUDA GPU: {NOT_MEASURED}")
+    what = [
+        f"training tokens/s, batch {args.batch}, K={args.top_k}",
+        "training step: ours / transformers (speed-up)",
+        "training step peak memory: ours / transformers",
+        "MFU against the card's bf16 peak",
+        f"largest batch in {args.budget_gib:g} GiB ('24 GB' card), K={args.top_k}",
+        f"one Flickr30k epoch ({EPOCH_CAPTIONS:,} captions) at that batch",
+        "generation tokens/s, batch 1 and 8: ours / transformers",
+    ]
+    table = common.markdown_table(
+        ["measurement", "value", "command"], [[w, NOT_MEASURED, "`python -m bench.gpu`"] for w in what]
+    )
+    print(table)
+    body = f"""Checked {common.today()} on {common.cpu_model()}: `torch.cuda.is_available()` is False, so nothing
+here was measured. On a CUDA machine, `python -m bench.gpu` fills this section (see its docstring for the method).
+
+{table}"""
+    if not args.no_write:
+        common.write_section("gpu", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The code paths added for speed and memory compute exactly what the plain ones do (bench/ measures the gains).
+
+- The chunked LM-head cross-entropy (`linear_cross_entropy`) equals F.cross_entropy on the full logits, in value
+  and in gradient, for any chunk size, and keeps no [rows, vocab] tensor for the backward pass.
+- `target_log_probs` (retrieval scoring) equals log_softmax + gather.
+- The vision-language loss with small chunks gives the same gradients as the plain loss.
+- Attention without a mask when nothing is padded (single-token decoding, unpadded prompts) stays causal.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bridge import VisionLanguageModel, VLMConfig
+from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
+from tiny_decoder.model import linear_cross_entropy, target_log_probs
+from vision import build_encoder
+
+
+def head_problem(rows: int = 13, dim: int = 8, vocab: int = 50, dtype=torch.float64):
+    torch.manual_seed(0)
+    hidden = torch.randn(rows, dim, dtype=dtype, requires_grad=True)
+    weight = torch.randn(vocab, dim, dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, vocab, (rows,))
+    return hidden, weight, targets
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 13, 100])
+def test_chunked_cross_entropy_equals_the_plain_one_in_value_and_gradient(chunk_size):
+    hidden, weight, targets = head_problem()
+    plain = F.cross_entropy(F.linear(hidden, weight), targets)
+    grad_hidden, grad_weight = torch.autograd.grad(3.0 * plain, (hidden, weight))  # a scale tests the chain rule
+
+    chunked = linear_cross_entropy(hidden, weight, targets, chunk_size)
+    assert chunked.item() == pytest.approx(plain.item(), rel=1e-12)
+    mine_hidden, mine_weight = torch.autograd.grad(3.0 * chunked, (hidden, weight))
+    torch.testing.assert_close(mine_hidden, grad_hidden)
+    torch.testing.assert_close(mine_weight, grad_weight)
+
+
+def test_chunked_cross_entropy_with_a_frozen_head_and_without_gradients():
+    hidden, weight, targets = head_problem()
+    weight = weight.detach()  # the tied embedding/head is frozen in this project
+    plain = F.cross_entropy(F.linear(hidden, weight), targets)
+    (expected,) = torch.autograd.grad(plain, hidden)
+    (got,) = torch.autograd.grad(linear_cross_entropy(hidden, weight, targets, 5), hidden)
+    torch.testing.assert_close(got, expected)
+    with torch.no_grad():
+        loss = linear_cross_entropy(hidden, weight, targets, 5)
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-12)
+    assert loss.grad_fn is None
+
+
+def test_chunked_cross_entropy_keeps_no_vocabulary_sized_tensor_for_backward():
+    hidden, weight, targets = head_problem(rows=6, dim=4, vocab=1000)
+    weight = weight.detach()
+    saved = []
+
+    def record(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(record, lambda t: t):
+        F.cross_entropy(F.linear(hidden, weight), targets)
+    assert max(saved) >= 6 * 1000  # the plain loss keeps [rows, vocab] (log-)probabilities
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(record, lambda t: t):
+        linear_cross_entropy(hidden, weight, targets, 2)
+    assert max(saved) <= 6 * 4  # the chunked one keeps only the [rows, d] gradient of the hidden states
+
+
+def test_chunked_cross_entropy_under_bf16_autocast_matches_the_plain_loss():
+    hidden, weight, targets = head_problem(dtype=torch.float32)
+    weight = weight.detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.cross_entropy(F.linear(hidden, weight).float(), targets)
+        chunked = linear_cross_entropy(hidden, weight, targets, 4)
+    assert chunked.dtype == torch.float32
+    assert chunked.item() == pytest.approx(plain.item(), rel=1e-3)
+    (expected,) = torch.autograd.grad(plain, hidden)
+    (got,) = torch.autograd.grad(chunked, hidden)
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-3)
+
+
+def test_target_log_probs_equals_log_softmax_and_gather():
+    hidden, weight, targets = head_problem()
+    expected = F.log_softmax(hidden @ weight.T, -1).gather(1, targets[:, None]).squeeze(1)
+    torch.testing.assert_close(target_log_probs(hidden, weight, targets, 3), expected.detach())
+
+
+def test_vlm_loss_in_small_chunks_gives_the_plain_loss_and_gradients():
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+    )
+    vlm_config = VLMConfig(encoder="tiny", encoder_weights="none", num_visual_tokens=3, top_k=1)
+    model = VisionLanguageModel(vlm_config, build_encoder("tiny", "none"), Qwen3ForCausalLM(config))
+    input_ids = torch.randint(2, 64, (3, 6))
+    labels = input_ids.clone()
+    labels[:, :2] = -100  # prompt
+    labels[2, 4:] = -100  # padding
+    features = torch.randn(3, model.encoder.pooled_dim)
+    params = [p for group in model.parameter_groups().values() for p in group]
+
+    # The plain loss, written out: logits at the labelled positions, then F.cross_entropy.
+    keep, next_tokens = model._targets(labels)
+    hidden = model.decoder.hidden_states(inputs_embeds=model._inputs(input_ids, None, features))[:, :-1]
+    plain = F.cross_entropy(model.decoder.lm_head(hidden[keep]).float(), next_tokens[keep])
+    expected = torch.autograd.grad(plain, params)
+
+    model.loss_chunk_size = 2  # several chunks for the 11 labelled positions
+    loss = model(input_ids, labels, features=features)
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-6)
+    for got, want in zip(torch.autograd.grad(loss, params), expected, strict=True):
+        torch.testing.assert_close(got, want)
+    # Retrieval scores use the same chunked head.
+    ll = model.sequence_log_likelihood(input_ids[:1], labels[:1], features=features[:1])
+    assert -ll.item() == pytest.approx(model(input_ids[:1], labels[:1], features=features[:1]).item(), rel=1e-5)
+
+
+def test_unmasked_steps_after_a_cache_stay_causal():
+    """One token after a cache needs no mask; several tokens after a cache still get the causal one."""
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+    )
+    model = Qwen3ForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (2, 9))
+    with torch.no_grad():
+        full = model(ids)  # [2, 9, vocab]
+        cache = model.new_kv_cache(2, 9)
+        parts = [
+            model(ids[:, :5], kv_cache=cache),
+            model(ids[:, 5:8], kv_cache=cache),
+            model(ids[:, 8:], kv_cache=cache),
+        ]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-5, atol=1e-5)

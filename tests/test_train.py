@@ -1,0 +1,215 @@
+"""train.py end to end on the shapes set with tiny models: train, test, resume exactly, init-from, configuration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+import train
+from errors import UserError
+from training.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint, save_checkpoint
+from training.config import DEMO_SETTINGS, TrainConfig, load_config
+
+
+def demo_args(tmp_path, cache_dir, *extra: str) -> list[str]:
+    return [
+        "--demo",
+        "--output-dir", str(tmp_path / "models"),
+        "--cache-dir", str(cache_dir),
+        "--wandb", "disabled",
+        *extra,
+    ]  # fmt: skip
+
+
+def train_losses(run_dir) -> dict[int, float]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in lines if "train/loss" in r}
+
+
+# ----------------------------------------------------------------------------------------------------- end to end
+
+
+def test_demo_trains_evaluates_and_checkpoints(trained_demo):
+    output_dir, cache_dir, checkpoint = trained_demo
+    weights, meta = read_checkpoint(checkpoint)
+    assert checkpoint.name == "1_tiny_top2.safetensors" and meta["complete_epoch"]
+    # Only what trains is saved: the bridge and the top 2 of 4 blocks, never the encoder or frozen blocks.
+    assert all(k.startswith(("bridge.", "decoder.model.layers.2.", "decoder.model.layers.3.")) for k in weights)
+    assert any(k.startswith("decoder.model.layers.3.") for k in weights)
+    assert meta["model"]["encoder"] == "tiny" and meta["model"]["top_k"] == 2
+    state = torch.load(checkpoint.with_suffix(".state.pt"), weights_only=True)
+    assert state["global_step"] == meta["global_step"] > 0
+    metrics = json.loads((output_dir / "runs" / "session-demo" / "metrics.json").read_text())["epoch_1/val"]
+    for key in ("loss", "perplexity", "bleu4", "cider_d", "qa_exact_match", "i2t_recall@1", "t2i_precision@5"):
+        assert key in metrics
+    # The model reads the image: shuffling images between samples costs it most of its CIDEr-D.
+    assert metrics["cider_d"] > 2 * metrics["shuffled/cider_d"]
+
+
+def test_test_mode_evaluates_the_latest_checkpoint(trained_demo):
+    output_dir, cache_dir, checkpoint = trained_demo
+    code = train.main(
+        ["--test", "--encoder", "tiny", "--top-k", "2", "--output-dir", str(output_dir), "--cache-dir", str(cache_dir)]
+        + ["--eval-images", "10", "--gallery-size", "5"]
+    )
+    assert code == 0
+    metrics = json.loads((output_dir / "runs" / "session-demo" / "metrics.json").read_text())
+    test_metrics = metrics[f"test/{checkpoint.stem}"]
+    assert test_metrics["n_images"] == 10 and 0 <= test_metrics["cider_d"]
+
+
+# ----------------------------------------------------------------------------------------------------- resume
+
+
+def test_resume_continues_with_exactly_the_same_losses(tmp_path, trained_demo):
+    cache_dir = trained_demo[1]  # the shapes set and its features are already there
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train.main(demo_args(straight, cache_dir, "--max-steps", "6", "--run-name", "a")) == 0
+    assert train.main(demo_args(resumed, cache_dir, "--max-steps", "3", "--run-name", "b")) == 0
+    assert train.main(demo_args(resumed, cache_dir, "--max-steps", "6", "--run-name", "c", "--resume")) == 0
+    a = train_losses(straight / "models" / "runs" / "a")
+    b = train_losses(resumed / "models" / "runs" / "b")
+    c = train_losses(resumed / "models" / "runs" / "c")
+    assert sorted(a) == [1, 2, 3, 4, 5, 6] and sorted(b) == [1, 2, 3] and sorted(c) == [4, 5, 6]
+    for step in range(1, 7):
+        assert (b | c)[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
+
+
+def test_init_from_a_bridge_only_run_then_train_the_top_blocks(tmp_path, trained_demo):
+    cache_dir = trained_demo[1]
+    assert train.main(demo_args(tmp_path, cache_dir, "--top-k", "0", "--max-steps", "2", "--run-name", "s1")) == 0
+    stage1 = latest_checkpoint(tmp_path / "models", "tiny", 0)
+    assert all(k.startswith("bridge.") for k in read_checkpoint(stage1)[0])
+    stage2 = demo_args(tmp_path, cache_dir, "--top-k", "2", "--max-steps", "1", "--init-from", str(stage1))
+    assert train.main([*stage2, "--run-name", "s2"]) == 0
+    # The other way round is refused: a K=2 checkpoint trained blocks that a K=0 run freezes.
+    trained = latest_checkpoint(tmp_path / "models", "tiny", 2)
+    back = demo_args(tmp_path, cache_dir, "--top-k", "0", "--max-steps", "1", "--init-from", str(trained))
+    assert train.main([*back, "--run-name", "s3"]) == 2
+
+
+# ----------------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_one_loadable(tmp_path, monkeypatch):
+    import training.checkpoint as ckpt
+
+    weights = {"bridge.w": torch.ones(3)}
+    meta = {"model": {"encoder": "tiny", "top_k": 0}, "global_step": 1}
+    save_checkpoint(tmp_path, "1_tiny_top0", weights, meta, {"step": 1})
+
+    def crash(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path, "1_tiny_top0", {"bridge.w": torch.zeros(3)}, {**meta, "global_step": 2}, None)
+    loaded, sidecar = read_checkpoint(tmp_path / "1_tiny_top0.safetensors")
+    assert torch.equal(loaded["bridge.w"], torch.ones(3)) and sidecar["global_step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1_tiny_top0.json", "1_tiny_top0.safetensors", "1_tiny_top0.state.pt"]
+
+
+def test_old_checkpoints_are_pruned_only_after_the_new_one(tmp_path):
+    from training.checkpoint import prune_checkpoints
+
+    for epoch in (1, 2, 3):
+        meta = {"model": {"encoder": "vit", "top_k": 3}, "global_step": epoch * 10}
+        save_checkpoint(tmp_path, f"{epoch}_vit_top3", {"x": torch.zeros(1)}, meta, None)
+        prune_checkpoints(tmp_path, keep=2, encoder="vit", top_k=3)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["2_vit_top3.safetensors", "3_vit_top3.safetensors"]
+    assert latest_checkpoint(tmp_path, "vit", 3).name == "3_vit_top3.safetensors"
+    with pytest.raises(UserError, match="no checkpoint for encoder=clip"):
+        latest_checkpoint(tmp_path, "clip", 3)
+
+
+# ----------------------------------------------------------------------------------------------------- configuration
+
+
+def test_precedence_command_line_over_environment_over_dotenv_over_defaults(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("TOP_K=1\nBATCH_SIZE=4\nEPOCHS=7\nVISION_ENCODER=clip\n")
+    env = {"TOP_K": "2", "BATCH_SIZE": "8"}
+    cfg = load_config(["--top-k", "5"], env=env, dotenv=dotenv)
+    assert (cfg.top_k, cfg.batch_size, cfg.epochs, cfg.encoder) == (5, 8, 7, "clip")
+    assert cfg.lr_adapter == TrainConfig().lr_adapter  # untouched: the default
+    assert cfg.wandb_project == "mlx8-w4-multimodal-transferlearning"
+
+
+def test_demo_ignores_training_settings_from_the_environment(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("VISION_ENCODER=vit\nTOP_K=3\n")
+    cfg = load_config(["--demo", "--epochs", "1"], env={"BATCH_SIZE": "2"}, dotenv=dotenv)
+    assert (cfg.encoder, cfg.top_k, cfg.batch_size, cfg.epochs) == ("tiny", DEMO_SETTINGS["top_k"], 32, 1)
+
+
+def test_boolean_flags_are_real_booleans():
+    assert load_config(["--grad-checkpointing"], env={}).grad_checkpointing is True
+    assert load_config(["--no-grad-checkpointing"], env={}).grad_checkpointing is False
+    assert load_config([], env={}).grad_checkpointing is False
+
+
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["--encoder", "resnet"], {}, "encoder='resnet' is invalid; accepted: vit, clip, tiny"),
+        (["--top-k", "-1"], {}, "top_k=-1 is invalid; expected an integer >= 0"),
+        (["--batch-size", "many"], {}, "--batch-size='many' is invalid; expected an integer"),
+        ([], {"TOP_K": "three"}, "TOP_K='three' is invalid; expected an integer"),
+        ([], {"LR_ADAPTER": "fast"}, "LR_ADAPTER='fast' is invalid; expected a number"),
+        (["--view", "patches"], {}, "view='patches' is invalid; accepted: pooled, hidden"),
+    ],
+)
+def test_invalid_values_name_the_key_and_what_is_accepted(argv, env, message):
+    with pytest.raises(UserError) as info:
+        load_config(argv, env=env, dotenv="/nonexistent/.env")
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--encoder", "resnet"], "error: encoder='resnet' is invalid; accepted: vit, clip, tiny"),
+        (["--epochs", "x"], "error: --epochs='x' is invalid; expected an integer"),
+        (["--no-such-flag"], "error: unrecognized arguments: --no-such-flag (see --help)"),
+    ],
+)
+def test_command_line_errors_are_one_line_and_exit_2(argv, expected, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == expected
+
+
+def test_top_k_above_the_decoder_depth_fails_before_loading(tiny_checkpoint, tmp_path, trained_demo):
+    path, _ = tiny_checkpoint()  # 3 blocks
+    args = ["--data", "shapes", "--cache-dir", str(trained_demo[1]), "--decoder", str(path), "--encoder", "tiny"]
+    with pytest.raises(UserError, match=r"top_k=4 is invalid; the decoder has 3 blocks"):
+        train.run(load_config([*args, "--top-k", "4", "--output-dir", str(tmp_path)], env={}))
+
+
+def test_clip_zero_shot_reference_row_ranks_by_cosine_similarity():
+    """CLIP's own retrieval: L2-normalised image and text embeddings, compared by cosine similarity."""
+    from data import ImageRecord
+    from training.evaluate import clip_zero_shot_retrieval
+
+    records = [ImageRecord(f"im{i}", None, [f"caption {i} a", f"caption {i} b"], []) for i in range(3)]
+    directions = torch.eye(3, 8)
+
+    class TextTower:  # each caption "i" points along axis i, but "caption 2 b" mostly along axis 0: a miss
+        def encode(self, texts):
+            rows = [directions[int(t.split()[1])] for t in texts]
+            rows[-1] = torch.nn.functional.normalize(0.9 * directions[0] + 0.1 * directions[2], dim=0)
+            return torch.stack(rows)
+
+    images = directions * torch.tensor([[2.0], [0.5], [3.0]])  # scale must not matter: cosine similarity
+    result = clip_zero_shot_retrieval(TextTower(), images, records, gallery_size=3)
+    assert result["clip_zero_shot/i2t_recall@1"] == 1.0  # every image has one of its captions on top
+    assert result["clip_zero_shot/t2i_recall@1"] == pytest.approx(5 / 6)  # "caption 2 b" retrieves image 0
