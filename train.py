@@ -46,6 +46,7 @@ from training.config import TrainConfig, load_config
 from training.demo import demo_decoder, demo_tokenizer
 from training.distributed import Distributed, setup_distributed, teardown_distributed
 from training.evaluate import evaluate
+from training.restore import load_trained
 from training.tracking import Tracker
 from vision import FeatureCache, build_clip_text, build_encoder
 from weights_loader import load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
@@ -501,23 +502,19 @@ def _run(cfg: TrainConfig) -> dict:
 
 
 def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
-    """--test: rebuild the model a checkpoint describes, and evaluate it on the test split."""
+    """--test: rebuild the model a checkpoint describes (training/restore.py), and evaluate it on the test split."""
     output_dir = Path(cfg.output_dir).expanduser()
     path = latest_checkpoint(output_dir, cfg.encoder, cfg.top_k) if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
-    weights, meta = read_checkpoint(path)
     log(f"testing {path}")
+    model, tokenizer, meta = load_trained(path, device)
     trained = TrainConfig(**{**meta["train_config"], "mode": "test"})
     data = meta["data"]
-    splits, report = load_dataset(
-        data["source"], cache_dir=Path(cfg.cache_dir).expanduser(), split=data["split"], seed=data["seed"]
+    splits, report = main_first(
+        lambda: load_dataset(
+            data["source"], cache_dir=Path(cfg.cache_dir).expanduser(), split=data["split"], seed=data["seed"]
+        )
     )
     log(report.summary())
-    decoder_path = resolve_checkpoint(meta["decoder"]["source"])
-    decoder, tokenizer = load_qwen3(decoder_path, device=device), load_tokenizer(decoder_path)
-    if decoder.config.to_dict() != meta["decoder"]["config"]:
-        raise UserError(f"the decoder at {meta['decoder']['source']} is not the one {path.name} was trained on")
-    model = build_model(trained, decoder, device)
-    model.load_trainable_state_dict(weights)
     records = (
         splits.test[: cfg.eval_images or trained.eval_images]
         if (cfg.eval_images or trained.eval_images)

@@ -1,6 +1,6 @@
 """One vision-language training step: ours against the same bridge feeding transformers' Qwen3ForCausalLM.
 
-    python -m bench.train_step                          # Qwen3-0.6B size, batch 4, K=3, 2 rounds
+    python -m bench.train_step                          # Qwen3-0.6B, K=3: time at batch 4, memory at 4 and 16
     python -m bench.train_step --layers 4 --no-write    # a quick look
 
 The step is what train.py does per batch: bridge(features) -> 16 visual tokens -> decoder -> loss -> backward ->
@@ -218,9 +218,9 @@ def config_params_mb(config) -> float:
     return sum(p.numel() for p in model.parameters()) * 4 / 2**20
 
 
-def run_child(variant: str, measure: str, path: Path, args: argparse.Namespace) -> dict:
+def run_child(variant: str, measure: str, path: Path, args: argparse.Namespace, batch: int) -> dict:
     cmd = [sys.executable, "-m", "bench.train_step", "--child", variant, "--measure", measure, "--path", str(path)]
-    cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--batch", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     cmd += ["--threads", str(args.threads), "--top-k", str(args.top_k), "--visual-tokens", str(args.visual_tokens)]
     env = dict(os.environ)
     if measure == "memory":
@@ -258,7 +258,8 @@ def adamw_step_times(config, top_k: int, repeats: int) -> dict[str, list[float]]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=4, help="batch of the timed steps")
+    parser.add_argument("--memory-batches", type=int, nargs="+", default=[4, 16], help="batches of the memory runs")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per process")
     parser.add_argument("--rounds", type=int, default=2, help="timing processes per variant, interleaved")
     parser.add_argument("--top-k", type=int, default=3)
@@ -277,49 +278,51 @@ def main(argv: list[str] | None = None) -> int:
     info = common.machine()
     config = common.decoder_config("0.6b", args.layers)
     path = common.random_checkpoint(config, args.work_dir)
+    command = f"`{common.command_line('bench.train_step', argv)}`"
+    ref = "transformers" if "transformers" in args.variants else None
 
+    # Step time: `rounds` fresh processes per variant, in A B C, C B A, ... order.
     timing: dict[str, list[dict]] = {v: [] for v in args.variants}
     for r in range(args.rounds):
         for variant in args.variants if r % 2 == 0 else args.variants[::-1]:
             print(f"timing, round {r + 1}/{args.rounds}: {VARIANTS[variant]} ...", flush=True)
-            timing[variant].append(run_child(variant, "time", path, args))
-    memory = {}
-    for variant in args.variants:
-        print(f"memory: {VARIANTS[variant]} ...", flush=True)
-        memory[variant] = run_child(variant, "memory", path, args)
-    print("AdamW step: for-loop vs fused ...", flush=True)
-    adamw = adamw_step_times(config, args.top_k, repeats=5)
+            timing[variant].append(run_child(variant, "time", path, args, args.batch))
 
     def times(v: str) -> list[float]:
         return [t for res in timing[v] for t in res["times"]]
 
-    ref = "transformers" if "transformers" in args.variants else None
-    has_phases = all(m["fwd_bwd_mb"] is not None for m in memory.values())
-    command = f"`{common.command_line('bench.train_step', argv)}`"
-    rows = []
+    time_rows = []
     for v in args.variants:
-        speed = peak_ratio = phase_ratio = "-"
-        if ref and v != ref:
-            speed = f"**{common.median(times(ref)) / common.median(times(v)):.2f}x**"
-            peak_ratio = f"{memory[v]['peak_mb'] / memory[ref]['peak_mb']:.2f}"
+        speedup = f"**{common.median(times(ref)) / common.median(times(v)):.2f}x**" if ref and v != ref else "-"
+        loss = f"{timing[v][0]['first_loss']:.5f}"
+        time_rows.append([VARIANTS[v], common.spread(times(v)), speedup, loss, command])
+    time_table = common.markdown_table(["variant", "step s", "speed-up", "loss", "command"], time_rows)
+    print(time_table)
+
+    # Memory: one process per variant and batch.
+    memory: dict[tuple[str, int], dict] = {}
+    for batch in args.memory_batches:
+        for variant in args.variants:
+            print(f"memory, batch {batch}: {VARIANTS[variant]} ...", flush=True)
+            memory[variant, batch] = run_child(variant, "memory", path, args, batch)
+    has_phases = all(m["fwd_bwd_mb"] is not None for m in memory.values())
+    memory_rows = []
+    for batch in args.memory_batches:
+        for v in args.variants:
+            m, r = memory[v, batch], memory.get((ref, batch)) if ref else None
+            peak_ratio = f"{m['peak_mb'] / r['peak_mb']:.2f}" if r and v != ref else "-"
+            fb, fb_ratio = "-", "-"
             if has_phases:
-                phase_ratio = f"**{memory[v]['fwd_bwd_mb'] / memory[ref]['fwd_bwd_mb']:.2f}**"
-        rows.append(
-            [
-                VARIANTS[v],
-                common.spread(times(v)),
-                speed,
-                f"{memory[v]['peak_mb']:,.0f}",
-                peak_ratio,
-                f"{memory[v]['fwd_bwd_mb']:,.0f}" if has_phases else "-",
-                phase_ratio,
-                f"{timing[v][0]['first_loss']:.5f}",
-                command,
-            ]
-        )
-    headers = ["variant", "step s", "speed-up", "peak MB", "ratio", "fwd+bwd MB", "ratio", "loss", "command"]
-    table = common.markdown_table(headers, rows)
-    print(table)
+                fb = f"{m['fwd_bwd_mb']:,.0f}"
+                fb_ratio = f"**{m['fwd_bwd_mb'] / r['fwd_bwd_mb']:.2f}**" if r and v != ref else "-"
+            positions = f"{m['positions']} / {m['rows']}"
+            memory_rows.append([f"{batch}", positions, VARIANTS[v], f"{m['peak_mb']:,.0f}", peak_ratio, fb, fb_ratio])
+    memory_headers = ["batch", "positions / labelled", "variant", "peak MB", "ratio", "fwd+bwd MB", "ratio"]
+    memory_table = common.markdown_table(memory_headers, memory_rows)
+    print(memory_table)
+
+    print("AdamW step: for-loop vs fused ...", flush=True)
+    adamw = adamw_step_times(config, args.top_k, repeats=5)
     loop, fused = adamw["for-loop (train.py on CPU)"], adamw["fused"]
     adamw_table = common.markdown_table(
         ["AdamW over the trainable parameters", "s per step", "command"],
@@ -339,44 +342,47 @@ def main(argv: list[str] | None = None) -> int:
     print(adamw_table)
 
     first = timing[args.variants[0]][0]
-    weights_mb = config_params_mb(config)
     bound = train_step_flops(config, first["positions"], first["positions"], first["seq"], args.top_k, args.batch)
     bound /= train_step_flops(config, first["positions"], first["rows"], first["seq"], args.top_k, args.batch)
     verdicts = []
     if ref and "ours" in args.variants:
         speedup = common.median(times(ref)) / common.median(times("ours"))
-        peak = memory["ours"]["peak_mb"] / memory[ref]["peak_mb"]
         verdicts.append(f"time (>= {TIME_TARGET}x faster): {common.verdict(speedup >= TIME_TARGET)} ({speedup:.2f}x)")
-        verdicts.append(f"peak memory (<= {MEMORY_TARGET}x): {common.verdict(peak <= MEMORY_TARGET)} ({peak:.2f})")
-        if has_phases:
-            fb = memory["ours"]["fwd_bwd_mb"] / memory[ref]["fwd_bwd_mb"]
-            verdicts.append(
-                f"forward+backward memory (<= {MEMORY_TARGET}x): {common.verdict(fb <= MEMORY_TARGET)} ({fb:.2f})"
-            )
+        for batch in args.memory_batches:
+            peak = memory["ours", batch]["peak_mb"] / memory[ref, batch]["peak_mb"]
+            text = f"batch {batch}: peak {common.verdict(peak <= MEMORY_TARGET)} ({peak:.2f})"
+            if has_phases:
+                fb = memory["ours", batch]["fwd_bwd_mb"] / memory[ref, batch]["fwd_bwd_mb"]
+                text += f", forward+backward {common.verdict(fb <= MEMORY_TARGET)} ({fb:.2f})"
+            verdicts.append(f"memory (<= {MEMORY_TARGET}x) at {text}")
     body = f"""Run {common.today()}. Machine: {common.machine_line(info, common.machine()["load_average"])}.
 
-Settings: {common.config_name(config)}; fp32 on CPU; batch {args.batch}, {args.visual_tokens} visual tokens from
-random pooled ViT-B/16 features (768), a {PROMPT_TOKENS}-token prompt, captions of {CAPTION_TOKENS[0]}-{CAPTION_TOKENS[1]}
-tokens + end-of-text, right-padded: {first["positions"]} positions, {first["rows"]} of them labelled; the bridge and
-the top K = {args.top_k} blocks train (AdamW as train.py builds it on the CPU, gradient clipping). Step time: each
-variant ran in {args.rounds} fresh processes (interleaved), {args.warmup} warm-up + {args.steps} timed steps each;
-median (min-max) over all timed steps; speed-up = transformers' median / this variant's. Memory: one more process
-per variant (see `bench/train_step.py` for the method): peak MB = the process's peak resident memory during one
-step, with the {weights_mb:,.0f} MB of weights and the optimizer state; fwd+bwd MB = the peak during the forward and
-backward passes minus the resident memory between steps (weights + optimizer state): activations, the loss and
-the gradients of the trainable weights. The optimizer step (clipping, AdamW) comes after and is the same in all
-variants. Ratios = this variant / transformers. Equal losses confirm that the variants compute the same thing.
+Settings: {common.config_name(config)}; fp32 on CPU; {args.visual_tokens} visual tokens from random pooled ViT-B/16
+features (768), a {PROMPT_TOKENS}-token prompt, captions of {CAPTION_TOKENS[0]}-{CAPTION_TOKENS[1]} tokens +
+end-of-text, right-padded; the bridge and the top K = {args.top_k} blocks train (AdamW as train.py builds it on the
+CPU, gradient clipping). Equal losses confirm that the variants compute the same thing.
 
-{table}
+Step time at batch {args.batch} ({first["positions"]} positions, {first["rows"]} labelled): each variant ran in
+{args.rounds} fresh processes (interleaved), {args.warmup} warm-up + {args.steps} timed steps each; median (min-max)
+over all timed steps; speed-up = transformers' median / this variant's.
+
+{time_table}
+
+Memory: one more process per variant and batch (method in `bench/train_step.py`). Peak MB = the process's peak
+resident memory during one step, with the {config_params_mb(config):,.0f} MB of weights and the optimizer state;
+fwd+bwd MB = the peak during the forward and backward passes minus the resident memory between steps (weights +
+optimizer state): activations, the loss and the gradients of the trainable weights. The optimizer step comes after
+and is the same in all variants. Ratios = this variant / transformers.
+
+{memory_table}
 
 Targets for ours (chunked loss) against transformers: {"; ".join(verdicts) or "not measured"}.
 
-Where the time goes: matmul FLOPs are the same in all variants except the LM head, which transformers applies at
-all {first["positions"]} positions and ours at the {first["rows"]} labelled ones. Counting FLOPs
-(`train_step_flops`), that bounds the speed-up any loss-side change can bring at this shape to
-**{bound:.2f}x**; the rest of the step (28 blocks forward, their input gradients back to the bridge) is the same
-arithmetic in both. The optimizer step is also the same in all variants; train.py uses the for-loop AdamW on the
-CPU, and the fused one is faster there too:
+Counting matmul FLOPs (`train_step_flops`), the variants differ only in the LM head, which transformers applies at
+all {first["positions"]} positions and ours at the {first["rows"]} labelled ones: at batch {args.batch} that alone
+makes ours **{bound:.2f}x** faster; the rest of the step (28 blocks forward, their input gradients back to the
+bridge) is the same arithmetic in both. The optimizer step is also the same in all variants; train.py uses the
+for-loop AdamW on the CPU, and the fused one is much faster there:
 
 {adamw_table}"""
     if not args.no_write:
