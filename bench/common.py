@@ -130,17 +130,9 @@ def decoder_config(size: str, layers: int | None = None) -> Qwen3Config:
     if size == "0.6b":
         config = Qwen3Config.qwen3_0_6b()
     elif size == "demo":
-        config = Qwen3Config(
-            vocab_size=512,
-            hidden_size=128,
-            intermediate_size=384,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=32,
-            max_position_embeddings=512,
-            rope_theta=10_000.0,
-        )
+        from training.demo import demo_config
+
+        config = demo_config(vocab_size=512)
     else:
         raise SystemExit(f"unknown size {size!r}; expected 0.6b or demo")
     return dataclasses.replace(config, num_hidden_layers=layers) if layers else config

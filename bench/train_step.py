@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="batch of the timed steps")
     parser.add_argument("--memory-batches", type=int, nargs="+", default=[4, 16], help="batches of the memory runs")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per process")
-    parser.add_argument("--rounds", type=int, default=2, help="timing processes per variant, interleaved")
+    parser.add_argument("--rounds", type=int, default=3, help="timing processes per variant, interleaved")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--visual-tokens", type=int, default=16)
     parser.add_argument("--layers", type=int, default=None, help="fewer blocks than Qwen3-0.6B's 28 (quick runs)")

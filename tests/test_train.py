@@ -113,7 +113,11 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one_loadable(tmp_path,
         save_checkpoint(tmp_path, "1_tiny_top0", {"bridge.w": torch.zeros(3)}, {**meta, "global_step": 2}, None)
     loaded, sidecar = read_checkpoint(tmp_path / "1_tiny_top0.safetensors")
     assert torch.equal(loaded["bridge.w"], torch.ones(3)) and sidecar["global_step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["1_tiny_top0.json", "1_tiny_top0.safetensors", "1_tiny_top0.state.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "1_tiny_top0.json",
+        "1_tiny_top0.safetensors",
+        "1_tiny_top0.state.pt",
+    ]
 
 
 def test_old_checkpoints_are_pruned_only_after_the_new_one(tmp_path):

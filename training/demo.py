@@ -41,9 +41,9 @@ def demo_tokenizer(records: Sequence[ImageRecord], vocab_size: int = DEMO_VOCAB_
     return TextTokenizer(tokenizer, eos_id=eos, pad_id=eos)
 
 
-def demo_decoder(vocab_size: int, eos_id: int, seed: int = 0) -> Qwen3ForCausalLM:
-    """A 4-block, d=128 Qwen3 with random weights (the architecture of Qwen3-0.6B, scaled down)."""
-    config = Qwen3Config(
+def demo_config(vocab_size: int = DEMO_VOCAB_SIZE, eos_id: int | None = None) -> Qwen3Config:
+    """The demo decoder's shape: Qwen3-0.6B's architecture scaled down to 4 blocks of width 128."""
+    return Qwen3Config(
         vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=384,
@@ -56,7 +56,11 @@ def demo_decoder(vocab_size: int, eos_id: int, seed: int = 0) -> Qwen3ForCausalL
         eos_token_id=eos_id,
         pad_token_id=eos_id,
     )
+
+
+def demo_decoder(vocab_size: int, eos_id: int, seed: int = 0) -> Qwen3ForCausalLM:
+    """A 4-block, d=128 Qwen3 with random weights (the architecture of Qwen3-0.6B, scaled down)."""
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config)
+    model = Qwen3ForCausalLM(demo_config(vocab_size, eos_id))
     torch.nn.init.normal_(model.model.embed_tokens.weight, std=EMBEDDING_STD)
     return model
