@@ -80,7 +80,7 @@ def setup(variant: str, path, device: torch.device, top_k: int, compile_blocks: 
     optimizer = torch.optim.AdamW(
         [{"params": groups["bridge"], "lr": 1e-4}, {"params": groups["decoder"], "lr": 2e-5}],
         betas=(0.9, 0.95),
-        fused=device.type == "cuda",
+        fused=device.type in ("cuda", "cpu"),  # as train.py
     )
     return model, optimizer
 

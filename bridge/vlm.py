@@ -229,7 +229,8 @@ class VisionLanguageModel(nn.Module):
         """
         embeds = self._inputs(input_ids, pixel_values, features)
         keep, next_tokens = self._targets(labels)
-        hidden = self.decoder.hidden_states(inputs_embeds=embeds)[:, :-1]  # [B, N + T - 1, d]
+        # The last position predicts nothing and, attention being causal, no other position reads it: leave it out.
+        hidden = self.decoder.hidden_states(inputs_embeds=embeds[:, :-1])  # [B, N + T - 1, d]
         # Logits only where there is a label ([M, vocab], M = label count), and only a chunk of rows at a time:
         # equal to F.cross_entropy(self.decoder.lm_head(hidden[keep]).float(), next_tokens[keep]) in value and
         # gradient, without keeping the [M, vocab] logits for the backward pass (see tiny_decoder/model.py).
@@ -247,7 +248,7 @@ class VisionLanguageModel(nn.Module):
         """Mean log-probability of each sample's target tokens given its image, [B] (for retrieval)."""
         embeds = self._inputs(input_ids, pixel_values, features)
         keep, next_tokens = self._targets(labels)
-        hidden = self.decoder.hidden_states(inputs_embeds=embeds)[:, :-1]  # [B, N + T - 1, d]
+        hidden = self.decoder.hidden_states(inputs_embeds=embeds[:, :-1])  # [B, N + T - 1, d], as in forward
         head = self.decoder.lm_head.weight  # [vocab, d]
         token_logp = target_log_probs(hidden[keep], head, next_tokens[keep], self.loss_chunk_size)  # [M]
         rows = keep.nonzero()[:, 0]  # which sample each kept position belongs to
