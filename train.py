@@ -266,6 +266,8 @@ def run(cfg: TrainConfig) -> dict:
 
 def _run(cfg: TrainConfig) -> dict:
     device, autocast = resolve_device(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     output_dir = Path(cfg.output_dir).expanduser()
     log(f"mode={cfg.mode} encoder={cfg.encoder} view={cfg.view} top_k={cfg.top_k} device={device}")
@@ -473,8 +475,9 @@ def _run(cfg: TrainConfig) -> dict:
             # --- evaluation, every epoch on validation --------------------------------------------------------------
             complete = position >= len(order)
             if complete and val_records:
+                # No gradients or optimizer state while evaluating: twice the training batch fits.
                 result = evaluate(
-                    model, val_records, val_features, tokenizer, tasks=tasks, batch_size=cfg.batch_size,
+                    model, val_records, val_features, tokenizer, tasks=tasks, batch_size=2 * cfg.batch_size,
                     max_target_tokens=cfg.max_target_tokens, max_new_tokens=cfg.max_new_tokens,
                     gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, device=device,
                     autocast=autocast, seed=cfg.seed, clip_reference=clip_reference, dist=DIST,
@@ -524,7 +527,7 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
     )
     features = image_features(trained, model, records, device)
     result = evaluate(
-        model, records, features, tokenizer, tasks=data["tasks"], batch_size=trained.batch_size,
+        model, records, features, tokenizer, tasks=data["tasks"], batch_size=2 * trained.batch_size,
         max_target_tokens=trained.max_target_tokens, max_new_tokens=trained.max_new_tokens,
         gallery_size=trained.gallery_size, num_samples=trained.num_samples, device=device, autocast=autocast,
         seed=trained.seed, clip_reference=clip_zero_shot_inputs(trained, model, records, device), dist=DIST,

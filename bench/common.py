@@ -124,7 +124,7 @@ def set_threads(n: int) -> None:
 
 
 def decoder_config(size: str, layers: int | None = None) -> Qwen3Config:
-    """The decoder's shape. "0.6b": Qwen3-0.6B's; "demo": the offline demo's decoder (4 blocks, d=128, vocab 512; see
+    """The decoder's shape. "0.6b": Qwen3-0.6B's; "demo": the offline demo's decoder (d=128, vocab 512; see
     training/demo.py), where the per-token overhead of the code, not the weights' arithmetic, sets the speed.
     `layers` keeps fewer blocks, for quick runs."""
     if size == "0.6b":

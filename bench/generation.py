@@ -9,7 +9,7 @@ script also reports whether both produced the same tokens (they should: same wei
 
 Two sizes, because they measure different things. At Qwen3-0.6B's size one decoding step at batch 1 reads all
 2.4 GB of fp32 weights to produce one token, so both implementations wait on memory and the code around the
-matmuls hardly matters. The demo decoder (4 blocks, d=128) does almost no arithmetic per token: its speed is the
+matmuls hardly matters. The demo decoder (d=128, a few blocks) does almost no arithmetic per token: its speed is the
 per-token overhead of the decoding loop itself (cache updates, masks, logits processing, Python).
 """
 

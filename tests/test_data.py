@@ -589,6 +589,15 @@ def test_bucketing_reduces_padding():
     def padded_tokens(order: list[list[int]]) -> int:
         return sum(len(b) * max(lengths[i] for i in b) for b in order)
 
-    bucketed = padded_tokens(batch_order(lengths, batch_size=16, seed=0, epoch=0, bucket=True))
+    bucketed = padded_tokens(batch_order(lengths, batch_size=16, seed=0, epoch=0, bucket=True, bucket_width=4))
     plain = padded_tokens(batch_order(lengths, batch_size=16, seed=0, epoch=0, bucket=False))
     assert bucketed < 0.75 * plain
+
+
+def test_bucketing_mixes_templates_of_similar_length():
+    # Two question templates whose samples are 40 and 41 characters long. Sorting by exact length would give
+    # batches of one template each; length bands keep both in (nearly) every batch.
+    lengths = [40, 41] * 400
+    order = batch_order(lengths, batch_size=32, seed=0, epoch=1)
+    mixed = sum(len({lengths[i] for i in batch}) == 2 for batch in order)
+    assert mixed >= 0.9 * len(order)

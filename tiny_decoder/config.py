@@ -30,7 +30,6 @@ _IGNORED_KEYS = {
     "torch_dtype",
     "dtype",
     "transformers_version",
-    "initializer_range",
     "use_cache",
     "max_window_layers",
     "_name_or_path",
@@ -61,6 +60,7 @@ class Qwen3Config:
     eos_token_id: int | None = 151_643  # <|endoftext|> for the Base model
     pad_token_id: int | None = None
     model_type: str = "qwen3"
+    initializer_range: float = 0.02  # std of the random initialisation (unused when weights are loaded)
 
     def __post_init__(self) -> None:
         for name in (
@@ -91,6 +91,8 @@ class Qwen3Config:
             raise UserError("Qwen3Config: attention_bias=true is not supported; Qwen3 projections have no bias")
         if not (self.rms_norm_eps > 0 and self.rope_theta > 0):
             raise UserError("Qwen3Config: rms_norm_eps and rope_theta must be positive numbers")
+        if not self.initializer_range > 0:
+            raise UserError(f"Qwen3Config: initializer_range={self.initializer_range!r} must be a positive number")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise UserError(f"Qwen3Config: attention_dropout={self.attention_dropout} must be in [0, 1)")
         if not isinstance(self.tie_word_embeddings, bool):

@@ -247,11 +247,11 @@ class Qwen3ForCausalLM(nn.Module):
         """Make lm_head use the embedding matrix itself (one Parameter, two uses)."""
         self.lm_head.weight = self.model.embed_tokens.weight
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # Random initialisation as in transformers (normal, std 0.02); RMSNorm weights start at 1.
+    def _init_weights(self, module: nn.Module) -> None:
+        # Random initialisation as in transformers: normal with std `initializer_range` (Qwen3: 0.02, sized for
+        # its width of 1024); RMSNorm weights start at 1.
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
 
     @property
     def device(self) -> torch.device:

@@ -117,16 +117,22 @@ def likelihood_scores(
     collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, max_target_tokens)
     from data import Sample
 
-    encoded = collate([Sample(0, CAPTION_PROMPT, " " + c, "caption") for c in captions])
-    input_ids, labels = encoded["input_ids"].to(device), encoded["labels"].to(device)
+    # Captions in batches of similar length: each batch is padded only to its own longest caption. The scores
+    # are written back to each caption's own column, so the order changes nothing but the padding.
+    lengths = [len(ids) for ids in encode_prompts(tokenizer.tokenizer, [" " + c for c in captions])]
+    order = sorted(range(len(captions)), key=lambda j: lengths[j])
+    prompt_len = len(encode_prompts(tokenizer.tokenizer, [CAPTION_PROMPT])[0])
     scores = torch.empty(len(features), len(captions))
-    for i in range(len(features)):
-        for rows in _batches(len(captions), batch_size):
-            feats = features[i : i + 1].expand(len(rows), *features.shape[1:]).to(device)
-            with autocast():
-                scores[i, rows.start : rows.stop] = model.sequence_log_likelihood(
-                    input_ids[rows.start : rows.stop], labels[rows.start : rows.stop], features=feats
-                ).float()
+    for rows in _batches(len(captions), batch_size):
+        columns = order[rows.start : rows.stop]
+        encoded = collate([Sample(0, CAPTION_PROMPT, " " + captions[j], "caption") for j in columns])
+        input_ids, labels = encoded["input_ids"].to(device), encoded["labels"].to(device)  # [b, T] each
+        for i in range(len(features)):
+            with autocast():  # image i's visual tokens and the prompt run once for the whole batch of captions
+                logp = model.shared_prefix_log_likelihood(
+                    input_ids, labels, prompt_len, features=features[i : i + 1].to(device)
+                )
+            scores[i, columns] = logp.float().cpu()
     return scores
 
 
