@@ -249,10 +249,14 @@ class VisionLanguageModel(nn.Module):
         embeds = self._inputs(input_ids, pixel_values, features)
         keep, next_tokens = self._targets(labels)
         hidden = self.decoder.hidden_states(inputs_embeds=embeds[:, :-1])  # [B, N + T - 1, d], as in forward
+        return self._mean_log_probs(hidden, keep, next_tokens)
+
+    def _mean_log_probs(self, hidden: torch.Tensor, keep: torch.Tensor, next_tokens: torch.Tensor) -> torch.Tensor:
+        """Mean log-probability per row of next_tokens[keep], predicted from hidden [B, T, d]: [B]."""
         head = self.decoder.lm_head.weight  # [vocab, d]
         token_logp = target_log_probs(hidden[keep], head, next_tokens[keep], self.loss_chunk_size)  # [M]
         rows = keep.nonzero()[:, 0]  # which sample each kept position belongs to
-        total = torch.zeros(len(input_ids), device=token_logp.device).index_add_(0, rows, token_logp)
+        total = torch.zeros(len(hidden), device=token_logp.device).index_add_(0, rows, token_logp)
         return total / keep.sum(1).clamp(min=1)
 
     def shared_prefix_log_likelihood(
@@ -283,12 +287,7 @@ class VisionLanguageModel(nn.Module):
             text = self.decoder.model.embed_tokens(input_ids[:, prefix_len:-1])  # [B, T - P - 1, d]
             hidden = torch.cat([hidden, self.decoder.hidden_states(inputs_embeds=text, kv_cache=cache)], dim=1)
         next_tokens = labels[:, prefix_len:]  # [B, T - P]: hidden position t predicts text token t
-        keep = next_tokens != -100
-        head = self.decoder.lm_head.weight  # [vocab, d]
-        token_logp = target_log_probs(hidden[keep], head, next_tokens[keep], self.loss_chunk_size)  # [M]
-        rows = keep.nonzero()[:, 0]
-        total = torch.zeros(B, device=token_logp.device).index_add_(0, rows, token_logp)
-        return total / keep.sum(1).clamp(min=1)
+        return self._mean_log_probs(hidden, next_tokens != -100, next_tokens)
 
     # ------------------------------------------------------------------ generation
 
