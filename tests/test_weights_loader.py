@@ -14,7 +14,7 @@ from conftest import REPO
 from safetensors.torch import load_file, save_file
 
 from errors import UserError
-from tiny_decoder import Qwen3Config
+from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
 from weights_loader import load_qwen3, load_tokenizer
 
 # ----------------------------------------------------------------------------------------------------- strictness
@@ -131,11 +131,21 @@ def test_real_qwen3_0_6b_base_config_json_reads_as_the_preset():
         ({"hidden_size": 0}, "hidden_size=0"),
         ({"use_sliding_window": True}, "use_sliding_window"),
         ({"made_up_option": 1}, "unknown config keys \\['made_up_option'\\]"),
+        ({"initializer_range": 0}, "initializer_range=0 must be a positive number"),
     ],
 )
 def test_unsupported_options_are_refused_by_name(raw, message):
     with pytest.raises(UserError, match=message):
         Qwen3Config.from_dict(raw)
+
+
+def test_random_initialisation_follows_initializer_range():
+    # A random decoder (the demo's) starts at the config's std; a loaded one overwrites it, so real files keep 0.02.
+    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, head_dim=16, vocab_size=100)
+    for std in (0.02, 0.125):
+        torch.manual_seed(0)
+        model = Qwen3ForCausalLM(Qwen3Config(initializer_range=std, **small))
+        assert model.model.layers[0].mlp.up_proj.weight.std().item() == pytest.approx(std, rel=0.05)
 
 
 def test_config_is_frozen():
