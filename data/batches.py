@@ -189,7 +189,7 @@ def batch_order(
     Why bands and not an exact sort: the samples of one template ("Question: is there a star? Answer: no") all
     have the same length, so sorting by exact length fills each batch with one kind of question. Every step then
     pulls the model towards one task, and learning slows a lot (a 2-block demo decoder after one epoch: question-
-    answering exact match 0.46 with exact sorting, 0.66 with unsorted batches). Within a band the order is random, so a
+    answering exact match 0.46 with exact sorting, 0.59 with length bands, 0.66 with unsorted batches). Within a band the order is random, so a
     batch mixes tasks and templates; the padding it costs is below `bucket_width`.
     """
     if batch_size < 1:
