@@ -26,18 +26,16 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
-    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.text import Text
 
 from data.flickr30k import DEFAULT_HUB_REPO, read_hub
 from data.images import image_problem, load_image
 from data.synthetic import REJECTED_FILE, shard_paths
 from errors import UserError
+from vision.cache import ImagesPerSecond
 
 from .dataset import BAD_IMAGE, ShardWriter, check_compatible, done_images, repair_partial_line, write_card
 from .prompt import PROMPT_VERSION, ParsedResponse, build_prompt, parse_response
@@ -92,13 +90,6 @@ def list_images(images: str, cache_dir: Path, limit: int | None = None) -> list[
     return items[:limit] if limit else items
 
 
-class RateColumn(ProgressColumn):
-    """Images per second, measured by rich over the last 30 seconds."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.2f} images/s" if task.speed else "- images/s", style="progress.data.speed")
-
-
 def _record(item: ImageItem, teacher: str, failures: list[str]) -> dict:
     """The fields every record (accepted or rejected) has."""
     return {
@@ -143,7 +134,7 @@ def generate(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        RateColumn(),
+        ImagesPerSecond("images/s", digits=2),  # the teacher is slow: a few images per second
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),

@@ -96,9 +96,16 @@ class _ImageFiles(Dataset):
             return index, torch.zeros(3, self.image_size, self.image_size), False, str(exc)
 
 
-class _ImagesPerSecond(ProgressColumn):
+class ImagesPerSecond(ProgressColumn):
+    """A rich progress column: images per second, measured by rich over the last 30 seconds."""
+
+    def __init__(self, unit: str = "img/s", digits: int = 1) -> None:
+        super().__init__()
+        self.unit, self.digits = unit, digits
+
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.1f} img/s" if task.speed else "- img/s", style="progress.data.speed")
+        rate = f"{task.speed:.{self.digits}f}" if task.speed else "-"
+        return Text(f"{rate} {self.unit}", style="progress.data.speed")
 
 
 def _file_fingerprint(path: Path) -> list[Any]:
@@ -250,7 +257,7 @@ class FeatureCache:
         console = Console(stderr=True)
         show = self.progress if self.progress is not None else (console.is_terminal or console.is_jupyter)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-        columns += (_ImagesPerSecond(), TimeRemainingColumn())
+        columns += (ImagesPerSecond(), TimeRemainingColumn())
         started, num_invalid = time.perf_counter(), 0
         with Progress(*columns, console=console, disable=not show) as progress:
             task = progress.add_task(f"{encoder.name} {view} features", total=len(todo))
