@@ -19,6 +19,22 @@ sys.path.insert(0, str(REPO))  # `import weights_loader`, `import train` from th
 QWEN3_TOKENIZER_DIR = REPO.parent / "shared" / "qwen3-tokenizer"
 
 
+def tiny_qwen3_config(**overrides):
+    """The tests' small Qwen3Config: 2 blocks of width 32, 4 query and 2 key/value heads of 8, vocabulary 64."""
+    from tiny_decoder import Qwen3Config
+
+    shape = dict(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+    )
+    return Qwen3Config(**{**shape, **overrides})
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_qwen3_config
 
-from tiny_decoder import Qwen3Config, Qwen3ForCausalLM, generate
+from tiny_decoder import Qwen3ForCausalLM, generate
 from tiny_decoder.beam import beam_search
 from weights_loader import load_qwen3
 
@@ -27,17 +28,7 @@ def random_decoder(seed: int = 0) -> Qwen3ForCausalLM:
     distributions: candidates' ranks are clear-cut, never decided by float rounding, and the best sequence is not
     always the greedy one. (A tied head at that scale only repeats the last token.)"""
     torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-    )
+    config = tiny_qwen3_config(vocab_size=VOCAB, max_position_embeddings=128, tie_word_embeddings=False)
     model = Qwen3ForCausalLM(config).eval()
     torch.nn.init.normal_(model.model.embed_tokens.weight, std=0.5)
     torch.nn.init.normal_(model.lm_head.weight, std=0.5)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_qwen3_config
 
 from bridge import HiddenStateProjector, PooledAdapter, VisionLanguageModel, VLMConfig
 from errors import UserError
-from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
+from tiny_decoder import Qwen3ForCausalLM
 from vision import build_encoder
 
 LAYERS = 4
@@ -16,16 +17,7 @@ LAYERS = 4
 
 def tiny_decoder(vocab: int = 64, seed: int = 0) -> Qwen3ForCausalLM:
     torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        eos_token_id=1,
-    )
+    config = tiny_qwen3_config(vocab_size=vocab, num_hidden_layers=LAYERS, eos_token_id=1)
     model = Qwen3ForCausalLM(config)
     # A random embedding of std 0.02 is frozen here and doubles as the LM head: logits would stay near zero whatever
     # the top blocks learn. A pretrained embedding is sharper; std 0.5 stands in for that.

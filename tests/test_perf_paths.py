@@ -12,9 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_qwen3_config
 
 from bridge import VisionLanguageModel, VLMConfig
-from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
+from tiny_decoder import Qwen3ForCausalLM
 from tiny_decoder.model import linear_cross_entropy, target_log_probs
 from vision import build_encoder
 
@@ -92,15 +93,7 @@ def test_target_log_probs_equals_log_softmax_and_gather():
 
 def test_vlm_loss_in_small_chunks_gives_the_plain_loss_and_gradients():
     torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-    )
+    config = tiny_qwen3_config()
     vlm_config = VLMConfig(encoder="tiny", encoder_weights="none", num_visual_tokens=3, top_k=1)
     model = VisionLanguageModel(vlm_config, build_encoder("tiny", "none"), Qwen3ForCausalLM(config))
     input_ids = torch.randint(2, 64, (3, 6))
@@ -129,15 +122,7 @@ def test_vlm_loss_in_small_chunks_gives_the_plain_loss_and_gradients():
 def test_unmasked_steps_after_a_cache_stay_causal():
     """One token after a cache needs no mask; several tokens after a cache still get the causal one."""
     torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-    )
+    config = tiny_qwen3_config(vocab_size=50)
     model = Qwen3ForCausalLM(config).eval()
     ids = torch.randint(0, 50, (2, 9))
     with torch.no_grad():
