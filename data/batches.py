@@ -119,6 +119,7 @@ class VLMCollator:
         self.max_target_tokens = max_target_tokens
         self.image_loader = image_loader
         self.bad_images = 0
+        self._ids: dict[str, list[int]] = {}  # text -> token ids, memoised (see _encode)
 
     def _load_images(self, samples: list[Sample]) -> tuple[list[Sample], list[torch.Tensor]]:
         """Load each sample's image (once per image per batch); drop the samples whose image fails."""
@@ -141,8 +142,8 @@ class VLMCollator:
         images: list[torch.Tensor] = []
         if self.image_loader is not None:
             samples, images = self._load_images(samples)
-        prompts = encode_prompts(self.tokenizer, [s.prompt for s in samples])
-        targets = encode_prompts(self.tokenizer, [s.target for s in samples])
+        prompts = self._encode([s.prompt for s in samples])
+        targets = self._encode([s.target for s in samples])
 
         rows, label_rows = [], []
         for prompt_ids, target_ids in zip(prompts, targets, strict=True):
@@ -151,13 +152,15 @@ class VLMCollator:
             label_rows.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
 
         width = max((len(r) for r in rows), default=0)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)  # [B, T]
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # [B, T]
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, T]
-        for b, (row, label_row) in enumerate(zip(rows, label_rows, strict=True)):
-            input_ids[b, : len(row)] = torch.tensor(row)
-            labels[b, : len(row)] = torch.tensor(label_row)
-            attention_mask[b, : len(row)] = 1
+        pads = [width - len(r) for r in rows]
+
+        def padded(lists: list[list[int]], fill: int) -> torch.Tensor:  # one tensor from Python lists: [B, T]
+            rows_out = [x + [fill] * n for x, n in zip(lists, pads, strict=True)]
+            return torch.tensor(rows_out, dtype=torch.long).view(len(lists), width)
+
+        input_ids = padded(rows, self.pad_id)  # [B, T]
+        labels = padded(label_rows, IGNORE_INDEX)  # [B, T]
+        attention_mask = padded([[1] * len(r) for r in rows], 0)  # [B, T]
 
         batch = {
             "input_ids": input_ids,
@@ -168,6 +171,13 @@ class VLMCollator:
         if self.image_loader is not None:
             batch["pixel_values"] = torch.stack(images) if images else torch.empty(0)  # [B, 3, H, W]
         return batch
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text. Memoised: the same prompts come in every batch, and every text in every epoch."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._ids))
+        if new:
+            self._ids.update(zip(new, encode_prompts(self.tokenizer, new), strict=True))
+        return [self._ids[t] for t in texts]
 
 
 def batch_order(

@@ -543,6 +543,21 @@ def test_collator_labels_padding_and_round_trip(tokenizer_ids):
     assert T == max(int(n) for n in batch["attention_mask"].sum(dim=1))  # padded to the longest row only
 
 
+def test_collator_reuses_token_ids_without_changing_batches(tokenizer_ids):
+    # The collator remembers each text's token ids; a batch must not depend on what it collated before.
+    tokenizer, eos, pad = tokenizer_ids
+    samples = [
+        Sample(0, CAPTION_PROMPT, " a red circle", "caption"),
+        Sample(1, question_prompt("what colour is the star?"), " yellow", "qa"),
+        Sample(1, question_prompt("what colour is the star?"), " yellow", "qa"),  # a repeat within one batch
+    ]
+    used = VLMCollator(tokenizer, eos_id=eos, pad_id=pad, max_target_tokens=2)
+    used([Sample(2, CAPTION_PROMPT, " a blue square on the left", "caption"), *samples[:2]])
+    again, fresh = used(samples), VLMCollator(tokenizer, eos_id=eos, pad_id=pad, max_target_tokens=2)(samples)
+    assert again.keys() == fresh.keys() and all(torch.equal(again[k], fresh[k]) for k in fresh)
+    assert used(samples)["input_ids"].tolist() == again["input_ids"].tolist()  # truncation did not shorten the memo
+
+
 def test_collator_truncates_long_targets_but_keeps_eos(tokenizer_ids):
     tokenizer, eos, pad = tokenizer_ids
     sample = Sample(
