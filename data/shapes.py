@@ -56,6 +56,9 @@ POSITION_PHRASES = (
 GRID = 3
 ANNOTATION_FILE = "dataset_shapes.json"
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+# Bumped whenever the generator's output changes, so a cached set from an older version is made again.
+# 2: "is there a X?" for one kind present and one absent, instead of all four kinds.
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -168,15 +171,22 @@ def captions_for(shapes: list[Shape]) -> list[str]:
     ]
 
 
-def qa_for(shapes: list[Shape]) -> list[tuple[str, str]]:
-    """Question-answer pairs with 1-3 word answers; numbers are words."""
+def qa_for(shapes: list[Shape], rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Question-answer pairs with 1-3 word answers; numbers are words.
+
+    "is there a X?" is asked of one kind that is in the picture and one that is not (a scene has at most 3 of the 4
+    kinds), so "yes" and "no" are equally common. Asking all four kinds would add two more near-copies of these
+    easy questions per image: an eighth more training samples, and so time, for little that is new.
+    """
     qa = [("how many shapes are there?", NUMBER_WORDS[len(shapes)])]
     for s in shapes:
         qa.append((f"what colour is the {s.kind}?", s.colour))
         qa.append((f"what shape is {s.colour}?", s.kind))
         qa.append((f"where is the {s.kind}?", POSITION_ANSWERS[s.cell[0]][s.cell[1]]))
-    present = {s.kind for s in shapes}
-    qa.extend((f"is there a {kind}?", "yes" if kind in present else "no") for kind in KINDS)
+    drawn = {s.kind for s in shapes}
+    present, absent = [k for k in KINDS if k in drawn], [k for k in KINDS if k not in drawn]
+    asked = {str(rng.choice(present)), str(rng.choice(absent))}
+    qa.extend((f"is there a {kind}?", "yes" if kind in present else "no") for kind in KINDS if kind in asked)
     return qa
 
 
@@ -205,6 +215,8 @@ def generate_shapes(out_dir: Path, n_images: int = 2000, seed: int = 0, image_si
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / ANNOTATION_FILE).unlink(missing_ok=True)  # the folder is incomplete until the json is back
     rng = np.random.default_rng(seed)
+    # The questions asked get their own random stream, so choosing them leaves the images as they were.
+    question_rng = np.random.default_rng([seed, 1])
     entries = []
     for i, split in enumerate(split_labels(n_images)):
         shapes = sample_scene(rng, image_size)
@@ -219,12 +231,12 @@ def generate_shapes(out_dir: Path, n_images: int = 2000, seed: int = 0, image_si
                 "filename": filename,
                 "split": split,
                 "sentences": [{"raw": c} for c in captions_for(shapes)],
-                "qa": [{"question": q, "answer": a} for q, a in qa_for(shapes)],
+                "qa": [{"question": q, "answer": a} for q, a in qa_for(shapes, question_rng)],
                 "scene": {"background": background, "textured": textured, "shapes": [asdict(s) for s in shapes]},
             }
         )
     # One image per line: readable with `head`, and far faster than json's pure-Python indent mode.
-    header = json.dumps({"dataset": "shapes", "seed": seed, "image_size": image_size})[:-1]
+    header = json.dumps({"dataset": "shapes", "version": FORMAT_VERSION, "seed": seed, "image_size": image_size})[:-1]
     body = ",\n".join(json.dumps(e) for e in entries)
     tmp = out_dir / f"{ANNOTATION_FILE}.tmp"
     tmp.write_text(f'{header}, "images": [\n{body}\n]}}\n', encoding="utf-8")
@@ -235,7 +247,10 @@ def generate_shapes(out_dir: Path, n_images: int = 2000, seed: int = 0, image_si
 def is_complete(out_dir: Path, n_images: int) -> bool:
     """True when `out_dir` holds a finished shapes set of `n_images` images (json present, every image on disk)."""
     try:
-        images = json.loads((Path(out_dir) / ANNOTATION_FILE).read_text(encoding="utf-8"))["images"]
+        annotation = json.loads((Path(out_dir) / ANNOTATION_FILE).read_text(encoding="utf-8"))
+        images = annotation["images"]
     except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if annotation.get("version") != FORMAT_VERSION:  # written by an older generator: made again
         return False
     return len(images) == n_images and all((Path(out_dir) / "images" / e["filename"]).is_file() for e in images)

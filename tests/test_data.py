@@ -442,6 +442,10 @@ def test_shapes_captions_and_answers_are_true_of_the_scene_and_pixels(tmp_path):
                 assert answer == ("yes" if m[1] in by_kind else "no")
             else:
                 raise AssertionError(f"unexpected question {question!r}")
+        # Every shape gets its three questions; "is there" is asked once with "yes" and once with "no".
+        questions = [qa["question"] for qa in entry["qa"]]
+        assert len(questions) == len(set(questions)) == 1 + 3 * len(scene) + 2
+        assert sorted(qa["answer"] for qa in entry["qa"] if qa["question"].startswith("is there")) == ["no", "yes"]
     assert kinds_seen == {"circle", "square", "triangle", "star"} and counts_seen == {1, 2, 3}
 
 
@@ -457,6 +461,11 @@ def test_load_dataset_shapes_generates_once_then_reuses(tmp_path):
     (folder / "images" / "shape_00003.png").unlink()
     splits, report = load_dataset("shapes", cache_dir=tmp_path, shapes_images=20, seed=2)
     assert (folder / "images" / "shape_00003.png").is_file() and report.images_skipped == 0
+    # A set written by an older generator (another format version) is made again, not reused.
+    meta = json.loads(annotation.read_text())
+    annotation.write_text(json.dumps({**meta, "version": meta["version"] - 1}))
+    load_dataset("shapes", cache_dir=tmp_path, shapes_images=20, seed=2)
+    assert json.loads(annotation.read_text())["version"] == meta["version"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
