@@ -45,9 +45,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import huggingface_hub.errors
-import open_clip
 import timm
 import timm.data
 import torch
@@ -58,6 +58,9 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
 from errors import UserError
+
+if TYPE_CHECKING:  # open_clip is imported where CLIP is built: it pulls in transformers (~1.5 s) that "vit" never needs
+    import open_clip
 
 ENCODER_NAMES = ("vit", "clip", "tiny")
 VIEWS = ("pooled", "hidden")
@@ -424,6 +427,8 @@ def _build_tiny(weights: str, config: TinyViTConfig = TINY_CONFIG) -> VisionEnco
 
 def _create_clip(weights: str) -> tuple[nn.Module, str, Callable]:
     """The whole open_clip model (image and text towers), its weights tag and its eval preprocessing."""
+    import open_clip
+
     tags = open_clip.list_pretrained_tags_by_model(CLIP_ARCH)
     tag = CLIP_DEFAULT_TAG if weights == "default" else weights
     what = f"clip (open_clip {CLIP_ARCH})"
@@ -493,6 +498,8 @@ class ClipText(nn.Module):
 
     def __init__(self, model: nn.Module, tag: str) -> None:
         super().__init__()
+        import open_clip
+
         self.model = model.eval().requires_grad_(False)
         self.tokenize = open_clip.get_tokenizer(CLIP_ARCH)
         self.weights = tag
