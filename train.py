@@ -461,6 +461,7 @@ def _run(cfg: TrainConfig) -> dict:
                             **lrs,
                         },
                         step=step,
+                        to_wandb=step % cfg.log_every == 0,
                     )
                     progress.update(
                         task, completed=position, info=f"loss {loss_sum:.3f}  {seen / elapsed:,.0f} samples/s"
@@ -475,12 +476,13 @@ def _run(cfg: TrainConfig) -> dict:
             # --- evaluation, every epoch on validation --------------------------------------------------------------
             complete = position >= len(order)
             if complete and val_records:
-                # No gradients or optimizer state while evaluating: twice the training batch fits.
+                # No gradients or optimizer state while evaluating: twice the training batch fits. The shuffled-
+                # images control generates everything a second time, so only the last epoch runs it.
                 result = evaluate(
                     model, val_records, val_features, tokenizer, tasks=tasks, batch_size=2 * cfg.batch_size,
                     max_target_tokens=cfg.max_target_tokens, max_new_tokens=cfg.max_new_tokens,
-                    gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, device=device,
-                    autocast=autocast, seed=cfg.seed, clip_reference=clip_reference, dist=DIST,
+                    gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, shuffled_control=epoch == cfg.epochs,
+                    device=device, autocast=autocast, seed=cfg.seed, clip_reference=clip_reference, dist=DIST,
                 )  # fmt: skip
                 last_eval = result.metrics
                 all_metrics[f"epoch_{epoch}/val"] = result.metrics

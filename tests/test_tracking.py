@@ -40,6 +40,7 @@ def test_auto_mode_without_api_key_runs_offline_and_writes_everything(tmp_path):
         tracker.log({"train/loss": torch.tensor(1.5), "val/bleu4": 0.25}, step=2)
         in_memory = Image.new("RGB", (8, 8), "blue")  # no file behind it
         tracker.log_table("samples", ["image", "caption"], [[opened, "a dog"], [in_memory, "a cat"]], step=2)
+        tracker.log({"train/between_logs": 0.5}, step=3, to_wandb=False)  # a step that --log-every skips
         tracker.summary({"best/cider_d": 0.7})
 
     # The local log: one line per call, tensors turned into numbers, images into their path or null.
@@ -52,6 +53,7 @@ def test_auto_mode_without_api_key_runs_offline_and_writes_everything(tmp_path):
             "columns": ["image", "caption"],
             "rows": [[str(image_file), "a dog"], [None, "a cat"]],
         },
+        {"step": 3, "train/between_logs": 0.5},
     ]
     assert json.loads((run_dir / "summary.json").read_text()) == {"best/cider_d": 0.7}
 
@@ -61,6 +63,7 @@ def test_auto_mode_without_api_key_runs_offline_and_writes_everything(tmp_path):
     history = run_files[0].read_bytes()
     for key in (b"train/loss", b"val/bleu4", b"samples", b"best/cider_d"):
         assert key in history
+    assert b"train/between_logs" not in history  # to_wandb=False: metrics.jsonl only
 
 
 def test_disabled_mode_writes_only_the_jsonl(tmp_path):

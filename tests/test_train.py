@@ -176,6 +176,7 @@ def test_boolean_flags_are_real_booleans():
         ([], {"LR_ADAPTER": "fast"}, "LR_ADAPTER='fast' is invalid; expected a number"),
         (["--view", "patches"], {}, "view='patches' is invalid; accepted: pooled, hidden"),
         (["--threads", "0"], {}, "threads=0 is invalid; expected an integer >= 1"),
+        (["--log-every", "0"], {}, "log_every=0 is invalid; expected an integer >= 1"),
     ],
 )
 def test_invalid_values_name_the_key_and_what_is_accepted(argv, env, message):

@@ -5,8 +5,8 @@ still runs the *same* code path end to end in a few minutes on a laptop CPU:
 
 - data: the generated shapes set (`data/shapes.py`), captions and questions that are true of the pixels;
 - tokenizer: a byte-level BPE (like Qwen's) trained on the shapes text, a few hundred tokens;
-- decoder: our Qwen3 class at a tiny size (3 blocks, d=128), randomly initialised, saved in the hub's format so it
-  loads exactly like the real checkpoint;
+- decoder: our Qwen3 class at a tiny size (3 blocks, d=128, MLP 256), randomly initialised, saved in the hub's
+  format so it loads exactly like the real checkpoint;
 - encoder: the tiny frozen ViT with random weights (`vision.build_encoder("tiny", "none")`), read through its
   hidden states: a 3x3 grid of patch tokens, one per cell of the grid the shapes are drawn on.
 
@@ -52,7 +52,10 @@ def demo_config(vocab_size: int = DEMO_VOCAB_SIZE, eos_id: int | None = None) ->
     return Qwen3Config(
         vocab_size=vocab_size,
         hidden_size=128,
-        intermediate_size=384,
+        # MLP 2x the width (Qwen3: 3x). The MLP is most of a block's arithmetic; with 384 the demo took 252 s and
+        # reached question-answering exact match 0.85, with 256 it took 212 s and reached 0.92 (one run each, when
+        # the shapes set still asked "is there a X?" of all four kinds).
+        intermediate_size=256,
         num_hidden_layers=3,  # the top 2 train in the demo; the bottom one stays frozen, as in the real model
         num_attention_heads=4,
         num_key_value_heads=2,
