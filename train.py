@@ -381,6 +381,7 @@ def _run(cfg: TrainConfig) -> dict:
     # --- the loop -------------------------------------------------------------------------------------------------
     stop = False
     last_eval: dict = {}
+    last_samples: list[dict] = []
     model.train()
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
@@ -484,7 +485,7 @@ def _run(cfg: TrainConfig) -> dict:
                     gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, shuffled_control=epoch == cfg.epochs,
                     device=device, autocast=autocast, seed=cfg.seed, clip_reference=clip_reference, dist=DIST,
                 )  # fmt: skip
-                last_eval = result.metrics
+                last_eval, last_samples = result.metrics, result.samples
                 all_metrics[f"epoch_{epoch}/val"] = result.metrics
                 tracker.log({f"val/{k}": v for k, v in result.metrics.items()}, step=step)
                 log_samples(tracker, result.samples, step)
@@ -503,6 +504,7 @@ def _run(cfg: TrainConfig) -> dict:
 
     if DIST.is_main:
         write_metrics(run_dir, all_metrics)
+        print_samples(last_samples)  # the last evaluation's sample images: generated and reference captions, answers
     tracker.summary({f"final/{k}": v for k, v in last_eval.items()})
     tracker.finish()
     return last_eval

@@ -105,15 +105,22 @@ def tiny_checkpoint(tmp_path):
 @pytest.fixture(scope="session")
 def trained_demo(tmp_path_factory):
     """One short demo training run per test session (shapes set, tiny decoder, tiny encoder), shared by the tests
-    of train.py, caption.py and the notebooks. Returns (output_dir, cache_dir, checkpoint path)."""
+    of train.py, caption.py and the notebooks. Returns (output_dir, cache_dir, checkpoint path); what the run
+    printed is in output_dir / "console.txt"."""
+    import contextlib
+    import io
+
     import train
     from training.checkpoint import latest_checkpoint
 
     root = tmp_path_factory.mktemp("demo")
     output_dir, cache_dir = root / "models", root / "cache"
-    code = train.main(
-        ["--demo", "--output-dir", str(output_dir), "--cache-dir", str(cache_dir), "--wandb", "disabled"]
-        + ["--epochs", "1", "--eval-images", "40", "--gallery-size", "20", "--run-name", "session-demo"]
-    )
-    assert code == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):  # train.py's console writes to stderr
+        code = train.main(
+            ["--demo", "--output-dir", str(output_dir), "--cache-dir", str(cache_dir), "--wandb", "disabled"]
+            + ["--epochs", "1", "--eval-images", "40", "--gallery-size", "20", "--run-name", "session-demo"]
+        )
+    (output_dir / "console.txt").write_text(printed.getvalue())
+    assert code == 0, printed.getvalue()[-2000:]
     return output_dir, cache_dir, latest_checkpoint(output_dir, "tiny")

@@ -50,6 +50,11 @@ def test_demo_trains_evaluates_and_checkpoints(trained_demo):
         assert key in metrics
     # The model reads the image: shuffling images between samples costs it most of its CIDEr-D.
     assert metrics["cider_d"] > 2 * metrics["shuffled/cider_d"]
+    # It prints five sample images with their generated and reference captions and a question with its answer,
+    # then the verdict table.
+    printed = (output_dir / "console.txt").read_text()
+    assert printed.count("generated: ") == 5 and printed.count("reference: ") == 5 and printed.count("Q: ") == 5
+    assert printed.index("generated: ") < printed.index("demo result") < printed.index("QA exact match")
 
 
 def test_test_mode_evaluates_the_latest_checkpoint(trained_demo):
