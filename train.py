@@ -464,11 +464,10 @@ def _run(cfg: TrainConfig) -> dict:
                         step=step,
                         to_wandb=step % cfg.log_every == 0,
                     )
-                    progress.update(
-                        task, completed=position, info=f"loss {loss_sum:.3f}  {seen / elapsed:,.0f} samples/s"
-                    )
-                    if step % 50 == 0 or not console.is_terminal and step % 200 == 0:
-                        log(f"epoch {epoch} step {step}: loss {loss_sum:.4f}, {seen / elapsed:,.0f} samples/s", "dim")
+                    speed = f"{seen / elapsed:,.0f} samples/s, {seen_tokens / elapsed:,.0f} tokens/s"
+                    progress.update(task, completed=position, info=f"loss {loss_sum:.3f}  {speed}")
+                    if step % 50 == 0:
+                        log(f"epoch {epoch} step {step}: loss {loss_sum:.4f}, {speed}", "dim")
                     if cfg.save_every and step % cfg.save_every == 0:
                         checkpoint(epoch, position, False, {})
                     if cfg.max_steps and step >= cfg.max_steps:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 
@@ -55,6 +56,8 @@ def test_demo_trains_evaluates_and_checkpoints(trained_demo):
     printed = (output_dir / "console.txt").read_text()
     assert printed.count("generated: ") == 5 and printed.count("reference: ") == 5 and printed.count("Q: ") == 5
     assert printed.index("generated: ") < printed.index("demo result") < printed.index("QA exact match")
+    # the periodic log line reports throughput in samples and in tokens (visual + text) per second
+    assert re.search(r"epoch 1 step 50: loss [\d.]+, [\d,]+ samples/s, [\d,]+ tokens/s", printed)
 
 
 def test_test_mode_evaluates_the_latest_checkpoint(trained_demo):
