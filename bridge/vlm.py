@@ -267,27 +267,30 @@ class VisionLanguageModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`sequence_log_likelihood` of B texts given ONE image, [B], computing the shared start once.
+        """`sequence_log_likelihood` of each of B texts given each of I images, [I, B], each image's start run once.
 
-        The first `prefix_len` tokens (the prompt, unlabelled) must be the same in every row. The image's visual
-        tokens and the prompt run through the decoder once; their keys and values are then copied to every row of
-        the KV cache, and only the texts themselves run B times. Retrieval scores every caption against every image
-        of a gallery this way: with Qwen3's 16 visual tokens and a 2-token prompt, that is 18 fewer positions per
-        (image, caption) pair.
+        The first `prefix_len` tokens (the prompt, unlabelled) must be the same in every row. Each image's visual
+        tokens and the prompt run through the decoder once (all I images in one batch); their keys and values are then
+        copied to the B rows of that image in the KV cache, and the texts run once per image, all I x B pairs in one
+        forward pass. Retrieval scores every caption against every image of a gallery this way: with Qwen3's 16
+        visual tokens and a 2-token prompt, that is 18 fewer positions per (image, caption) pair, and on a GPU a few
+        images' worth of pairs per pass keep it busy where one image's captions would not.
         """
         B, T = input_ids.shape
         if (labels[:, :prefix_len] != -100).any() or (input_ids[:, :prefix_len] != input_ids[:1, :prefix_len]).any():
             raise ValueError("the first prefix_len tokens must be the same unlabelled prompt in every row")
-        prefix = self._inputs(input_ids[:1, :prefix_len], pixel_values, features)  # [1, N + P, d]
-        cache = self.decoder.new_kv_cache(1, prefix.shape[1] + T - prefix_len)
-        last = self.decoder.hidden_states(inputs_embeds=prefix, kv_cache=cache)[:, -1:]  # [1, 1, d]
-        cache.reorder(torch.zeros(B, dtype=torch.long, device=input_ids.device))  # every row gets the prefix
-        hidden = last.expand(B, 1, -1)  # [B, 1, d]: the prompt's last position predicts the first text token
+        I = len(features if features is not None else pixel_values)  # noqa: E741 (I images, as in the docstring)
+        prefix = self._inputs(input_ids[:1, :prefix_len].expand(I, -1), pixel_values, features)  # [I, N + P, d]
+        cache = self.decoder.new_kv_cache(I, prefix.shape[1] + T - prefix_len)
+        last = self.decoder.hidden_states(inputs_embeds=prefix, kv_cache=cache)[:, -1:]  # [I, 1, d]
+        image_of_row = torch.arange(I, device=last.device).repeat_interleave(B)  # [I*B]: row i*B + b pairs i, b
+        cache.reorder(image_of_row)  # every row gets its image's prefix
+        hidden = last[image_of_row]  # [I*B, 1, d]: the prompt's last position predicts the first text token
         if T - prefix_len > 1:  # the text's last token predicts nothing, so it is not run
-            text = self.decoder.model.embed_tokens(input_ids[:, prefix_len:-1])  # [B, T - P - 1, d]
+            text = self.decoder.model.embed_tokens(input_ids[:, prefix_len:-1]).repeat(I, 1, 1)  # [I*B, T - P - 1, d]
             hidden = torch.cat([hidden, self.decoder.hidden_states(inputs_embeds=text, kv_cache=cache)], dim=1)
-        next_tokens = labels[:, prefix_len:]  # [B, T - P]: hidden position t predicts text token t
-        return self._mean_log_probs(hidden, next_tokens != -100, next_tokens)
+        next_tokens = labels[:, prefix_len:].repeat(I, 1)  # [I*B, T - P]: hidden position t predicts text token t
+        return self._mean_log_probs(hidden, next_tokens != -100, next_tokens).view(I, B)  # [I, B]
 
     # ------------------------------------------------------------------ generation
 

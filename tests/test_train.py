@@ -236,8 +236,10 @@ def test_clip_zero_shot_reference_row_ranks_by_cosine_similarity():
     assert result["clip_zero_shot/t2i_recall@1"] == pytest.approx(5 / 6)  # "caption 2 b" retrieves image 0
 
 
-def test_retrieval_scores_equal_scoring_each_pair_alone(trained_demo):
-    """Captions are scored in length-sorted batches; every score must land in its own (image, caption) cell."""
+@pytest.mark.parametrize("pairs_per_forward", [3, 6, 512])  # 1 image a pass; 2 (and a last pass of 1); all 3
+def test_retrieval_scores_equal_scoring_each_pair_alone(trained_demo, pairs_per_forward):
+    """Captions are scored in length-sorted batches, against several images per pass; every score must land in its
+    own (image, caption) cell."""
     from data import CAPTION_PROMPT, Sample, VLMCollator
     from training.evaluate import likelihood_scores
     from training.restore import load_trained
@@ -245,7 +247,9 @@ def test_retrieval_scores_equal_scoring_each_pair_alone(trained_demo):
     model, tokenizer, _ = load_trained(trained_demo[2])
     features = torch.randn(3, 10, 192, generator=torch.Generator().manual_seed(0))  # [images, tokens, width]
     captions = ["a red circle and a blue star on the left", "a star", "two shapes: a green square", "a circle"]
-    scores = likelihood_scores(model, features, captions, tokenizer, 3, 24, torch.device("cpu"), contextlib.nullcontext)
+    scores = likelihood_scores(
+        model, features, captions, tokenizer, 3, 24, torch.device("cpu"), contextlib.nullcontext, pairs_per_forward
+    )
 
     collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, 24)
     for j, caption in enumerate(captions):

@@ -36,6 +36,12 @@ class EvalResult:
     samples: list[dict]  # a few images with their generated and reference captions
 
 
+# (image, caption) pairs per forward pass when scoring retrieval galleries. A GPU needs thousands of tokens per pass to
+# be busy (512 pairs x ~20 caption tokens); the KV cache of the pairs' visual tokens and prompt costs ~8.7 MB a pair
+# at Qwen3-0.6B's size in fp32 (38 positions x 28 layers x keys and values x 1024), so 512 pairs take ~4.5 GB.
+RETRIEVAL_PAIRS_PER_FORWARD = 512
+
+
 def _batches(n: int, size: int):
     for start in range(0, n, size):
         yield range(start, min(start + size, n))
@@ -112,8 +118,13 @@ def likelihood_scores(
     max_target_tokens: int,
     device: torch.device,
     autocast,
+    pairs_per_forward: int = RETRIEVAL_PAIRS_PER_FORWARD,
 ) -> torch.Tensor:
-    """scores[i, j] = mean log-likelihood of caption j given image i: [n_images, n_captions]."""
+    """scores[i, j] = mean log-likelihood of caption j given image i: [n_images, n_captions].
+
+    Captions go in batches of `batch_size`; each forward pass scores one batch against as many images as fit in
+    `pairs_per_forward` (image, caption) pairs.
+    """
     collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, max_target_tokens)
     from data import Sample
 
@@ -127,12 +138,12 @@ def likelihood_scores(
         columns = order[rows.start : rows.stop]
         encoded = collate([Sample(0, CAPTION_PROMPT, " " + captions[j], "caption") for j in columns])
         input_ids, labels = encoded["input_ids"].to(device), encoded["labels"].to(device)  # [b, T] each
-        for i in range(len(features)):
-            with autocast():  # image i's visual tokens and the prompt run once for the whole batch of captions
+        for images in _batches(len(features), max(1, pairs_per_forward // len(columns))):
+            with autocast():  # each image's visual tokens and the prompt run once for the whole batch of captions
                 logp = model.shared_prefix_log_likelihood(
-                    input_ids, labels, prompt_len, features=features[i : i + 1].to(device)
-                )
-            scores[i, columns] = logp.float().cpu()
+                    input_ids, labels, prompt_len, features=features[images.start : images.stop].to(device)
+                )  # [images, b]
+            scores[images.start : images.stop, columns] = logp.float().cpu()
     return scores
 
 
