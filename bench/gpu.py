@@ -1,4 +1,5 @@
-"""On a CUDA GPU: training tokens/s, MFU, the largest batch in 24 GB, one Flickr30k epoch, generation tokens/s.
+"""On a CUDA GPU: training tokens/s, MFU, the largest batch in 24 GB, one Flickr30k epoch, generation tokens/s, and
+the time to score one retrieval gallery.
 
     python -m bench.gpu                               # on a CUDA machine (Qwen3-0.6B, K=3, bf16 autocast)
     python -m bench.gpu --device cpu --layers 4 --batch 2 --no-write   # the same code on the CPU, small, fp32
@@ -18,6 +19,10 @@ K = 3 blocks train, cached pooled features (random here), captions of Flickr30k'
 - One Flickr30k epoch: 155,000 captions (the dataset has 31,783 images x 5 captions; Karpathy's training split
   keeps 145,000 of them) at the measured samples/s of the largest fitting batch.
 - Generation: ours and transformers' `generate`, greedy, bf16 weights, 32-token prompts + 64 new tokens.
+- Retrieval: train.py's evaluation scores every (image, caption) pair of a gallery of G images (default 100) and
+  their 5G captions by the caption's mean log-likelihood (`training.evaluate.likelihood_scores`, bf16 autocast).
+  Timed on one gallery of random pooled features and Flickr30k-length captions (random everyday words, tokenised
+  with Qwen3's tokenizer: `--tokenizer` takes the hub id or a local folder holding `tokenizer.json`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import torch
 
 from bench import common
 from bench.train_step import build, loss_fn, make_batch, train_step_flops
+from training.evaluate import RETRIEVAL_PAIRS_PER_FORWARD
+from weights_loader import DEFAULT_REPO
 
 EPOCH_CAPTIONS = 155_000
 NOT_MEASURED = "not measured: no GPU in this session"
@@ -135,6 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (for MFU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile each decoder block (CUDA only)")
     parser.add_argument("--skip-max-batch", action="store_true")
+    parser.add_argument("--gallery", type=int, default=100, help="images in the timed retrieval gallery (0: skip)")
+    parser.add_argument(
+        "--pairs-per-forward",
+        type=int,
+        default=RETRIEVAL_PAIRS_PER_FORWARD,
+        help="(image, caption) pairs per forward pass in the retrieval row (default: the evaluation's)",
+    )
+    parser.add_argument(
+        "--tokenizer", default=DEFAULT_REPO, help="hub id or folder with Qwen3's tokenizer.json (retrieval row)"
+    )
     common.add_common_args(parser, repeats=3)
     args = parser.parse_args(argv)
     if args.device is None and not torch.cuda.is_available():
@@ -194,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. The largest batch within the budget, and one epoch at its speed.
     if device.type == "cuda" and not args.skip_max_batch:
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, args.budget_gib * 2**30 / total), device)
+        index = device.index if device.index is not None else torch.cuda.current_device()  # the call needs an index
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.budget_gib * 2**30 / total), index)
         model, optimizer = setup("ours", path, device, args.top_k, args.compile)
 
         def step_for_batch(b: int):
@@ -213,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 command,
             ],
         ]
-        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.set_per_process_memory_fraction(1.0, index)
         del model, optimizer, step
         gc.collect()
         torch.cuda.empty_cache()
@@ -246,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
 
+    # 4. Retrieval as train.py's evaluation scores it: one gallery of G images and their 5 captions each, every
+    #    (image, caption) pair by the caption's mean log-likelihood given the image (training/evaluate.py).
+    if args.gallery:
+        rows.append(retrieval_row(args, path, device, command))
+
     table = common.markdown_table(["measurement", "value", "command"], rows)
     print(table)
     body = f"""Run {common.today()}. Machine: {common.machine_line(info)}.
@@ -262,6 +285,59 @@ and the batch search.
     return 0
 
 
+# Captions of Flickr30k's length (10-16 words, ~12-18 tokens) made of everyday caption words: the retrieval row needs
+# real text for the tokenizer, and its cost depends on the number and length of the captions, not on their meaning.
+CAPTION_WORDS = (
+    "a an the man woman boy girl child dog people group two young old in on at with of near while red blue green "
+    "white black shirt jacket hat street park beach water grass snow field road building crowd ball bike car is are "
+    "running walking sitting standing playing riding holding looking jumping wearing smiling down through across"
+).split()
+
+
+def flickr_like_captions(n: int, seed: int = 0) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(10, 17, (n,), generator=g).tolist()
+    picks = torch.randint(0, len(CAPTION_WORDS), (sum(lengths),), generator=g).tolist()
+    out, start = [], 0
+    for length in lengths:
+        out.append(" ".join(CAPTION_WORDS[i] for i in picks[start : start + length]).capitalize() + ".")
+        start += length
+    return out
+
+
+def retrieval_row(args: argparse.Namespace, path, device: torch.device, command: str) -> list[str]:
+    """Seconds to score one gallery of --gallery images x 5 captions each, as the evaluation does."""
+    from training.evaluate import likelihood_scores
+    from weights_loader import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    model = build("ours", path, args.top_k, 16).to(device).eval()
+    features = torch.randn(args.gallery, 768, generator=torch.Generator().manual_seed(0))  # [G, 768] pooled
+    captions = flickr_like_captions(5 * args.gallery)
+    bf16 = device.type == "cuda"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def score(n_images: int) -> torch.Tensor:
+        # batch 64: train.py's evaluation scores captions in batches of max(2 x training batch, 64)
+        return likelihood_scores(
+            model, features[:n_images], captions, tokenizer, 64, 48, device, autocast, args.pairs_per_forward
+        )
+
+    print(f"retrieval, one gallery of {args.gallery} images x {len(captions)} captions ...", flush=True)
+    score(2)  # warm-up: allocations and kernel choices for every caption batch
+    times = common.interleaved({"gallery": lambda: score(args.gallery)}, 1, warmup=0, device=device)["gallery"]
+    seconds = common.median(times)
+    pairs = args.gallery * len(captions)
+    return [
+        f"retrieval: one gallery of {args.gallery} images x {len(captions)} captions ({pairs:,} pairs, "
+        f"{args.pairs_per_forward} a forward pass, {'bf16 autocast' if bf16 else 'fp32'})",
+        f"{seconds:.1f} s ({pairs / seconds:,.0f} pairs/s)",
+        command,
+    ]
+
+
 def write_not_measured(args: argparse.Namespace) -> int:
     """The section's rows, each marked as not measured (this machine has no CUDA GPU)."""
     print(f"no CUDA GPU: {NOT_MEASURED}")
@@ -273,6 +349,7 @@ def write_not_measured(args: argparse.Namespace) -> int:
         f"largest batch in {args.budget_gib:g} GiB ('24 GB' card), K={args.top_k}",
         f"one Flickr30k epoch ({EPOCH_CAPTIONS:,} captions) at that batch",
         "generation tokens/s, batch 1 and 8: ours / transformers",
+        f"retrieval: one gallery of {args.gallery} images x {5 * args.gallery} captions",
     ]
     table = common.markdown_table(
         ["measurement", "value", "command"], [[w, NOT_MEASURED, "`python -m bench.gpu`"] for w in what]
