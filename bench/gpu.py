@@ -35,8 +35,8 @@ import torch
 
 from bench import common
 from bench.train_step import build, loss_fn, make_batch, train_step_flops
-from training.evaluate import RETRIEVAL_PAIRS_PER_FORWARD
-from weights_loader import DEFAULT_REPO
+from training.evaluate import RETRIEVAL_PAIRS_PER_FORWARD, likelihood_scores
+from weights_loader import DEFAULT_REPO, load_tokenizer
 
 EPOCH_CAPTIONS = 155_000
 NOT_MEASURED = "not measured: no GPU in this session"
@@ -307,9 +307,6 @@ def flickr_like_captions(n: int, seed: int = 0) -> list[str]:
 
 def retrieval_row(args: argparse.Namespace, path, device: torch.device, command: str) -> list[str]:
     """Seconds to score one gallery of --gallery images x 5 captions each, as the evaluation does."""
-    from training.evaluate import likelihood_scores
-    from weights_loader import load_tokenizer
-
     tokenizer = load_tokenizer(args.tokenizer)
     model = build("ours", path, args.top_k, 16).to(device).eval()
     features = torch.randn(args.gallery, 768, generator=torch.Generator().manual_seed(0))  # [G, 768] pooled
