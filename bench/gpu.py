@@ -62,13 +62,17 @@ def bf16_peak_tflops(device_name: str) -> float | None:
     return None
 
 
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on `device` when asked, as train.py uses it on CUDA; else no change of precision."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
 def make_step(variant: str, model, optimizer, batch: dict, device: torch.device, bf16: bool):
     trainable = [p for g in model.parameter_groups().values() for p in g]
 
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with autocast:
+        with autocast(device, bf16):
             loss = loss_fn(variant, model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -313,13 +317,18 @@ def retrieval_row(args: argparse.Namespace, path, device: torch.device, command:
     captions = flickr_like_captions(5 * args.gallery)
     bf16 = device.type == "cuda"
 
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
     def score(n_images: int) -> torch.Tensor:
         # batch 64: train.py's evaluation scores captions in batches of max(2 x training batch, 64)
         return likelihood_scores(
-            model, features[:n_images], captions, tokenizer, 64, 48, device, autocast, args.pairs_per_forward
+            model,
+            features[:n_images],
+            captions,
+            tokenizer,
+            64,
+            48,
+            device,
+            lambda: autocast(device, bf16),
+            args.pairs_per_forward,
         )
 
     print(f"retrieval, one gallery of {args.gallery} images x {len(captions)} captions ...", flush=True)
