@@ -37,6 +37,7 @@ class TrainConfig:
     view: str = "pooled"
     top_k: int = 3
     num_visual_tokens: int = 16
+    bridge_hidden_dim: int | None = None  # the bridge MLP's hidden width (None: the decoder's width)
     decoder: str = "Qwen/Qwen3-0.6B-Base"
     # data
     data: str = "flickr30k"
@@ -64,6 +65,7 @@ class TrainConfig:
     gallery_size: int = 100
     max_new_tokens: int = 32
     num_samples: int = 8
+    eval_every: int = 0  # also evaluate validation every N optimizer steps (0: only at the end of each epoch)
     # output
     output_dir: str = "../.data/models"
     cache_dir: str = "../.data/cache"
@@ -77,6 +79,7 @@ class TrainConfig:
     wandb: str = "auto"
     wandb_project: str = "mlx8-w4-multimodal-transferlearning"
     wandb_entity: str | None = None
+    wandb_group: str | None = None  # W&B group (the experiment runner puts each grid's runs in one group)
     log_every: int = 1  # send the training metrics to W&B every N steps (metrics.jsonl gets every step)
 
     def __post_init__(self) -> None:
@@ -96,11 +99,11 @@ class TrainConfig:
         choice("wandb", WANDB_MODES)
         choice("precision", PRECISIONS)
         choice("device", DEVICES)
-        for key in ("top_k", "num_workers", "warmup_steps", "save_every", "max_target_tokens"):
+        for key in ("top_k", "num_workers", "warmup_steps", "save_every", "max_target_tokens", "eval_every"):
             at_least(key, 0)
         for key in ("num_visual_tokens", "epochs", "batch_size", "grad_accum", "gallery_size", "max_new_tokens"):
             at_least(key, 1)
-        for key in ("max_steps", "eval_images", "keep_checkpoints", "threads", "log_every"):
+        for key in ("max_steps", "eval_images", "keep_checkpoints", "threads", "log_every", "bridge_hidden_dim"):
             at_least(key, 1)
         for key in ("lr_adapter", "lr_qwen", "weight_decay", "grad_clip"):
             at_least(key, 0, "a number")
@@ -137,7 +140,9 @@ HELP = {
     "view": "encoder output the bridge reads: pooled (one embedding) or hidden (all last-layer tokens)",
     "top_k": "how many of the decoder's top blocks train; 0 keeps the language model frozen [env TOP_K]",
     "num_visual_tokens": "visual tokens the bridge prepends to the text",
-    "decoder": "Qwen3 checkpoint: a hub repo id or a local directory",
+    "bridge_hidden_dim": "hidden width of the bridge's MLP (default: the decoder's width)",
+    "decoder": "Qwen3 checkpoint: a hub repo id or a local directory; demo (random, tiny) or demo-pretrained (the "
+    "demo's text-pretrained LM, built offline on first use)",
     "data": "flickr30k (hub), hf:OWNER/REPO, a local directory (Karpathy json, CSV, results.csv), shapes, "
     "synthetic:PATH (made by `python -m synth`), or a comma-separated list of these, merged by image",
     "split": "random (80/10/10 by image, from the seed) or karpathy (29,000/1,014/1,000, when the data has it)",
@@ -162,6 +167,8 @@ HELP = {
     "gallery_size": "images per retrieval gallery (with all their captions)",
     "max_new_tokens": "longest generated caption or answer",
     "num_samples": "sample images shown with generated and reference captions",
+    "eval_every": "also evaluate on validation every N optimizer steps and when --max-steps stops the run, for learning "
+    "curves (0: at the end of each epoch only)",
     "output_dir": "where checkpoints go [env OUTPUT_DIR_MODELS]",
     "cache_dir": "where datasets and encoder features are cached",
     "run_name": "name of this run (default: from the encoder, top-K and time)",
@@ -173,6 +180,7 @@ HELP = {
     "wandb": "Weights & Biases: auto (online with an API key, else offline), online, offline, disabled",
     "wandb_project": "W&B project [env WANDB_PROJECT]",
     "wandb_entity": "W&B entity (user or team) [env WANDB_ENTITY]",
+    "wandb_group": "W&B group of the run (python -m experiments puts each grid in one)",
     "log_every": "send the training metrics to W&B every N steps (metrics.jsonl in the run directory gets every step)",
 }
 
