@@ -47,6 +47,7 @@ from training.demo import demo_decoder, demo_tokenizer
 from training.distributed import Distributed, setup_distributed, teardown_distributed
 from training.evaluate import evaluate
 from training.restore import load_trained
+from training.share import push_checkpoint
 from training.tracking import Tracker
 from vision import FeatureCache, build_clip_text, build_encoder
 from weights_loader import load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
@@ -594,6 +595,9 @@ def write_metrics(run_dir: Path, metrics: dict, merge: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
+        if cfg.push_to_hub:  # share a checkpoint on the Hugging Face Hub (training/share.py); trains nothing
+            console.print(push_checkpoint(cfg), soft_wrap=True, markup=False)
+            return 0
         started = time.perf_counter()
         metrics = run(cfg)
         if cfg.mode == "demo" and int(os.environ.get("RANK", "0")) == 0:
