@@ -516,7 +516,7 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
     path = latest_checkpoint(output_dir, cfg.encoder, cfg.top_k) if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
     log(f"testing {path}")
     model, tokenizer, meta = load_trained(path, device)
-    trained = TrainConfig(**{**meta["train_config"], "mode": "test"})
+    trained = TrainConfig(**{**meta["train_config"], "mode": "test", "cache_dir": cfg.cache_dir})  # this machine's
     data = meta["data"]
     splits, report = main_first(
         lambda: load_dataset(
