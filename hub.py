@@ -94,9 +94,12 @@ def download_repo(repo_id: str, allow_patterns: list[str], what: str, instead: s
     try:
         return Path(snapshot_download(repo_id=repo_id, repo_type="model", allow_patterns=allow_patterns))
     except Exception as err:  # no network, offline mode without a cached copy, unknown or private repo, ...
-        where = "HF_HUB_OFFLINE is set and it is not in the hub cache" if hf_constants.HF_HUB_OFFLINE else "unreachable"
+        if hf_constants.HF_HUB_OFFLINE:
+            reason = f"HF_HUB_OFFLINE is set and it is not in the hub cache: {type(err).__name__}"
+        else:  # unreachable, no such repo, or private without a token: the hub's own first line says which
+            reason = f"{type(err).__name__}: {first_line(err, 120)}"
         raise UserError(
-            f"could not fetch {what} from the Hugging Face Hub ({where}: {type(err).__name__}); for a private repo "
+            f"could not fetch {what} from the Hugging Face Hub ({reason}); for a private repo "
             f"set HF_TOKEN; without network, run `hf download {repo_id} --local-dir DIR` on a machine with network "
             f"and pass {instead} instead"
         ) from None

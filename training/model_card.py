@@ -155,12 +155,13 @@ def model_card(
     blocks = decoder_config.get("num_hidden_layers", "?")
     hf = f"{HUB_PREFIX}{repo_id}"
     bundled = bool(sidecar["decoder"].get("bundled"))
+    what = "captioning and question-answering" if "qa" in sidecar.get("data", {}).get("tasks", []) else "captioning"
     lines = [
         card_metadata(sidecar, base_model).to_yaml().join(["---\n", "\n---"]),
         "",
         f"# {repo_id.split('/')[-1]}",
         "",
-        "A captioning and question-answering model of [tiny-vlm](#how-to-use-it): a frozen vision encoder, a small "
+        f"A {what} model of [tiny-vlm](#how-to-use-it): a frozen vision encoder, a small "
         "trainable bridge that turns its features into visual tokens, and a Qwen3 decoder whose top "
         f"{model['top_k']} blocks were trained. This repo holds what trained"
         + (
