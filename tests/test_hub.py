@@ -10,6 +10,8 @@ of a demo checkpoint must caption exactly like the original. The checkpoint is t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -129,12 +131,13 @@ def demo_copy(trained_demo, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pushed(demo_copy):
-    """The calls of one `train.py --push-to-hub` of the copy, through the fake hub."""
+    """The calls of one `train.py --push-to-hub` of the copy, through the fake hub, and what it printed."""
     checkpoint, _ = demo_copy
-    with pytest.MonkeyPatch.context() as mp:
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(printed):  # train.py's console: stderr
         calls = install_fake_hub(mp)
         assert train.main(push_args(checkpoint)) == 0
-    return calls
+    return [*calls, printed.getvalue()]
 
 
 @pytest.fixture
@@ -151,7 +154,9 @@ def held_out(demo_copy) -> list[Path]:
 
 def test_push_sends_weights_sidecar_card_and_the_small_demo_decoder(pushed, demo_copy):
     checkpoint, _ = demo_copy
-    (_, repo_id, create), (_, upload, sent) = pushed
+    (_, repo_id, create), (_, upload, sent), printed = pushed
+    assert f"uploaded {checkpoint.name} (7 files) to https://huggingface.co/{REPO_ID} (private)" in printed
+    assert f"--checkpoint hf:{REPO_ID}" in printed and TOKEN not in printed
     assert repo_id == REPO_ID and create == {"repo_type": "model", "private": True, "exist_ok": True}
     assert upload["repo_id"] == REPO_ID and upload["repo_type"] == "model"
     assert upload["commit_message"].startswith(f"{checkpoint.name}: epoch 1, step ")
@@ -168,6 +173,12 @@ def test_push_sends_weights_sidecar_card_and_the_small_demo_decoder(pushed, demo
     assert uploaded["test_metrics"] == test_metrics and uploaded["run_dir"] is None
     assert uploaded["model"] == local["model"] and uploaded["metrics"] == local["metrics"]
     assert uploaded["hub"]["repo_id"] == REPO_ID and uploaded["hub"]["checkpoint"] == checkpoint.name
+
+
+def test_public_creates_a_public_repo(demo_copy, monkeypatch):
+    calls = install_fake_hub(monkeypatch)
+    assert train.main(push_args(demo_copy[0], "--public")) == 0
+    assert calls[0][2] == {"repo_type": "model", "private": False, "exist_ok": True}
 
 
 def test_model_card_metadata_and_text(pushed, demo_copy):
@@ -276,6 +287,7 @@ def test_push_mistakes_are_one_line_exit_2_and_lose_nothing(demo_copy, monkeypat
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_constants, "ENDPOINT", "http://127.0.0.1:9")
     fails(push_args(checkpoint), f"could not upload to the hub model repo {REPO_ID}")
+    fails(push_args(checkpoint), f"the checkpoint is still at {checkpoint}; rerun with --push-to-hub {REPO_ID}")
     assert {p: p.read_bytes() for p in checkpoint.parent.rglob("*") if p.is_file()} == before
 
 
