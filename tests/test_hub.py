@@ -30,7 +30,9 @@ import caption
 import hub
 import train
 import training.share
+from caption import Captioner, Decoding
 from data import load_dataset
+from data.images import load_image
 from errors import UserError
 from training.checkpoint import HUB_PREFIX, local_checkpoint
 from training.restore import load_trained
@@ -313,7 +315,7 @@ def test_hf_checkpoint_from_a_hub_shaped_cache_captions_like_the_local_one(pushe
     assert remote.stdout == local.stdout and len(remote.stdout.splitlines()) == 3
 
 
-def test_load_trained_test_and_init_from_by_repo_id(pushed, demo_copy, tmp_path, monkeypatch):
+def test_load_trained_test_and_init_from_by_repo_id(pushed, demo_copy, held_out, tmp_path, monkeypatch):
     checkpoint, cache_dir = demo_copy
     snapshot = place_in_hub_cache(pushed[1][2], tmp_path / "hf", REPO_ID)
     use_hub_cache(monkeypatch, tmp_path / "hf")
@@ -323,6 +325,13 @@ def test_load_trained_test_and_init_from_by_repo_id(pushed, demo_copy, tmp_path,
     trained = model.trainable_state_dict()
     assert sorted(trained) == sorted(expected) and all(torch.equal(trained[k], expected[k]) for k in expected)
     assert not model.training and tokenizer.eos_id == sidecar["tokenizer"]["eos_id"]
+    # The README's Python example: a Captioner by repo id answers like one of the local checkpoint.
+    images = [load_image(p) for p in held_out]
+    by_id = Captioner(f"hf:{REPO_ID}", torch.device("cpu"))
+    assert by_id.summary().startswith(f"hf:{REPO_ID}: encoder tiny")
+    for question in (None, "how many shapes are there?"):
+        expected_outputs = Captioner(checkpoint, torch.device("cpu")).run(images, question, Decoding())
+        assert by_id.run(images, question, Decoding()) == expected_outputs
     # train.py --test by repo id: its metrics go to this machine's output directory, not the training machine's.
     out = tmp_path / "models"
     test = ["--test", "--checkpoint", f"hf:{REPO_ID}", "--output-dir", str(out), "--cache-dir", str(cache_dir)]
