@@ -50,6 +50,7 @@ from training.distributed import Distributed, setup_distributed, teardown_distri
 from training.evaluate import evaluate
 from training.pretrain import DEMO_PRETRAINED, pretrained_demo_lm
 from training.restore import load_trained
+from training.share import push_checkpoint
 from training.tracking import Tracker
 from vision import FeatureCache, build_clip_text, build_encoder
 from weights_loader import load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
@@ -597,7 +598,7 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
     path = latest_checkpoint(output_dir, cfg.encoder, cfg.top_k) if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
     log(f"testing {path}")
     model, tokenizer, meta = load_trained(path, device)
-    trained = TrainConfig(**{**meta["train_config"], "mode": "test"})
+    trained = TrainConfig(**{**meta["train_config"], "mode": "test", "cache_dir": cfg.cache_dir})  # this machine's
     data = meta["data"]
     splits, report = main_first(
         lambda: load_dataset(
@@ -676,6 +677,9 @@ def write_metrics(run_dir: Path, metrics: dict, merge: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
+        if cfg.push_to_hub:  # share a checkpoint on the Hugging Face Hub (training/share.py); trains nothing
+            console.print(push_checkpoint(cfg), soft_wrap=True, markup=False)
+            return 0
         started = time.perf_counter()
         metrics = run(cfg).metrics
         if cfg.mode == "demo" and int(os.environ.get("RANK", "0")) == 0:

@@ -74,7 +74,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = False
     init_from: str | None = None
-    checkpoint: str = "latest"  # for --test: a .safetensors path or "latest"
+    checkpoint: str = "latest"  # for --test and --push-to-hub: a .safetensors path, hf:OWNER/NAME or "latest"
+    # sharing on the Hugging Face Hub (training/share.py): upload a checkpoint instead of training
+    push_to_hub: str | None = None  # OWNER/NAME of the model repo
+    public: bool = False  # create the repo public (default: private)
+    dry_run: bool = False  # only print what would be uploaded
+    hub_decoder: str | None = None  # the hub id of a decoder trained from a local copy (recorded instead of the path)
     # tracking
     wandb: str = "auto"
     wandb_project: str = "mlx8-w4-multimodal-transferlearning"
@@ -107,6 +112,14 @@ class TrainConfig:
             at_least(key, 1)
         for key in ("lr_adapter", "lr_qwen", "weight_decay", "grad_clip"):
             at_least(key, 0, "a number")
+        if self.push_to_hub is None:
+            for key in ("public", "dry_run", "hub_decoder"):
+                if getattr(self, key):
+                    raise UserError(
+                        f"--{key.replace('_', '-')} only applies to an upload; add --push-to-hub OWNER/NAME"
+                    )
+        elif self.mode == "test":
+            raise UserError("--push-to-hub uploads a checkpoint and trains or tests nothing; run --test separately")
         unknown_tasks = set(self.task_list) - {"caption", "qa"}
         if unknown_tasks or not self.task_list:
             raise UserError(f"tasks={self.tasks!r} is invalid; accepted: caption, qa, or caption,qa")
@@ -176,7 +189,13 @@ HELP = {
     "keep_checkpoints": "how many of the newest checkpoints to keep",
     "resume": "continue the newest checkpoint of this encoder and top-K exactly where it stopped",
     "init_from": "start from another run's trained weights (e.g. stage 1 with --top-k 0, then stage 2)",
-    "checkpoint": "with --test: a .safetensors checkpoint, or 'latest'",
+    "checkpoint": "with --test or --push-to-hub: a .safetensors checkpoint, hf:OWNER/NAME (test), or 'latest'",
+    "push_to_hub": "upload a checkpoint (newest complete one of this encoder and K, or --checkpoint) with a model card "
+    "to this hub model repo, OWNER/NAME, and exit (trains nothing); token from HF_TOKEN",
+    "public": "with --push-to-hub: create the repo public (default: private)",
+    "dry_run": "with --push-to-hub: print what would be uploaded, without network",
+    "hub_decoder": "with --push-to-hub: the hub id of the decoder when it was trained from a local copy of it "
+    "(recorded instead of the local path)",
     "wandb": "Weights & Biases: auto (online with an API key, else offline), online, offline, disabled",
     "wandb_project": "W&B project [env WANDB_PROJECT]",
     "wandb_entity": "W&B entity (user or team) [env WANDB_ENTITY]",
