@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from bridge import VisionLanguageModel, VLMConfig
 from data import VLMCollator, batch_order, load_dataset, make_samples
 from errors import UserError
+from metrics.captioning import require_java
 from tiny_decoder import Qwen3Config
 from training.checkpoint import (
     checkpoint_stem,
@@ -46,6 +47,7 @@ from training.config import TrainConfig, load_config
 from training.demo import demo_decoder, demo_tokenizer
 from training.distributed import Distributed, setup_distributed, teardown_distributed
 from training.evaluate import evaluate
+from training.protocol import VAL_IMAGES_PER_EPOCH, evaluation_config, protocol
 from training.restore import load_trained
 from training.tracking import Tracker
 from vision import FeatureCache, build_clip_text, build_encoder
@@ -265,6 +267,8 @@ def run(cfg: TrainConfig) -> dict:
 
 
 def _run(cfg: TrainConfig) -> dict:
+    if cfg.ptb:  # before any slow work: data, models, training
+        require_java()
     device, autocast = resolve_device(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -299,7 +303,11 @@ def _run(cfg: TrainConfig) -> dict:
         log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {cfg.init_from}")
     log("what trains:\n" + model.summary())
 
-    val_records = splits.val[: cfg.eval_images] if cfg.eval_images else splits.val
+    # Each epoch validates on a fixed subset (training/protocol.py: at most a quarter of a training epoch's cost);
+    # the full protocol is --test's.
+    val_records = splits.val[: cfg.eval_images or VAL_IMAGES_PER_EPOCH]
+    val_protocol = protocol(cfg, f"{cfg.split} validation", val_records, 2 * cfg.batch_size)
+    log(val_protocol.describe())
     train_features, val_features = main_first(
         lambda: (image_features(cfg, model, splits.train, device), image_features(cfg, model, val_records, device))
     )
@@ -482,10 +490,11 @@ def _run(cfg: TrainConfig) -> dict:
                     model, val_records, val_features, tokenizer, tasks=tasks, batch_size=2 * cfg.batch_size,
                     max_target_tokens=cfg.max_target_tokens, max_new_tokens=cfg.max_new_tokens,
                     gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, shuffled_control=epoch == cfg.epochs,
+                    beams=cfg.beams, length_penalty=cfg.length_penalty, use_ptb=cfg.ptb,
                     device=device, autocast=autocast, seed=cfg.seed, clip_reference=clip_reference, dist=DIST,
                 )  # fmt: skip
                 last_eval, last_samples = result.metrics, result.samples
-                all_metrics[f"epoch_{epoch}/val"] = result.metrics
+                all_metrics[f"epoch_{epoch}/val"] = {**result.metrics, "protocol": val_protocol.to_dict()}
                 tracker.log({f"val/{k}": v for k, v in result.metrics.items()}, step=step)
                 log_samples(tracker, result.samples, step)
                 log(format_metrics(f"epoch {epoch} validation", result.metrics), "green")
@@ -515,7 +524,10 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
     path = latest_checkpoint(output_dir, cfg.encoder, cfg.top_k) if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
     log(f"testing {path}")
     model, tokenizer, meta = load_trained(path, device)
-    trained = TrainConfig(**{**meta["train_config"], "mode": "test"})
+    # The checkpoint's settings, with the evaluation flags typed on this command line (training/protocol.py).
+    trained = evaluation_config(cfg, TrainConfig(**{**meta["train_config"], "mode": "test"}))
+    if trained.ptb:  # a checkpoint trained with --ptb, on a machine without Java: say so before the slow work
+        require_java()
     data = meta["data"]
     splits, report = main_first(
         lambda: load_dataset(
@@ -523,21 +535,22 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
         )
     )
     log(report.summary())
-    records = (
-        splits.test[: cfg.eval_images or trained.eval_images]
-        if (cfg.eval_images or trained.eval_images)
-        else splits.test
-    )
+    records = splits.test[: trained.eval_images] if trained.eval_images else splits.test
+    test_protocol = protocol(trained, f"{data['split']} test", records, 2 * trained.batch_size)
+    log(test_protocol.describe())
     features = image_features(trained, model, records, device)
     result = evaluate(
         model, records, features, tokenizer, tasks=data["tasks"], batch_size=2 * trained.batch_size,
         max_target_tokens=trained.max_target_tokens, max_new_tokens=trained.max_new_tokens,
-        gallery_size=trained.gallery_size, num_samples=trained.num_samples, device=device, autocast=autocast,
+        gallery_size=trained.gallery_size, num_samples=trained.num_samples, beams=trained.beams,
+        length_penalty=trained.length_penalty, use_ptb=trained.ptb, device=device, autocast=autocast,
         seed=trained.seed, clip_reference=clip_zero_shot_inputs(trained, model, records, device), dist=DIST,
     )  # fmt: skip
     run_dir = Path(meta.get("run_dir") or output_dir / "runs" / f"test_{path.stem}")
     if DIST.is_main:
-        write_metrics(run_dir, {f"test/{path.stem}": result.metrics}, merge=True)
+        write_metrics(
+            run_dir, {f"test/{path.stem}": {**result.metrics, "protocol": test_protocol.to_dict()}}, merge=True
+        )
         log(format_metrics(f"test split ({len(records)} images)", result.metrics), "green")
         print_samples(result.samples)
     return result.metrics

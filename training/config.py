@@ -14,7 +14,7 @@ import argparse
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from errors import OneLineArgumentParser, UserError
 
@@ -64,6 +64,9 @@ class TrainConfig:
     gallery_size: int = 100
     max_new_tokens: int = 32
     num_samples: int = 8
+    beams: int = 1  # beam search for evaluation captions (1: greedy)
+    length_penalty: float = 1.0  # beam score = sum of log-probs / length ** length_penalty
+    ptb: bool = False  # tokenise captions with pycocoevalcap's Java PTB tokenizer for BLEU/CIDEr (needs `java`)
     # output
     output_dir: str = "../.data/models"
     cache_dir: str = "../.data/cache"
@@ -78,6 +81,11 @@ class TrainConfig:
     wandb_project: str = "mlx8-w4-multimodal-transferlearning"
     wandb_entity: str | None = None
     log_every: int = 1  # send the training metrics to W&B every N steps (metrics.jsonl gets every step)
+
+    # The fields the user set on the command line (filled by `load_config`; not a field, so not saved in checkpoints).
+    # `--test` lets these win over the values the checkpoint was trained with, and only these: a default the user
+    # did not type must not replace what the checkpoint recorded.
+    explicit: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
         def choice(key: str, accepted: tuple[str, ...]) -> None:
@@ -100,6 +108,7 @@ class TrainConfig:
             at_least(key, 0)
         for key in ("num_visual_tokens", "epochs", "batch_size", "grad_accum", "gallery_size", "max_new_tokens"):
             at_least(key, 1)
+        at_least("beams", 1)
         for key in ("max_steps", "eval_images", "keep_checkpoints", "threads", "log_every"):
             at_least(key, 1)
         for key in ("lr_adapter", "lr_qwen", "weight_decay", "grad_clip"):
@@ -162,6 +171,10 @@ HELP = {
     "gallery_size": "images per retrieval gallery (with all their captions)",
     "max_new_tokens": "longest generated caption or answer",
     "num_samples": "sample images shown with generated and reference captions",
+    "beams": "beam search with this many beams for evaluation captions (default 1: greedy); papers use 3-5",
+    "length_penalty": "beam search: score = sum of log-probs / length ** this (default 1: mean log-prob per token)",
+    "ptb": "score BLEU/CIDEr on captions tokenised by pycocoevalcap's Java PTB tokenizer, as published results are "
+    "(needs `java` on the PATH; default: a pure-Python approximation)",
     "output_dir": "where checkpoints go [env OUTPUT_DIR_MODELS]",
     "cache_dir": "where datasets and encoder features are cached",
     "run_name": "name of this run (default: from the encoder, top-K and time)",
@@ -275,8 +288,12 @@ def load_config(
         for source in (file_values, env):  # later wins: environment over .env
             if env_key in source:
                 values[name] = _convert(name, source[env_key], env_key)
-    for name, raw in vars(args).items():
-        if raw is not None:
-            flag = "--" + name.replace("_", "-")
-            values[name] = raw if isinstance(raw, bool) or name == "mode" else _convert(name, raw, flag)
-    return TrainConfig(**values)
+    given = {name for name, raw in vars(args).items() if raw is not None and name != "mode"}
+    for name in given:
+        raw, flag = getattr(args, name), "--" + name.replace("_", "-")
+        values[name] = raw if isinstance(raw, bool) else _convert(name, raw, flag)
+    if args.mode is not None:
+        values["mode"] = args.mode
+    cfg = TrainConfig(**values)
+    cfg.explicit = frozenset(given)  # an instance attribute, shadowing the class's empty set
+    return cfg
