@@ -40,8 +40,9 @@ class EvalResult:
 
 
 # (image, caption) pairs per forward pass when scoring retrieval galleries. A GPU needs thousands of tokens per pass to
-# be busy (512 pairs x ~20 caption tokens); the KV cache of the pairs' visual tokens and prompt costs ~8.7 MB a pair
-# at Qwen3-0.6B's size in fp32 (38 positions x 28 layers x keys and values x 1024), so 512 pairs take ~4.5 GB.
+# be busy (512 pairs x ~16 caption positions). Measured on an H200 with the earlier copied-prefix path, whose KV cache
+# took ~8.7 MB a pair at Qwen3-0.6B's size in fp32 (4.5 GB for 512 pairs); the shared prefix keeps one cache row per
+# image, so a pair now costs only its activations, and larger passes fit (not yet measured on a GPU).
 RETRIEVAL_PAIRS_PER_FORWARD = 512
 
 
@@ -138,11 +139,14 @@ def likelihood_scores(
     device: torch.device,
     autocast,
     pairs_per_forward: int = RETRIEVAL_PAIRS_PER_FORWARD,
+    copy_prefix: bool = False,
 ) -> torch.Tensor:
     """scores[i, j] = mean log-likelihood of caption j given image i: [n_images, n_captions].
 
     Captions go in batches of `batch_size`; each forward pass scores one batch against as many images as fit in
-    `pairs_per_forward` (image, caption) pairs.
+    `pairs_per_forward` (image, caption) pairs, every caption attending to its image's prefix where it is cached
+    (`copy_prefix=True`: the earlier per-pair copies of it, for the benchmark; see
+    `VisionLanguageModel.shared_prefix_log_likelihood`).
     """
     collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, max_target_tokens)
     from data import Sample
@@ -160,9 +164,10 @@ def likelihood_scores(
         for images in _batches(len(features), max(1, pairs_per_forward // len(columns))):
             with autocast():  # each image's visual tokens and the prompt run once for the whole batch of captions
                 logp = model.shared_prefix_log_likelihood(
-                    input_ids, labels, prompt_len, features=features[images.start : images.stop].to(device)
-                )  # [images, b]
-            scores[images.start : images.stop, columns] = logp.float().cpu()
+                    input_ids, labels, prompt_len, features=features[images.start : images.stop].to(device),
+                    copy_prefix=copy_prefix,
+                )  # fmt: skip
+            scores[images.start : images.stop, columns] = logp.float().cpu()  # logp: [images, b]
     return scores
 
 
