@@ -76,27 +76,34 @@ def block_matmul_params(config: Qwen3Config) -> int:
 
 
 def retrieval_flops(
-    config: Qwen3Config, caption_lengths: list[int], n_images: int, prompt_len: int, batch_size: int
+    config: Qwen3Config,
+    caption_lengths: list[int],
+    n_images: int,
+    prompt_len: int,
+    batch_size: int,
+    num_visual_tokens: int = NUM_VISUAL_TOKENS,
 ) -> RetrievalFlops:
     """FLOPs of `likelihood_scores` for captions of `caption_lengths` tokens (caption + end-of-text) against n_images.
 
     The captions are batched as likelihood_scores batches them (sorted by length, `batch_size` a batch, padded to
     the batch's longest); a caption of n tokens has n labelled positions (the prompt's last one and n - 1 caption
-    positions; the last token predicts nothing and is not run).
+    positions; the last token predicts nothing and is not run). Attention is counted as the shared-prefix path
+    executes it. Not counted: the bridge and the prefixes' own attention (both tiny); torch's FlopCounterMode
+    agrees (a test checks a tiny model).
     """
     L, d, V = config.num_hidden_layers, config.hidden_size, config.vocab_size
     heads, hd = config.num_attention_heads, config.head_dim
     block = 2 * L * block_matmul_params(config)  # per position through all blocks
-    prefix_positions = NUM_VISUAL_TOKENS + prompt_len
+    prefix_positions = num_visual_tokens + prompt_len
     text = head = prefix = 0.0
     ordered = sorted(caption_lengths)
     for start in range(0, len(ordered), batch_size):
         batch = ordered[start : start + batch_size]
         S = max(batch) - 1  # caption positions run after the prefix, per row (padded)
         rows = n_images * len(batch)
-        # attention: scores and weighted values, 2 x 2 x heads x head_dim per (query, key), keys = prefix + past
-        keys = sum(prefix_positions + t + 1 for t in range(S))
-        text += rows * (S * block + L * 4 * heads * hd * keys)
+        # attention: scores and weighted values, 2 x 2 x heads x head_dim per (query, key); the shared-prefix path
+        # multiplies each query by the prefix and by all S keys of its own text (the causal mask is applied after)
+        text += rows * (S * block + L * 4 * heads * hd * S * (prefix_positions + S))
         head += n_images * sum(batch) * 2 * V * d
         prefix += n_images * prefix_positions * block
     return RetrievalFlops(text, head, prefix, n_images * len(caption_lengths), n_images * sum(caption_lengths))
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = args.peak_tflops or (bf16_peak_tflops(info.get("gpu", "")) if device.type == "cuda" else None)
     reference = f"{peak:g} TFLOP/s bf16 peak" if peak else f"this run's fp32 matmul rate, {rate / 1e9:,.0f} GFLOP/s"
     pairs = flops.pairs
+    at_full_size = "; at Qwen3-0.6B's 28 blocks the same captions cost" if args.layers else "; in all"
     command = f"`{common.command_line('bench.retrieval', argv)}`"
     rows = []
     for name, label in (("old", "old: prefix copied to every pair's row"), ("new", "new: shared prefix")):
@@ -184,9 +192,8 @@ tokens a caption with its end-of-text, Qwen3's tokenizer), captions in batches o
 
 FLOPs (`retrieval_flops`, matmuls as executed, padding included): {flops.per_pair / 1e9:.2f} GFLOP a pair at this
 layout ({flops.text / flops.total:.0%} caption positions through the blocks, {flops.head / flops.total:.0%} the LM
-head, {flops.prefix / flops.total:.1%} the prefixes); at Qwen3-0.6B's 28 blocks, the same captions cost
-{full_flops.per_pair / 1e9:.2f} GFLOP a pair, {full_flops.total / full_flops.caption_tokens / 1e9:.2f} GFLOP a
-caption token.
+head, {flops.prefix / flops.total:.1%} the prefixes){at_full_size}: {full_flops.per_pair / 1e9:.2f} GFLOP a pair,
+{full_flops.total / full_flops.caption_tokens / 1e9:.2f} GFLOP a labelled caption token, everything included.
 
 {table}"""
     print(body)
