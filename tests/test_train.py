@@ -310,7 +310,7 @@ def test_the_protocol_line_names_split_images_galleries_decoding_and_tokeniser()
 
     line = EvalProtocol("karpathy test", 1000, 5000, 1000, 3, 1.0, 20, "ptb", 64).describe()
     assert line == (
-        "protocol: karpathy test split, 1,000 images (5,000 captions); retrieval in 1 galleries of 1,000 images; "
+        "protocol: karpathy test split, 1,000 images (5,000 captions); retrieval in 1 gallery of 1,000 images; "
         "captions by beam search (3 beams, length penalty 1), at most 20 tokens; BLEU/CIDEr on the Java PTB "
         "tokenizer; batch 64"
     )

@@ -70,7 +70,8 @@ class EvalProtocol:
         tokenizer = "Java PTB tokenizer" if self.tokenizer == "ptb" else "Python PTB-like tokenizer"
         return (
             f"protocol: {self.split} split, {self.images:,} images ({self.captions:,} captions); retrieval in "
-            f"{galleries} galleries of {self.gallery_size:,} images; captions by {self.decoding}, at most "
+            f"{galleries} {'gallery' if galleries == 1 else 'galleries'} of {self.gallery_size:,} images; captions by "
+            f"{self.decoding}, at most "
             f"{self.max_new_tokens} tokens; BLEU/CIDEr on the {tokenizer}; batch {self.batch_size}"
         )
 
