@@ -61,7 +61,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads of PyTorch's kernels (None: PyTorch's choice)
     precision: str = "auto"
     # evaluation
-    eval_images: int | None = None  # evaluate on at most this many images of the split (None: all)
+    eval_images: int | None = None  # at most this many images (None: 100 validation images an epoch; all at --test)
     gallery_size: int = 100
     max_new_tokens: int = 32
     num_samples: int = 8
@@ -185,7 +185,8 @@ HELP = {
     "device": "auto (cuda if available), cpu or cuda",
     "threads": "CPU threads for PyTorch (default: PyTorch's choice; the demo uses 1)",
     "precision": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16",
-    "eval_images": "evaluate on at most this many images of the split (default: all)",
+    "eval_images": "images evaluated: after each epoch the first N validation images (default 100, a fixed subset), "
+    "with --test the first N test images (default: the checkpoint's setting, else all)",
     "gallery_size": "images per retrieval gallery (with all their captions)",
     "max_new_tokens": "longest generated caption or answer",
     "num_samples": "sample images shown with generated and reference captions",
