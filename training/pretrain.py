@@ -7,19 +7,23 @@ offline, at demo size: a language model that has read text, and never an image.
 
     python train.py --demo --decoder demo-pretrained --top-k 0     # the bridge alone steers a frozen pretrained LM
 
-What it reads. One *document* per training image: the image's captions and question-answer pairs, in a random order
-(new each epoch), each written exactly as the vision-language model will later see it:
+What it reads. One *document* per training image: the image's captions, then its questions and answers (each group in
+a new random order every epoch), each item written exactly as the vision-language model will later see it:
 
-    Caption: a red circle and a blue star.<|endoftext|>Question: what colour is the star? Answer: blue<|endoftext|>
-    Caption: there is a blue star and a red circle.<|endoftext|>Question: how many shapes are there? Answer: two<|e...
+    Caption: a red circle and a blue star<|endoftext|>Caption: two shapes: a blue star and a red circle<|endoftext|>
+    ...<|endoftext|>Question: what colour is the star? Answer: blue<|endoftext|>Question: is there a square? Answer: no...
 
 Nothing in a document names the image, so to predict a caption or an answer well the model must read the *earlier*
-items of the same document: it learns to answer from context. That is exactly the skill the bridge relies on. In the
-vision-language model the context is no longer text but the visual tokens, and a frozen language model that already
-answers "what colour is the star?" from a description only needs the bridge to supply that description.
+items of the same document: it learns to continue from context. That is the skill the bridge relies on. In the
+vision-language model the context is no longer text but the visual tokens: a frozen language model that already
+writes a caption consistent with an earlier one only needs the bridge to supply something that reads like one.
+
+What it learns, measured (EXPERIMENTS.md): the captions' language (held-out perplexity ~1.4 against ~680 for a random
+model), and copying from context, which is what captioning needs. Binding an attribute to an object ("what colour is
+the star?" when the context names two shapes) is not learned within the one-minute budget, at this size.
 
 How it trains: plain next-token prediction (every position predicts the next token; padding is ignored), AdamW,
-linear warm-up then cosine decay, both CPU cores, a fixed number of epochs. Training and validation documents come
+linear warm-up then cosine decay, one CPU thread, a fixed number of epochs. Training and validation documents come
 from the train and validation splits: the held-out perplexity is reported, and so is a random model's for contrast.
 
 Where it goes: `{cache_dir}/demo-lm/<key>/` in the hub's layout (`config.json`, `model.safetensors`,
@@ -55,7 +59,7 @@ from training.demo import demo_config, demo_tokenizer
 from weights_loader import TextTokenizer, load_qwen3, load_tokenizer, save_qwen3
 
 DEMO_PRETRAINED = "demo-pretrained"  # the --decoder value that means this model
-PRETRAIN_FORMAT = 1  # bump when the documents or the recipe change in a way the settings below do not capture
+PRETRAIN_FORMAT = 4  # bump when the documents or the recipe change in a way the settings below do not capture
 INFO_FILE = "pretraining.json"
 
 
@@ -63,12 +67,12 @@ INFO_FILE = "pretraining.json"
 class PretrainSettings:
     """How the demo's language model is pretrained. Every field is part of the cache key."""
 
-    epochs: int = 6
-    batch_size: int = 32  # documents per step
+    epochs: int = 3
+    batch_size: int = 16  # documents per step
     lr: float = 3e-3
     warmup_steps: int = 30
     weight_decay: float = 0.1
-    threads: int = 2  # batches of whole documents (~5,000 tokens a step) use both cores well, unlike the demo's VLM
+    threads: int = 1  # a model this small runs faster on one thread (measured: 51 ms a step on one, 66 ms on two)
 
 
 DEFAULT_SETTINGS = PretrainSettings()
@@ -89,20 +93,17 @@ def document_items(record: ImageRecord) -> list[tuple[str, str]]:
 def encode_documents(
     records: Sequence[ImageRecord], tokenizer: TextTokenizer, rng: np.random.Generator
 ) -> list[list[int]]:
-    """One token sequence per image: its items in an order drawn from `rng`, each `prompt target <|endoftext|>`."""
-    per_record = [document_items(r) for r in records]
-    texts = sorted({text for items in per_record for item in items for text in item})
+    """One token sequence per image: its captions, then its questions and answers, each group in an order drawn from
+    `rng`, every item as `prompt target <|endoftext|>`."""
+    texts = sorted({text for r in records for item in document_items(r) for text in item})
     ids = dict(zip(texts, encode_prompts(tokenizer.tokenizer, texts), strict=True))  # each distinct text once
     documents = []
-    for record, items in zip(records, per_record, strict=True):
-        captions, questions = items[: len(record.captions)], items[len(record.captions) :]
-        # Context first: 1 to all of the captions, then every question. Each answer can be read from the captions
-        # above it, and a single caption is often all the context there is, as a few visual tokens will be.
-        keep = rng.permutation(len(captions))[: rng.integers(1, len(captions) + 1)]
-        document: list[int] = []
-        for prompt, target in [captions[k] for k in keep] + [questions[k] for k in rng.permutation(len(questions))]:
-            document += ids[prompt] + ids[target] + [tokenizer.eos_id]
-        documents.append(document)
+    for record in records:
+        captions = [ids[CAPTION_PROMPT] + ids[" " + c] + [tokenizer.eos_id] for c in record.captions]
+        questions = [ids[question_prompt(q)] + ids[" " + a] + [tokenizer.eos_id] for q, a in record.qa]
+        order = [captions[k] for k in rng.permutation(len(captions))]
+        order += [questions[k] for k in rng.permutation(len(questions))]
+        documents.append([token for item in order for token in item])
     return documents
 
 
@@ -155,7 +156,8 @@ def pretrain(
     log: Callable[[str], None] = print,
 ) -> None:
     """Next-token training of `model` on the documents of `train` (a new item order every epoch)."""
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    documents = encode_documents(train, tokenizer, np.random.default_rng([seed, 0]))
+    steps_per_epoch = math.ceil(len(documents) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -176,7 +178,8 @@ def pretrain(
     model.train()
     for epoch in range(settings.epochs):
         rng = np.random.default_rng([seed, epoch])
-        documents = encode_documents(train, tokenizer, rng)
+        if epoch:  # new contexts every epoch
+            documents = encode_documents(train, tokenizer, rng)
         order = rng.permutation(len(documents))
         running = 0.0
         for step in range(steps_per_epoch):
