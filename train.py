@@ -48,7 +48,7 @@ from training.distributed import Distributed, setup_distributed, teardown_distri
 from training.evaluate import evaluate
 from training.restore import load_trained
 from training.tracking import Tracker
-from vision import FeatureCache, build_clip_text, build_encoder
+from vision import FeatureCache, MappedFeatures, build_clip_text, build_encoder
 from weights_loader import load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
 
 console = Console(stderr=True, highlight=False)
@@ -149,8 +149,9 @@ def build_model(cfg: TrainConfig, decoder, device: torch.device) -> VisionLangua
 
 def image_features(
     cfg: TrainConfig, model: VisionLanguageModel, records, device: torch.device, view: str | None = None
-) -> torch.Tensor:
-    """Frozen-encoder features of `records`, computed once and cached on disk (see vision/cache.py)."""
+) -> MappedFeatures:
+    """Frozen-encoder features of `records`, computed once, cached on disk and read from it a batch at a time
+    (`features[batch_indices]` is a tensor of those rows; see vision/cache.py and vision/mapped.py)."""
     cache = FeatureCache(Path(cfg.cache_dir).expanduser() / "features")
     features, valid = cache.features(model.encoder, [r.path for r in records], view or cfg.view, device=device)
     if not valid.all():  # data loading already dropped unreadable images; this is a last guard
@@ -163,7 +164,7 @@ def clip_zero_shot_inputs(cfg: TrainConfig, model: VisionLanguageModel, records,
     if cfg.encoder != "clip" or not records:
         return None
     text_tower = build_clip_text(cfg.encoder_weights).to(device)
-    return text_tower, image_features(cfg, model, records, device, view="pooled")
+    return text_tower, image_features(cfg, model, records, device, view="pooled").tensor()  # [N, 512], small
 
 
 # ---------------------------------------------------------------------------------------------------------------------
