@@ -13,10 +13,16 @@ References: nanoGPT's train.py (https://github.com/karpathy/nanoGPT) for the sha
 
 from __future__ import annotations
 
+import os
+
+# Before torch is imported: its OpenMP runtime reads this once, when it loads. PASSIVE lets idle threads sleep instead
+# of spinning, which otherwise makes small CPU models 10-20x slower as soon as anything else runs on the machine (see
+# the Makefile). A value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import contextlib
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -46,6 +52,7 @@ from training.config import TrainConfig, load_config
 from training.demo import demo_decoder, demo_tokenizer
 from training.distributed import Distributed, setup_distributed, teardown_distributed
 from training.evaluate import evaluate
+from training.preflight import check_run
 from training.restore import load_trained
 from training.tracking import Tracker
 from vision import FeatureCache, MappedFeatures, build_clip_text, build_encoder
@@ -266,6 +273,7 @@ def run(cfg: TrainConfig) -> dict:
 
 
 def _run(cfg: TrainConfig) -> dict:
+    check_run(cfg)  # seconds: a bad decoder, encoder weights or data source fails before any download or extraction
     device, autocast = resolve_device(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -278,7 +286,13 @@ def _run(cfg: TrainConfig) -> dict:
 
     # --- data -----------------------------------------------------------------------------------------------------
     splits, report = main_first(
-        lambda: load_dataset(cfg.data, cache_dir=Path(cfg.cache_dir).expanduser(), split=cfg.split, seed=cfg.seed)
+        lambda: load_dataset(
+            cfg.data,
+            cache_dir=Path(cfg.cache_dir).expanduser(),
+            split=cfg.split,
+            seed=cfg.seed,
+            max_bad_fraction=cfg.max_bad_fraction,
+        )
     )
     log(report.summary())
     log(f"images: train {len(splits.train):,}  val {len(splits.val):,}  test {len(splits.test):,}")
@@ -520,7 +534,11 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
     data = meta["data"]
     splits, report = main_first(
         lambda: load_dataset(
-            data["source"], cache_dir=Path(cfg.cache_dir).expanduser(), split=data["split"], seed=data["seed"]
+            data["source"],
+            cache_dir=Path(cfg.cache_dir).expanduser(),
+            split=data["split"],
+            seed=data["seed"],
+            max_bad_fraction=cfg.max_bad_fraction,
         )
     )
     log(report.summary())
