@@ -89,17 +89,19 @@ def generate_texts(
     device: torch.device,
     autocast,
     dist: Distributed = SINGLE_PROCESS,
+    image_rows: Sequence[int] | None = None,
 ) -> list[str]:
-    """Greedy continuation of prompts[i] given features[i] (each process generates its share)."""
+    """Greedy continuation of prompts[i] given features[image_rows[i]] (default: features[i]); each process
+    generates its share. Features are gathered a batch at a time: a memory-mapped cache stays on disk."""
+    image_rows = range(len(prompts)) if image_rows is None else image_rows
     mine = dist.shard(range(len(prompts)))
     prompt_ids = encode_prompts(tokenizer.tokenizer, [prompts[i] for i in mine])
-    features = features[mine]
     out: list[str] = []
     for rows in _batches(len(mine), batch_size):
         with autocast():
             ids = model.generate(
                 [prompt_ids[i] for i in rows],
-                features=features[rows.start : rows.stop].to(device),
+                features=features[[image_rows[mine[i]] for i in rows]].to(device),
                 max_new_tokens=max_new_tokens,
                 eos_token_id=tokenizer.eos_id,
                 pad_token_id=tokenizer.pad_id,
@@ -203,7 +205,7 @@ def evaluate(
 
     # A fixed derangement of the images, for the control: every sample gets another image's features.
     perm = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed))
-    shuffled = features[torch.roll(perm, 1)[torch.argsort(perm)]] if len(records) > 1 else features
+    shuffled = (torch.roll(perm, 1)[torch.argsort(perm)] if len(records) > 1 else perm).tolist()  # image rows
 
     samples: list[dict] = []
     if "caption" in tasks:
@@ -216,23 +218,23 @@ def evaluate(
             for r, c in zip(records[:num_samples], captions, strict=False)
         ]
         if shuffled_control:
-            wrong = generate_texts(model, shuffled, [CAPTION_PROMPT] * len(records), **gen)
+            wrong = generate_texts(model, features, [CAPTION_PROMPT] * len(records), image_rows=shuffled, **gen)
             control = caption_metrics(refs, {r.image_id: c for r, c in zip(records, wrong, strict=True)})
             metrics.update({f"shuffled/{k}": v for k, v in control.items()})
 
     qa_items = [(i, q, a) for i, r in enumerate(records) for q, a in r.qa]
     if "qa" in tasks and qa_items:
-        index = torch.tensor([i for i, _, _ in qa_items])
+        index = [i for i, _, _ in qa_items]  # the image row of each question
         prompts = [question_prompt(q) for _, q, _ in qa_items]
         gen = dict(batch_size=batch_size, max_new_tokens=min(max_new_tokens, 8), **common)
-        answers = generate_texts(model, features[index], prompts, **gen)
+        answers = generate_texts(model, features, prompts, image_rows=index, **gen)
         metrics.update({f"qa_{k}": v for k, v in qa_metrics(answers, [[a] for _, _, a in qa_items]).items()})
         for sample in samples:  # show one question per sample image
             i = next((k for k, (j, _, _) in enumerate(qa_items) if str(records[j].path) == sample["image"]), None)
             if i is not None:
                 sample.update(question=qa_items[i][1], answer=answers[i], expected=qa_items[i][2])
         if shuffled_control:
-            wrong = generate_texts(model, shuffled[index], prompts, **gen)
+            wrong = generate_texts(model, features, prompts, image_rows=[shuffled[i] for i in index], **gen)
             control = qa_metrics(wrong, [[a] for _, _, a in qa_items])
             metrics.update({f"shuffled/qa_{k}": v for k, v in control.items()})
 
