@@ -1,7 +1,7 @@
 """The feature cache at Flickr30k's size: memory while training reads it, and how fast batches come out of it.
 
     python -m bench.feature_cache --work-dir /big/disk     # 31,783 x 197 x 768 float16: 9.6 GB written, then deleted
-    python -m bench.feature_cache --images 4096 --no-write  # a quick look (1.2 GB)
+    python -m bench.feature_cache --images 4096 --no-write  # a quick look (two caches of 1.2 GB)
 
 What it does:
 1. Writes a synthetic cache with the cache's own writer (`vision/cache.py`: safetensors shards of 1,024 images and a
@@ -50,8 +50,8 @@ from vision.cache import FORMAT_VERSION, FeatureCache, _Shard
 
 FLICKR30K_IMAGES = 31_783
 VIT_B16_HIDDEN = (197, 768)  # 196 patches + CLS, width 768
-TARGET_RSS_ANON = 2 * 2**30  # bytes
-MB = 2**20
+MB, GB = 1e6, 1e9  # decimal units, as disk sizes are quoted (9.6 GB)
+TARGET_RSS_ANON = 2 * GB
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def row(label: str, result: dict, which: str, batch_size: int, command: str) -> 
     batches = -(-result["images"] // batch_size)
     return [
         label,
-        f"{result['images']:,} ({result['bytes'] / 2**30:.2f} GiB)",
+        f"{result['images']:,} ({result['bytes'] / GB:.2f} GB)",
         f"{batches / seconds:,.0f}",
         f"{result['images'] / seconds:,.0f}",
         f"{gathered / MB / seconds:,.0f}",
@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     per_image = 2 * VIT_B16_HIDDEN[0] * VIT_B16_HIDDEN[1]
     needed = (args.images + args.in_ram_images) * per_image
     free = shutil.disk_usage(args.work_dir if args.work_dir.exists() else args.work_dir.parent).free
-    if needed + 2**30 > free:
-        raise SystemExit(f"{needed / 2**30:.1f} GiB needed in {args.work_dir}, {free / 2**30:.1f} GiB free")
+    if needed + GB > free:
+        raise SystemExit(f"{needed / GB:.1f} GB needed in {args.work_dir}, {free / GB:.1f} GB free")
     full, small = root / f"synthetic-{args.images}", root / f"synthetic-{args.in_ram_images}"
     try:
         start = time.perf_counter()
@@ -276,11 +276,11 @@ the epoch after it. Peaks sampled every 5 ms from /proc/self/status, from the pr
 NumPy take {mapped_full["at_start"]["RssAnon"] / MB:,.0f} MB of RssAnon before anything is read). RssFile is the
 mapped files' pages: the kernel's page cache, shared and reclaimable, not counted against the target. The in-RAM
 path ran on the {args.in_ram_images:,}-image cache only (its RssAnon grew by {grown / MB:,.0f} MB for
-{in_ram_small["bytes"] / MB:,.0f} MB of features): on the whole cache it would hold {full_bytes / 2**30:.1f} GiB.
+{in_ram_small["bytes"] / MB:,.0f} MB of features): on the whole cache it would hold {full_bytes / GB:.1f} GB.
 
 {markdown_table(headers, rows)}
 
-Target (RssAnon < 2 GiB while reading the {args.images:,}-image cache): {verdict(anon < TARGET_RSS_ANON)}
+Target (RssAnon < 2 GB while reading the {args.images:,}-image cache): {verdict(anon < TARGET_RSS_ANON)}
 ({anon / MB:,.0f} MB)."""
     print(body)
     if not args.no_write:

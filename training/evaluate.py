@@ -11,6 +11,7 @@
   really reads the image scores far lower on it; one that only learned the language of the captions does not.
 
 Features are the frozen encoder's, computed once (see `vision/cache.py`), so evaluation never re-runs the encoder.
+They may be memory-mapped (`vision/mapped.py`): everything here indexes them a batch at a time, never whole.
 """
 
 from __future__ import annotations
