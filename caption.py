@@ -13,7 +13,9 @@ What happens to an image (the same path as training and evaluation, so the model
 
 The checkpoint's sidecar names the decoder, tokenizer, encoder and its weights, the view and K; the model is rebuilt
 from it (`training/restore.py`). `--checkpoint latest` (the default) takes the newest checkpoint in `--output-dir`
-(default: $OUTPUT_DIR_MODELS, then `.env`'s, then ../.data/models, as for train.py).
+(default: $OUTPUT_DIR_MODELS, then `.env`'s, then ../.data/models, as for train.py); `--checkpoint hf:OWNER/NAME`
+one shared on the Hugging Face Hub (`python train.py --push-to-hub`), downloaded once into the hub cache.
+`--decoder DIR` / `--encoder-weights FILE` point at local copies of the frozen parts the sidecar names.
 
 Decoding (how the next token is chosen; see tiny_decoder/generate.py and tiny_decoder/beam.py):
 - greedy (the default): the most probable token at every step;
@@ -57,7 +59,7 @@ from data import CAPTION_PROMPT, encode_prompts, question_prompt
 from data.images import image_problem, load_image
 from errors import UserError
 from tiny_decoder.beam import beam_search
-from training.checkpoint import latest_checkpoint
+from training.checkpoint import is_hub_checkpoint, latest_checkpoint, local_checkpoint
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_OUTPUT_DIR = "../.data/models"  # train.py's default (training/config.py)
@@ -139,14 +141,23 @@ def _cut_at(ids: list[int], eos: int) -> list[int]:
 class Captioner:
     """A trained VisionLanguageModel with its tokenizer, ready to caption PIL images."""
 
-    def __init__(self, checkpoint: Path, device: torch.device) -> None:
+    def __init__(
+        self,
+        checkpoint: Path | str,
+        device: torch.device,
+        decoder: str | None = None,
+        encoder_weights: str | None = None,
+    ) -> None:
         # Imported here: the vision libraries (timm, open_clip) take seconds to import, and a bad path or option
         # should fail at once.
         from training.restore import load_trained
 
-        self.checkpoint = checkpoint
+        self.checkpoint = local_checkpoint(checkpoint)  # hf:OWNER/NAME: the downloaded copy in the hub cache
+        self.name = str(checkpoint) if is_hub_checkpoint(checkpoint) else self.checkpoint.name
         self.device = device
-        self.model, self.tokenizer, self.sidecar = load_trained(checkpoint, device)
+        self.model, self.tokenizer, self.sidecar = load_trained(
+            self.checkpoint, device, decoder=decoder, encoder_weights=encoder_weights
+        )
         self.default_max_new_tokens = int(self.sidecar.get("train_config", {}).get("max_new_tokens", 32))
         self.lock = threading.Lock()  # one generation at a time (the web page serves several browsers)
 
@@ -159,7 +170,7 @@ class Captioner:
     def summary(self) -> str:
         m = self.sidecar["model"]
         return (
-            f"{self.checkpoint.name}: encoder {m['encoder']} ({m['view']} view), top-{m['top_k']} decoder blocks "
+            f"{self.name}: encoder {m['encoder']} ({m['view']} view), top-{m['top_k']} decoder blocks "
             f"trained, epoch {self.sidecar.get('epoch', '?')}"
         )
 
@@ -347,10 +358,13 @@ def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[Problem]]:
 
 
 def find_checkpoint(checkpoint: str, output_dir: str | None) -> Path:
-    """--checkpoint PATH (or its .json sidecar), or for "latest" the newest complete checkpoint in --output-dir.
+    """--checkpoint PATH (or its .json sidecar), for "latest" the newest complete checkpoint in --output-dir, for
+    "hf:OWNER/NAME" the pushed checkpoint's local copy in the hub cache (downloaded on first use).
 
     Checked here, before the slow imports and loads of training/restore.py, so a wrong path fails at once.
     """
+    if is_hub_checkpoint(checkpoint):
+        return local_checkpoint(checkpoint)
     if checkpoint == "latest":
         return latest_checkpoint(Path(output_dir or default_output_dir()).expanduser())
     path = Path(checkpoint).expanduser()
@@ -393,7 +407,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="caption.py", description="Caption images or answer a question about them.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders (searched recursively)")
     p.add_argument("--question", "-q", help="ask this question about every image instead of captioning it")
-    p.add_argument("--checkpoint", default="latest", help="a .safetensors checkpoint, or 'latest' (the default)")
+    p.add_argument(
+        "--checkpoint",
+        default="latest",
+        help="a .safetensors checkpoint, hf:OWNER/NAME (pushed with train.py --push-to-hub), or 'latest'",
+    )
+    p.add_argument(
+        "--decoder",
+        metavar="DIR",
+        help="a local copy of the frozen decoder the checkpoint names (when that is not on this machine)",
+    )
+    p.add_argument(
+        "--encoder-weights",
+        metavar="FILE",
+        help="a local copy of the encoder weights the checkpoint names (when that is not on this machine)",
+    )
     p.add_argument("--output-dir", help="where 'latest' looks [env OUTPUT_DIR_MODELS; default ../.data/models]")
     p.add_argument("--out", metavar="FILE.jsonl", help="also write one JSON object per image (path, prompt, ...)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
@@ -454,7 +482,7 @@ def caption_files(args: argparse.Namespace, decoding_options: dict[str, Any]) ->
                 continue
             if captioner is None:  # only once an image is known to be good: a bad file fails without the model
                 checkpoint = find_checkpoint(args.checkpoint, args.output_dir)
-                captioner = Captioner(checkpoint, resolve_device(args.device))
+                captioner = Captioner(checkpoint, resolve_device(args.device), args.decoder, args.encoder_weights)
                 decoding = Decoding(**{"max_new_tokens": captioner.default_max_new_tokens, **decoding_options})
                 generator = make_generator(decoding, captioner.device)
             results = captioner.run([image for _, image in good], args.question, decoding, generator)
@@ -493,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             if importlib.util.find_spec("gradio") is None:  # before the model is loaded
                 raise UserError("the web page needs Gradio: pip install gradio")
             checkpoint = find_checkpoint(args.checkpoint, args.output_dir)
-            serve(Captioner(checkpoint, resolve_device(args.device)), args.host, args.port)
+            captioner = Captioner(checkpoint, resolve_device(args.device), args.decoder, args.encoder_weights)
+            serve(captioner, args.host, args.port)
             return 0
         if not args.images:
             raise UserError("no image given: pass image files or folders, or --serve for the web page (see --help)")

@@ -24,8 +24,10 @@ import contextlib
 import json
 import math
 import random
+import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,9 +38,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 
 from bridge import VisionLanguageModel, VLMConfig
-from data import VLMCollator, batch_order, load_dataset, make_samples
+from data import Splits, VLMCollator, batch_order, load_dataset, make_samples
 from errors import UserError
-from tiny_decoder import Qwen3Config
+from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
 from training.checkpoint import (
     checkpoint_stem,
     latest_checkpoint,
@@ -53,12 +55,15 @@ from training.demo import demo_decoder, demo_tokenizer
 from training.distributed import Distributed, setup_distributed, teardown_distributed
 from training.evaluate import evaluate
 from training.preflight import check_run
+from training.pretrain import DEMO_PRETRAINED, pretrained_demo_lm
 from training.restore import load_trained
+from training.share import push_checkpoint
 from training.tracking import Tracker
 from vision import FeatureCache, MappedFeatures, build_clip_text, build_encoder
 from weights_loader import load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
 
 console = Console(stderr=True, highlight=False)
+RANDOM_INIT = "random-init:"  # --decoder random-init:SOURCE: SOURCE's layout and tokenizer, random weights
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run stops
 DIST = Distributed()  # this process's place among torchrun's processes (one process: rank 0 of 1)
 
@@ -115,7 +120,17 @@ def seed_everything(seed: int) -> None:
 
 
 def build_decoder_and_tokenizer(cfg: TrainConfig, splits, device: torch.device):
-    """The decoder and its tokenizer: the demo's tiny pair (saved in the hub's layout), or a real checkpoint."""
+    """The decoder and its tokenizer: one of the demo's tiny pairs (saved in the hub's layout), or a real checkpoint.
+
+    `demo` is a random decoder; `demo-pretrained` is the same architecture pretrained on the training split's text
+    alone (training/pretrain.py), the offline stand-in for Qwen3-0.6B-Base: with --top-k 0 the bridge learns to
+    steer a frozen language model that has never seen an image. `random-init:SOURCE` is SOURCE's architecture and
+    tokenizer with random weights: the control that shows what the pretrained weights bring.
+    """
+    if cfg.decoder == DEMO_PRETRAINED:
+        cache_dir = Path(cfg.cache_dir).expanduser().resolve()
+        directory = main_first(lambda: pretrained_demo_lm(splits.train, splits.val, cache_dir, seed=cfg.seed, log=log))
+        return load_qwen3(directory, device=device), load_tokenizer(directory), str(directory)
     if cfg.decoder == "demo":
         # Made here and saved in the hub's layout, then loaded back like any checkpoint: --test, --resume and
         # caption.py rebuild it from that directory, and every torchrun process loads the same one.
@@ -130,11 +145,26 @@ def build_decoder_and_tokenizer(cfg: TrainConfig, splits, device: torch.device):
 
         main_first(lambda: make_demo_decoder() if DIST.is_main else None)
         return load_qwen3(directory, device=device), load_tokenizer(directory), str(directory)
-    source = cfg.decoder
+    source = cfg.decoder.removeprefix(RANDOM_INIT)
     path = resolve_checkpoint(source)  # downloads once from the hub, or checks the local directory
     config = Qwen3Config.from_json_file(path / "config.json")
     if cfg.top_k > config.num_hidden_layers:  # fail before the slow part
         raise UserError(f"top_k={cfg.top_k} is invalid; the decoder has {config.num_hidden_layers} blocks")
+    if cfg.decoder.startswith(RANDOM_INIT):
+        # The control of the transfer experiment: the checkpoint's architecture and tokenizer, random weights. Saved
+        # beside the checkpoints like the demo decoder, so --test and caption.py rebuild it the same way.
+        directory = Path(cfg.output_dir).expanduser().resolve() / f"random_init_{path.name}_seed{cfg.seed}"
+
+        def make_random_decoder() -> None:
+            torch.manual_seed(cfg.seed)
+            save_qwen3(Qwen3ForCausalLM(config), directory)
+            for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+                if (path / name).exists():
+                    shutil.copyfile(path / name, directory / name)
+
+        main_first(lambda: make_random_decoder() if DIST.is_main and not directory.exists() else None)
+        log(f"random-init decoder with the layout of {source}: {directory}")
+        return load_qwen3(directory, device=device), load_tokenizer(directory), str(directory)
     log(f"loading decoder {source}")
     return load_qwen3(path, device=device), load_tokenizer(path), source
 
@@ -147,6 +177,7 @@ def build_model(cfg: TrainConfig, decoder, device: torch.device) -> VisionLangua
         view=cfg.view,
         num_visual_tokens=cfg.num_visual_tokens,
         top_k=cfg.top_k,
+        bridge_hidden_dim=cfg.bridge_hidden_dim,
     )
     torch.manual_seed(cfg.seed)  # the bridge's initialisation
     model = VisionLanguageModel(vlm_config, encoder, decoder).to(device)
@@ -258,11 +289,41 @@ def load_init_weights(model: VisionLanguageModel, path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# 5. The run
+# 5. The run, in named steps: data, model, features, optimizer, resume, tracking, the loop, evaluation
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def run(cfg: TrainConfig) -> dict:
+@dataclass
+class RunResult:
+    """What a training run returns to its caller (`main`, or the experiment runner in `experiments/`)."""
+
+    metrics: dict[str, float]  # the last validation's metrics (with "shuffled/..." from the last epoch's control)
+    history: list[dict] = field(default_factory=list)  # every validation: {"step", "epoch", **metrics}
+    train_seconds: float = 0.0  # the optimizer steps alone (no set-up, no evaluation)
+    trainable_parameters: int = 0
+    run_dir: Path | None = None
+
+
+@dataclass
+class Data:
+    """The splits, the tasks trained, and the validation images evaluated each epoch."""
+
+    splits: Splits
+    tasks: list[str]
+    val_records: list
+
+
+@dataclass
+class Position:
+    """Where the loop is: a checkpoint stores it, and `--resume` starts from it."""
+
+    epoch: int = 1
+    batch: int = 0  # micro-batches of this epoch already consumed
+    step: int = 0  # optimizer steps taken
+    bad_steps: int = 0  # non-finite losses in a row
+
+
+def run(cfg: TrainConfig) -> RunResult:
     global DIST
     DIST = setup_distributed()
     try:
@@ -272,19 +333,125 @@ def run(cfg: TrainConfig) -> dict:
         DIST = Distributed()
 
 
-def _run(cfg: TrainConfig) -> dict:
+def _run(cfg: TrainConfig) -> RunResult:
     check_run(cfg)  # seconds: a bad decoder, encoder weights or data source fails before any download or extraction
     device, autocast = resolve_device(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    output_dir = Path(cfg.output_dir).expanduser()
     log(f"mode={cfg.mode} encoder={cfg.encoder} view={cfg.view} top_k={cfg.top_k} device={device}")
-
     if cfg.mode == "test":
-        return run_test(cfg, device, autocast)
+        return RunResult(run_test(cfg, device, autocast))
 
-    # --- data -----------------------------------------------------------------------------------------------------
+    data = load_data(cfg)
+    decoder, tokenizer, decoder_source = build_decoder_and_tokenizer(cfg, data.splits, device)
+    model = build_model(cfg, decoder, device)
+    if cfg.init_from:
+        load_init_weights(model, cfg.init_from)
+        log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {cfg.init_from}")
+    log("what trains:\n" + model.summary())
+    train_features, val_features = main_first(
+        lambda: (
+            image_features(cfg, model, data.splits.train, device),
+            image_features(cfg, model, data.val_records, device),
+        )
+    )
+    clip_reference = clip_zero_shot_inputs(cfg, model, data.val_records, device)
+
+    samples = make_samples(data.splits.train, data.tasks)
+    collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, cfg.max_target_tokens)
+    lengths = [len(s.target) + len(s.prompt) for s in samples]  # characters: a cheap proxy for bucketing
+    batches_per_epoch = math.ceil(len(samples) / cfg.batch_size)
+    total_steps = math.ceil(batches_per_epoch / cfg.grad_accum) * cfg.epochs  # --max-steps only stops early
+
+    optimizer = build_optimizer(cfg, model, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total_steps))
+    at = resume(cfg, model, optimizer, scheduler, batches_per_epoch) if cfg.resume else Position()
+
+    run_name = cfg.run_name or f"{cfg.encoder}_top{cfg.top_k}_{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(cfg.output_dir).expanduser() / "runs" / run_name
+    tracker = make_tracker(cfg, run_dir, run_name)
+    log(f"run directory {run_dir} (W&B {tracker.mode})")
+    # Under torchrun, DDP averages the trainable parameters' gradients across processes in backward().
+    train_model = (
+        DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+        if DIST.enabled
+        else model
+    )
+    data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": data.tasks}
+
+    def checkpoint(complete: bool, metrics: dict) -> None:
+        if not DIST.is_main:  # every process holds the same weights; one writes them
+            return
+        stem = checkpoint_stem(at.epoch, cfg.encoder, cfg.top_k)
+        meta = sidecar(cfg, model, decoder_source, tokenizer, data_info, at.epoch, at.step, complete, metrics, run_dir)
+        state = training_state(optimizer, scheduler, at.epoch, at.batch, at.step, at.bad_steps)
+        path = save_checkpoint(Path(cfg.output_dir).expanduser(), stem, model.trainable_state_dict(), meta, state)
+        prune_checkpoints(Path(cfg.output_dir).expanduser(), cfg.keep_checkpoints, cfg.encoder, cfg.top_k)
+        log(f"checkpoint {path}")
+
+    def validate(shuffled_control: bool) -> dict:
+        # No gradients or optimizer state while evaluating: twice the training batch fits. The shuffled-images
+        # control generates everything a second time, so only the last epoch runs it.
+        result = evaluate(
+            model, data.val_records, val_features, tokenizer, tasks=data.tasks, batch_size=2 * cfg.batch_size,
+            max_target_tokens=cfg.max_target_tokens, max_new_tokens=cfg.max_new_tokens,
+            gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, shuffled_control=shuffled_control,
+            device=device, autocast=autocast, seed=cfg.seed, clip_reference=clip_reference, dist=DIST,
+        )  # fmt: skip
+        history.append({"step": at.step, "epoch": at.epoch - 1 + at.batch / batches_per_epoch, **result.metrics})
+        tracker.log({f"val/{k}": v for k, v in result.metrics.items()}, step=at.step)
+        log_samples(tracker, result.samples, at.step)
+        samples_shown[:] = result.samples
+        return result.metrics
+
+    # --- the loop: one epoch at a time, evaluation and a checkpoint after each ----------------------------------------
+    all_metrics: dict[str, dict] = {}
+    history: list[dict] = []
+    samples_shown: list[dict] = []
+    last_eval: dict = {}
+    train_seconds = 0.0
+    model.train()
+    try:
+        while at.epoch <= cfg.epochs:
+            started = time.perf_counter()
+            stopped = train_epoch(
+                cfg, train_model, optimizer, scheduler, samples, lengths, collate, train_features, at,
+                device, autocast, tracker, checkpoint,
+                validate=validate if cfg.eval_every and data.val_records else None,
+            )  # fmt: skip
+            train_seconds += time.perf_counter() - started
+            complete = at.batch >= batches_per_epoch
+            # With --eval-every, a run that --max-steps stops early is evaluated too: its curve gets a last point.
+            if (complete or (stopped and cfg.eval_every)) and data.val_records:
+                last_eval = validate(shuffled_control=at.epoch == cfg.epochs or stopped)
+                all_metrics[f"epoch_{at.epoch}/val"] = last_eval
+                log(format_metrics(f"epoch {at.epoch} validation", last_eval), "green")
+            checkpoint(complete, last_eval if complete else {})
+            if stopped:
+                log(f"stopped at --max-steps {cfg.max_steps}")
+                break
+            at.epoch, at.batch = at.epoch + 1, 0
+    except KeyboardInterrupt:
+        # Keep the work: the weights and optimizer are those of the last finished step.
+        log("interrupted: saving a checkpoint to resume from", "yellow")
+        checkpoint(False, {})
+        tracker.finish(exit_code=130)
+        raise
+
+    if DIST.is_main:
+        write_metrics(run_dir, all_metrics)
+        print_samples(samples_shown)  # the last evaluation's sample images: generated and reference captions, answers
+    tracker.summary({f"final/{k}": v for k, v in last_eval.items()})
+    tracker.finish()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return RunResult(last_eval, history, train_seconds, trainable, run_dir)
+
+
+def load_data(cfg: TrainConfig) -> Data:
+    """The dataset's splits (rank 0 downloads and caches first), and the tasks this data can train."""
     splits, report = main_first(
         lambda: load_dataset(
             cfg.data,
@@ -298,230 +465,146 @@ def _run(cfg: TrainConfig) -> dict:
     log(f"images: train {len(splits.train):,}  val {len(splits.val):,}  test {len(splits.test):,}")
     if not splits.train:
         raise UserError(f"the training split of {cfg.data} is empty")
-    if "qa" in cfg.task_list and not any(r.qa for r in splits.train):
-        tasks = [t for t in cfg.task_list if t != "qa"]
+    tasks = cfg.task_list
+    if "qa" in tasks and not any(r.qa for r in splits.train):
+        tasks = [t for t in tasks if t != "qa"]
         if not tasks:
             raise UserError(f"tasks=qa but {cfg.data} has no questions")
         log(f"{cfg.data} has no questions: training on captions only", "yellow")
-    else:
-        tasks = cfg.task_list
-
-    # --- model ----------------------------------------------------------------------------------------------------
-    decoder, tokenizer, decoder_source = build_decoder_and_tokenizer(cfg, splits, device)
-    model = build_model(cfg, decoder, device)
-    if cfg.init_from:
-        load_init_weights(model, cfg.init_from)
-        log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {cfg.init_from}")
-    log("what trains:\n" + model.summary())
-
     val_records = splits.val[: cfg.eval_images] if cfg.eval_images else splits.val
-    train_features, val_features = main_first(
-        lambda: (image_features(cfg, model, splits.train, device), image_features(cfg, model, val_records, device))
+    return Data(splits, tasks, val_records)
+
+
+def resume(cfg: TrainConfig, model, optimizer, scheduler, batches_per_epoch: int) -> Position:
+    """--resume: the newest checkpoint's weights, optimizer, schedule, RNG and data position."""
+    path = latest_checkpoint(Path(cfg.output_dir).expanduser(), cfg.encoder, cfg.top_k)
+    weights, _ = read_checkpoint(path)
+    model.load_trainable_state_dict(weights)
+    state = read_training_state(path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    at = Position(state["epoch"], state["position"], state["global_step"], state["bad_steps"])
+    if at.batch >= batches_per_epoch:  # the checkpoint closed its epoch
+        at.epoch, at.batch = at.epoch + 1, 0
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    log(f"resumed {path.name} at epoch {at.epoch}, step {at.step}")
+    return at
+
+
+def make_tracker(cfg: TrainConfig, run_dir: Path, run_name: str):
+    """W&B and metrics.jsonl on rank 0; the other torchrun processes log nothing."""
+    if not DIST.is_main:
+        return SilentTracker()
+    return Tracker(
+        run_dir,
+        cfg.to_dict(),
+        mode=cfg.wandb,
+        project=cfg.wandb_project,
+        entity=cfg.wandb_entity,
+        run_name=run_name,
+        group=cfg.wandb_group,
     )
-    clip_reference = clip_zero_shot_inputs(cfg, model, val_records, device)
 
-    samples = make_samples(splits.train, tasks)
-    collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, cfg.max_target_tokens)
-    lengths = [len(s.target) + len(s.prompt) for s in samples]  # characters: a cheap proxy for bucketing
-    batches_per_epoch = math.ceil(len(samples) / cfg.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs  # the schedule spans --epochs; --max-steps only stops early
 
-    # --- optimizer and schedule -----------------------------------------------------------------------------------
-    optimizer = build_optimizer(cfg, model, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total_steps))
-
-    # --- resume ---------------------------------------------------------------------------------------------------
-    start_epoch, position, step, bad_steps = 1, 0, 0, 0
-    if cfg.resume:
-        path = latest_checkpoint(output_dir, cfg.encoder, cfg.top_k)
-        weights, meta = read_checkpoint(path)
-        model.load_trainable_state_dict(weights)
-        state = read_training_state(path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, position, step, bad_steps = (
-            state["epoch"],
-            state["position"],
-            state["global_step"],
-            state["bad_steps"],
-        )
-        if position >= batches_per_epoch:  # the checkpoint closed its epoch
-            start_epoch, position = start_epoch + 1, 0
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        log(f"resumed {path.name} at epoch {start_epoch}, step {step}")
-
-    run_name = cfg.run_name or f"{cfg.encoder}_top{cfg.top_k}_{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = output_dir / "runs" / run_name
-    data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": tasks}
-    all_metrics: dict[str, dict] = {}
-    if DIST.is_main:
-        tracker = Tracker(
-            run_dir,
-            cfg.to_dict(),
-            mode=cfg.wandb,
-            project=cfg.wandb_project,
-            entity=cfg.wandb_entity,
-            run_name=run_name,
-        )
-    else:
-        tracker = SilentTracker()
-    # Under torchrun, DDP averages the trainable parameters' gradients across processes in backward().
-    train_model = (
-        DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
-        if DIST.enabled
-        else model
+def train_epoch(
+    cfg: TrainConfig, train_model, optimizer, scheduler, samples, lengths, collate, features: torch.Tensor,
+    at: Position, device: torch.device, autocast, tracker, checkpoint, validate=None,
+) -> bool:  # fmt: skip
+    """Train from `at` to the end of its epoch (or --max-steps, then return True), moving `at` with every step."""
+    order = batch_order(lengths, cfg.batch_size, cfg.seed, at.epoch)
+    progress = Progress(
+        TextColumn(f"epoch {at.epoch}/{cfg.epochs}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not (console.is_terminal and DIST.is_main),
     )
-    log(f"run directory {run_dir} (W&B {tracker.mode})")
-
-    def checkpoint(epoch: int, position: int, complete: bool, metrics: dict) -> None:
-        if not DIST.is_main:  # every process holds the same weights; one writes them
-            return
-        stem = checkpoint_stem(epoch, cfg.encoder, cfg.top_k)
-        meta = sidecar(cfg, model, decoder_source, tokenizer, data_info, epoch, step, complete, metrics, run_dir)
-        path = save_checkpoint(
-            output_dir,
-            stem,
-            model.trainable_state_dict(),
-            meta,
-            training_state(optimizer, scheduler, epoch, position, step, bad_steps),
-        )
-        prune_checkpoints(output_dir, cfg.keep_checkpoints, cfg.encoder, cfg.top_k)
-        log(f"checkpoint {path}")
-
-    # --- the loop -------------------------------------------------------------------------------------------------
-    stop = False
-    last_eval: dict = {}
-    last_samples: list[dict] = []
-    model.train()
-    try:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            order = batch_order(lengths, cfg.batch_size, cfg.seed, epoch)
-            progress = Progress(
-                TextColumn(f"epoch {epoch}/{cfg.epochs}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                console=console,
-                transient=True,
-                disable=not (console.is_terminal and DIST.is_main),
+    with progress:
+        task = progress.add_task("train", total=len(order), completed=at.batch, info="")
+        t0, seen, seen_tokens = time.perf_counter(), 0, 0
+        while at.batch < len(order):
+            # One optimizer step = grad_accum micro-batches of one global batch each; with torchrun every process
+            # takes its share (every world_size-th sample) of each global batch.
+            micro = [
+                collate(DIST.shard([samples[i] for i in indices]))
+                for indices in order[at.batch : at.batch + cfg.grad_accum]
+            ]
+            # The loss is the mean over every target token of the step, on all processes together: each
+            # micro-batch's mean is re-weighted by its share of the tokens (x world_size, since DDP averages).
+            tokens = [int((b["labels"] != -100).sum()) for b in micro]
+            step_tokens = DIST.sum(sum(tokens))
+            loss_sum, finite = 0.0, True
+            for k, batch in enumerate(micro):
+                sync = k == len(micro) - 1 or not DIST.enabled  # all-reduce gradients once per step
+                with autocast(), contextlib.nullcontext() if sync else train_model.no_sync():
+                    loss = train_model(
+                        batch["input_ids"].to(device),
+                        batch["labels"].to(device),
+                        features=features[batch["image_index"]].to(device),
+                    )
+                    weight = tokens[k] * DIST.world_size / step_tokens
+                    if torch.isfinite(loss):
+                        (loss * weight).backward()
+                finite &= bool(torch.isfinite(loss))
+                loss_sum += loss.item() * tokens[k] / step_tokens if finite else 0.0
+                seen += len(batch["input_ids"]) * DIST.world_size
+                seen_tokens += (
+                    int(batch["attention_mask"].sum()) + len(batch["input_ids"]) * cfg.num_visual_tokens
+                ) * DIST.world_size
+            loss_sum = DIST.sum(loss_sum)
+            if DIST.any(not finite):  # skip the step everywhere, count it, stop if it keeps happening
+                optimizer.zero_grad(set_to_none=True)
+                at.batch += len(micro)
+                at.bad_steps += 1
+                log(f"non-finite loss at step {at.step + 1}: step skipped ({at.bad_steps} in a row)", "yellow")
+                if at.bad_steps >= MAX_BAD_STEPS:
+                    raise UserError(
+                        f"training diverged: {at.bad_steps} non-finite losses in a row; "
+                        "lower --lr-adapter/--lr-qwen or use --precision fp32"
+                    )
+                continue
+            at.bad_steps = 0
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip or float("inf")
             )
-            with progress:
-                task = progress.add_task("train", total=len(order), completed=position, info="")
-                t0, seen, seen_tokens = time.perf_counter(), 0, 0
-                while position < len(order) and not stop:
-                    # One optimizer step = grad_accum micro-batches of one global batch each; with torchrun every
-                    # process takes its share (every world_size-th sample) of each global batch.
-                    micro = [
-                        collate(DIST.shard([samples[i] for i in indices]))
-                        for indices in order[position : position + cfg.grad_accum]
-                    ]
-                    # The loss is the mean over every target token of the step, on all processes together: each
-                    # micro-batch's mean is re-weighted by its share of the tokens (x world_size, since DDP averages).
-                    tokens = [int((b["labels"] != -100).sum()) for b in micro]
-                    step_tokens = DIST.sum(sum(tokens))
-                    loss_sum, finite = 0.0, True
-                    for k, batch in enumerate(micro):
-                        sync = k == len(micro) - 1 or not DIST.enabled  # all-reduce gradients once per step
-                        with autocast(), contextlib.nullcontext() if sync else train_model.no_sync():
-                            loss = train_model(
-                                batch["input_ids"].to(device),
-                                batch["labels"].to(device),
-                                features=train_features[batch["image_index"]].to(device),
-                            )
-                            weight = tokens[k] * DIST.world_size / step_tokens
-                            if torch.isfinite(loss):
-                                (loss * weight).backward()
-                        finite &= bool(torch.isfinite(loss))
-                        loss_sum += loss.item() * tokens[k] / step_tokens if finite else 0.0
-                        seen += len(batch["input_ids"]) * DIST.world_size
-                        seen_tokens += (
-                            int(batch["attention_mask"].sum()) + len(batch["input_ids"]) * cfg.num_visual_tokens
-                        ) * DIST.world_size
-                    loss_sum = DIST.sum(loss_sum)
-                    if DIST.any(not finite):  # skip the step everywhere, count it, stop if it keeps happening
-                        optimizer.zero_grad(set_to_none=True)
-                        position += len(micro)
-                        bad_steps += 1
-                        log(f"non-finite loss at step {step + 1}: step skipped ({bad_steps} in a row)", "yellow")
-                        if bad_steps >= MAX_BAD_STEPS:
-                            raise UserError(
-                                f"training diverged: {bad_steps} non-finite losses in a row; "
-                                "lower --lr-adapter/--lr-qwen or use --precision fp32"
-                            )
-                        continue
-                    bad_steps = 0
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip or float("inf")
-                    )
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                    step += 1
-                    position += len(micro)  # the data position moves with the weights: a checkpoint resumes here
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            at.step += 1
+            at.batch += len(micro)  # the data position moves with the weights: a checkpoint resumes here
 
-                    elapsed = max(time.perf_counter() - t0, 1e-9)
-                    lrs = {f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}
-                    tracker.log(
-                        {
-                            "train/loss": loss_sum,
-                            "train/grad_norm": float(grad_norm),
-                            "train/samples_per_s": seen / elapsed,
-                            "train/tokens_per_s": seen_tokens / elapsed,
-                            "epoch": epoch - 1 + position / len(order),
-                            **lrs,
-                        },
-                        step=step,
-                        to_wandb=step % cfg.log_every == 0,
-                    )
-                    speed = f"{seen / elapsed:,.0f} samples/s, {seen_tokens / elapsed:,.0f} tokens/s"
-                    progress.update(task, completed=position, info=f"loss {loss_sum:.3f}  {speed}")
-                    if step % 50 == 0:
-                        log(f"epoch {epoch} step {step}: loss {loss_sum:.4f}, {speed}", "dim")
-                    if cfg.save_every and step % cfg.save_every == 0:
-                        checkpoint(epoch, position, False, {})
-                    if cfg.max_steps and step >= cfg.max_steps:
-                        stop = True
-
-            # --- evaluation, every epoch on validation --------------------------------------------------------------
-            complete = position >= len(order)
-            if complete and val_records:
-                # No gradients or optimizer state while evaluating: twice the training batch fits. The shuffled-
-                # images control generates everything a second time, so only the last epoch runs it.
-                result = evaluate(
-                    model, val_records, val_features, tokenizer, tasks=tasks, batch_size=2 * cfg.batch_size,
-                    max_target_tokens=cfg.max_target_tokens, max_new_tokens=cfg.max_new_tokens,
-                    gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, shuffled_control=epoch == cfg.epochs,
-                    device=device, autocast=autocast, seed=cfg.seed, clip_reference=clip_reference, dist=DIST,
-                )  # fmt: skip
-                last_eval, last_samples = result.metrics, result.samples
-                all_metrics[f"epoch_{epoch}/val"] = result.metrics
-                tracker.log({f"val/{k}": v for k, v in result.metrics.items()}, step=step)
-                log_samples(tracker, result.samples, step)
-                log(format_metrics(f"epoch {epoch} validation", result.metrics), "green")
-            checkpoint(epoch, position, complete, last_eval if complete else {})
-            if stop:
-                log(f"stopped at --max-steps {cfg.max_steps}")
-                break
-            position = 0
-    except KeyboardInterrupt:
-        # Keep the work: the weights and optimizer are those of the last finished step.
-        log("interrupted: saving a checkpoint to resume from", "yellow")
-        checkpoint(epoch, position, False, {})
-        tracker.finish(exit_code=130)
-        raise
-
-    if DIST.is_main:
-        write_metrics(run_dir, all_metrics)
-        print_samples(last_samples)  # the last evaluation's sample images: generated and reference captions, answers
-    tracker.summary({f"final/{k}": v for k, v in last_eval.items()})
-    tracker.finish()
-    return last_eval
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            lrs = {f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}
+            tracker.log(
+                {
+                    "train/loss": loss_sum,
+                    "train/grad_norm": float(grad_norm),
+                    "train/samples_per_s": seen / elapsed,
+                    "train/tokens_per_s": seen_tokens / elapsed,
+                    "epoch": at.epoch - 1 + at.batch / len(order),
+                    **lrs,
+                },
+                step=at.step,
+                to_wandb=at.step % cfg.log_every == 0,
+            )
+            speed = f"{seen / elapsed:,.0f} samples/s, {seen_tokens / elapsed:,.0f} tokens/s"
+            progress.update(task, completed=at.batch, info=f"loss {loss_sum:.3f}  {speed}")
+            if at.step % 50 == 0:
+                log(f"epoch {at.epoch} step {at.step}: loss {loss_sum:.4f}, {speed}", "dim")
+            if cfg.save_every and at.step % cfg.save_every == 0:
+                checkpoint(False, {})
+            if cfg.max_steps and at.step >= cfg.max_steps:
+                return True
+            if validate is not None and at.step % cfg.eval_every == 0 and at.batch < len(order):
+                validate(shuffled_control=False)  # a point of the learning curve (the epoch's end evaluates anyway)
+                train_model.train()
+                t0, seen, seen_tokens = time.perf_counter(), 0, 0  # throughput without the evaluation's time
+    return False
 
 
 def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
@@ -530,7 +613,7 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
     path = latest_checkpoint(output_dir, cfg.encoder, cfg.top_k) if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
     log(f"testing {path}")
     model, tokenizer, meta = load_trained(path, device)
-    trained = TrainConfig(**{**meta["train_config"], "mode": "test"})
+    trained = TrainConfig(**{**meta["train_config"], "mode": "test", "cache_dir": cfg.cache_dir})  # this machine's
     data = meta["data"]
     splits, report = main_first(
         lambda: load_dataset(
@@ -613,8 +696,11 @@ def write_metrics(run_dir: Path, metrics: dict, merge: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
+        if cfg.push_to_hub:  # share a checkpoint on the Hugging Face Hub (training/share.py); trains nothing
+            console.print(push_checkpoint(cfg), soft_wrap=True, markup=False)
+            return 0
         started = time.perf_counter()
-        metrics = run(cfg)
+        metrics = run(cfg).metrics
         if cfg.mode == "demo" and int(os.environ.get("RANK", "0")) == 0:
             report_demo(cfg, metrics, time.perf_counter() - started)
     except UserError as e:

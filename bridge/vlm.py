@@ -61,6 +61,15 @@ class VLMConfig:
         return asdict(self)
 
 
+def check_visual_tokens(config: VLMConfig, encoder_tokens: int) -> None:
+    """The hidden-state bridge pools the encoder's tokens down to N: N cannot exceed them."""
+    if config.view == "hidden" and config.num_visual_tokens > encoder_tokens:
+        raise UserError(
+            f"num_visual_tokens={config.num_visual_tokens} is invalid for the {config.encoder} encoder's hidden "
+            f"states: it has {encoder_tokens} tokens (accepted: 1..{encoder_tokens})"
+        )
+
+
 class VisionLanguageModel(nn.Module):
     """Frozen encoder + trainable bridge + Qwen3 decoder whose top K blocks train."""
 
@@ -75,11 +84,7 @@ class VisionLanguageModel(nn.Module):
         self.config = config
         self.encoder = encoder
         self.decoder = decoder
-        if config.view == "hidden" and config.num_visual_tokens > encoder.num_tokens:
-            raise UserError(
-                f"num_visual_tokens={config.num_visual_tokens} is invalid for the {config.encoder} encoder's hidden "
-                f"states: it has {encoder.num_tokens} tokens (accepted: 1..{encoder.num_tokens})"
-            )
+        check_visual_tokens(config, encoder.num_tokens)
         in_dim = encoder.pooled_dim if config.view == "pooled" else encoder.hidden_dim
         # Visual tokens start at the scale of real token embeddings (see bridge/adapters.py).
         target_rms = decoder.model.embed_tokens.weight.detach().float().pow(2).mean().sqrt().item()

@@ -239,3 +239,24 @@ def test_omp_wait_policy_is_set_before_torch_is_imported(entry_point: str, user_
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+# ----------------------------------------------------------------------------------------------------- other forms
+
+
+def test_random_init_needs_the_config_and_tokenizer_not_the_weights(tmp_path: Path) -> None:
+    decoder = write_decoder(tmp_path / "decoder")
+    (decoder / "model.safetensors").unlink()  # random-init:SOURCE takes SOURCE's layout and tokenizer only
+    check_run(config(tmp_path, decoder=f"random-init:{decoder}", top_k=3))
+    with pytest.raises(UserError, match="top_k=4 is invalid; the decoder has 3 blocks"):
+        check_run(config(tmp_path, decoder=f"random-init:{decoder}", top_k=4))
+    (decoder / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match="no tokenizer.json in"):
+        check_run(config(tmp_path, decoder=f"random-init:{decoder}", top_k=3))
+
+
+def test_hub_checkpoints_are_checked_for_their_form_only(tmp_path: Path) -> None:
+    check_run(config(tmp_path, decoder="demo", init_from="hf:someone/stage1"))  # fetched when it is read
+    check_run(config(tmp_path, mode="test", checkpoint="hf:someone/captioner"))
+    with pytest.raises(UserError, match="--init-from 'hf:no-owner' is not a valid repo id; write it as hf:OWNER/NAME"):
+        check_run(config(tmp_path, decoder="demo", init_from="hf:no-owner"))

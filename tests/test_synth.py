@@ -19,6 +19,7 @@ from huggingface_hub import DatasetCard, HfApi
 from huggingface_hub import constants as hf_constants
 from PIL import Image
 
+import hub
 import synth.hub
 import train
 from data import generate_shapes, load_dataset, read_synthetic
@@ -574,7 +575,7 @@ def test_push_without_network_fails_in_one_line_and_keeps_the_data(small_dataset
     assert {p: p.read_bytes() for p in before} == before and (small_dataset / "README.md").is_file()
     # No token at all: said plainly.
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(synth.hub, "get_token", lambda: None)
+    monkeypatch.setattr(hub, "get_token", lambda: None)
     assert main(["--out", str(small_dataset), "--push-to-hub", "someone/synthetic-test"]) == 2
     assert "set HF_TOKEN" in capsys.readouterr().err
 

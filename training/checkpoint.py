@@ -10,6 +10,11 @@ The frozen parts are not saved: they are rebuilt from their sources (the hub's Q
 the sidecar names. Weights are safetensors (no pickle); the training state holds only tensors and plain Python
 values and is read back with `torch.load(weights_only=True)`.
 
+A checkpoint shared on the Hugging Face Hub (`python train.py --push-to-hub`, `training/share.py`) is a model repo
+holding `checkpoint.safetensors`, `checkpoint.json` and a model card; `hf:OWNER/NAME` names it wherever a checkpoint
+path is accepted (`--checkpoint`, `--init-from`, `load_trained`), and `local_checkpoint` downloads it into the hub
+cache and returns the local path of its weights.
+
 Every file is written to a temporary name in the same directory and then renamed (`os.replace` is atomic on POSIX):
 a crash mid-write leaves the previous checkpoint intact. Old checkpoints are deleted only after the new one is
 complete, and the sidecar is written last, so a checkpoint without its sidecar is never picked up.
@@ -28,6 +33,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from errors import UserError
+
+HUB_PREFIX = "hf:"  # --checkpoint hf:OWNER/NAME: a checkpoint pushed to the Hugging Face Hub
+HUB_WEIGHTS = "checkpoint.safetensors"  # the file names of a pushed checkpoint in its repo
+HUB_SIDECAR = "checkpoint.json"
+HUB_DECODER_DIR = "decoder"  # a small local decoder carried in the repo (the demo's), see training/share.py
 
 
 def checkpoint_stem(epoch: int, encoder: str, top_k: int) -> str:
@@ -99,9 +109,33 @@ def prune_checkpoints(directory: Path, keep: int, encoder: str, top_k: int) -> N
             weights.with_suffix(suffix).unlink(missing_ok=True)
 
 
+def is_hub_checkpoint(spec: str | Path) -> bool:
+    return str(spec).startswith(HUB_PREFIX)
+
+
+def local_checkpoint(spec: str | Path) -> Path:
+    """The local `.safetensors` path of a checkpoint: `spec` itself, or for `hf:OWNER/NAME` the pushed checkpoint's
+    weights in the hub cache (downloaded once; HF_TOKEN, HF_HOME and HF_HUB_OFFLINE are honoured)."""
+    if not is_hub_checkpoint(spec):
+        return Path(spec).expanduser()
+    import hub  # the hub client is imported only when a hub checkpoint is asked for
+
+    repo_id = str(spec)[len(HUB_PREFIX) :]
+    hub.check_repo_id(repo_id, label=f"checkpoint {str(spec)!r}", form=f"{HUB_PREFIX}OWNER/NAME")
+    snapshot = hub.download_repo(
+        repo_id, [HUB_WEIGHTS, HUB_SIDECAR, f"{HUB_DECODER_DIR}/*"], what=str(spec), instead=f"DIR/{HUB_WEIGHTS}"
+    )
+    weights = snapshot / HUB_WEIGHTS
+    if not (weights.is_file() and weights.with_suffix(".json").is_file()):
+        raise UserError(
+            f"{spec} has no {HUB_WEIGHTS} and {HUB_SIDECAR}: it is not a checkpoint pushed by train.py --push-to-hub"
+        )
+    return weights
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and sidecar of a checkpoint (`.safetensors` path)."""
-    path = Path(path)
+    """Weights and sidecar of a checkpoint (`.safetensors` path, or `hf:OWNER/NAME`)."""
+    path = local_checkpoint(path)
     sidecar = path.with_suffix(".json")
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")

@@ -37,6 +37,7 @@ class TrainConfig:
     view: str = "pooled"
     top_k: int = 3
     num_visual_tokens: int = 16
+    bridge_hidden_dim: int | None = None  # the bridge MLP's hidden width (None: the decoder's width)
     decoder: str = "Qwen/Qwen3-0.6B-Base"
     # data
     data: str = "flickr30k"
@@ -65,6 +66,7 @@ class TrainConfig:
     gallery_size: int = 100
     max_new_tokens: int = 32
     num_samples: int = 8
+    eval_every: int = 0  # also evaluate validation every N optimizer steps (0: only at the end of each epoch)
     # output
     output_dir: str = "../.data/models"
     cache_dir: str = "../.data/cache"
@@ -73,11 +75,17 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = False
     init_from: str | None = None
-    checkpoint: str = "latest"  # for --test: a .safetensors path or "latest"
+    checkpoint: str = "latest"  # for --test and --push-to-hub: a .safetensors path, hf:OWNER/NAME or "latest"
+    # sharing on the Hugging Face Hub (training/share.py): upload a checkpoint instead of training
+    push_to_hub: str | None = None  # OWNER/NAME of the model repo
+    public: bool = False  # create the repo public (default: private)
+    dry_run: bool = False  # only print what would be uploaded
+    hub_decoder: str | None = None  # the hub id of a decoder trained from a local copy (recorded instead of the path)
     # tracking
     wandb: str = "auto"
     wandb_project: str = "mlx8-w4-multimodal-transferlearning"
     wandb_entity: str | None = None
+    wandb_group: str | None = None  # W&B group (the experiment runner puts each grid's runs in one group)
     log_every: int = 1  # send the training metrics to W&B every N steps (metrics.jsonl gets every step)
 
     def __post_init__(self) -> None:
@@ -97,11 +105,11 @@ class TrainConfig:
         choice("wandb", WANDB_MODES)
         choice("precision", PRECISIONS)
         choice("device", DEVICES)
-        for key in ("top_k", "num_workers", "warmup_steps", "save_every", "max_target_tokens"):
+        for key in ("top_k", "num_workers", "warmup_steps", "save_every", "max_target_tokens", "eval_every"):
             at_least(key, 0)
         for key in ("num_visual_tokens", "epochs", "batch_size", "grad_accum", "gallery_size", "max_new_tokens"):
             at_least(key, 1)
-        for key in ("max_steps", "eval_images", "keep_checkpoints", "threads", "log_every"):
+        for key in ("max_steps", "eval_images", "keep_checkpoints", "threads", "log_every", "bridge_hidden_dim"):
             at_least(key, 1)
         for key in ("lr_adapter", "lr_qwen", "weight_decay", "grad_clip"):
             at_least(key, 0, "a number")
@@ -110,6 +118,14 @@ class TrainConfig:
                 f"max_bad_fraction={self.max_bad_fraction!r} is invalid; expected a number between 0 and 1 "
                 "(the share of images that may be missing or unreadable)"
             )
+        if self.push_to_hub is None:
+            for key in ("public", "dry_run", "hub_decoder"):
+                if getattr(self, key):
+                    raise UserError(
+                        f"--{key.replace('_', '-')} only applies to an upload; add --push-to-hub OWNER/NAME"
+                    )
+        elif self.mode == "test":
+            raise UserError("--push-to-hub uploads a checkpoint and trains or tests nothing; run --test separately")
         unknown_tasks = set(self.task_list) - {"caption", "qa"}
         if unknown_tasks or not self.task_list:
             raise UserError(f"tasks={self.tasks!r} is invalid; accepted: caption, qa, or caption,qa")
@@ -144,7 +160,9 @@ HELP = {
     "view": "encoder output the bridge reads: pooled (one embedding) or hidden (all last-layer tokens)",
     "top_k": "how many of the decoder's top blocks train; 0 keeps the language model frozen [env TOP_K]",
     "num_visual_tokens": "visual tokens the bridge prepends to the text",
-    "decoder": "Qwen3 checkpoint: a hub repo id or a local directory",
+    "bridge_hidden_dim": "hidden width of the bridge's MLP (default: the decoder's width)",
+    "decoder": "Qwen3 checkpoint: a hub repo id or a local directory; demo (random, tiny) or demo-pretrained (the "
+    "demo's text-pretrained LM, built offline on first use)",
     "data": "flickr30k (hub), hf:OWNER/REPO, a local directory (Karpathy json, CSV, results.csv), shapes, "
     "synthetic:PATH (made by `python -m synth`), or a comma-separated list of these, merged by image",
     "split": "random (80/10/10 by image, from the seed) or karpathy (29,000/1,014/1,000, when the data has it)",
@@ -171,6 +189,8 @@ HELP = {
     "gallery_size": "images per retrieval gallery (with all their captions)",
     "max_new_tokens": "longest generated caption or answer",
     "num_samples": "sample images shown with generated and reference captions",
+    "eval_every": "also evaluate on validation every N optimizer steps and when --max-steps stops the run, for learning "
+    "curves (0: at the end of each epoch only)",
     "output_dir": "where checkpoints go [env OUTPUT_DIR_MODELS]",
     "cache_dir": "where datasets and encoder features are cached",
     "run_name": "name of this run (default: from the encoder, top-K and time)",
@@ -178,10 +198,17 @@ HELP = {
     "keep_checkpoints": "how many of the newest checkpoints to keep",
     "resume": "continue the newest checkpoint of this encoder and top-K exactly where it stopped",
     "init_from": "start from another run's trained weights (e.g. stage 1 with --top-k 0, then stage 2)",
-    "checkpoint": "with --test: a .safetensors checkpoint, or 'latest'",
+    "checkpoint": "with --test or --push-to-hub: a .safetensors checkpoint, hf:OWNER/NAME (test), or 'latest'",
+    "push_to_hub": "upload a checkpoint (newest complete one of this encoder and K, or --checkpoint) with a model card "
+    "to this hub model repo, OWNER/NAME, and exit (trains nothing); token from HF_TOKEN",
+    "public": "with --push-to-hub: create the repo public (default: private)",
+    "dry_run": "with --push-to-hub: print what would be uploaded, without network",
+    "hub_decoder": "with --push-to-hub: the hub id of the decoder when it was trained from a local copy of it "
+    "(recorded instead of the local path)",
     "wandb": "Weights & Biases: auto (online with an API key, else offline), online, offline, disabled",
     "wandb_project": "W&B project [env WANDB_PROJECT]",
     "wandb_entity": "W&B entity (user or team) [env WANDB_ENTITY]",
+    "wandb_group": "W&B group of the run (python -m experiments puts each grid in one)",
     "log_every": "send the training metrics to W&B every N steps (metrics.jsonl in the run directory gets every step)",
 }
 

@@ -6,12 +6,14 @@ after all of that. `check_run(cfg)` looks at every argument that names something
 
 - the decoder: `config.json` readable, `--top-k` within its blocks, the weights files present (for a local
   directory), and a tokenizer that loads with a known end-of-text token. A hub id is resolved to its config and
-  tokenizer files only (from the Hugging Face cache, or a download of a few MB); its weights come later. `demo` and
-  `demo-pretrained` are built by the run itself from the data, so there is nothing to check yet;
+  tokenizer files only (from the Hugging Face cache, or a download of a few MB); its weights come later.
+  `random-init:SOURCE` needs SOURCE's config and tokenizer, not its weights. `demo` and `demo-pretrained` are built
+  by the run itself from the data, so there is nothing to check yet;
 - the encoder weights: 'default', 'none', a pretrained tag the library knows, or an existing file
   (`vision.encoders.check_weights`);
 - the data source's form: hf:OWNER/REPO, an existing folder or file, ... (`data.loading.check_source`);
-- `--init-from` and `--resume`: the checkpoint they name exists; with `--test`, the checkpoint to evaluate.
+- `--init-from` and `--resume`: the checkpoint they name exists; with `--test`, the checkpoint to evaluate. A
+  checkpoint on the hub (`hf:OWNER/NAME`) is checked for its form only; it is fetched when it is read.
 
 Each failure is a `UserError`: one line, exit status 2 from train.py. Value ranges (`--top-k -1`,
 `--max-bad-fraction 2`) are refused earlier still, when the configuration is built (`training/config.py`).
@@ -24,13 +26,15 @@ from pathlib import Path
 from data.loading import check_source
 from errors import UserError
 from tiny_decoder import Qwen3Config
-from training.checkpoint import latest_checkpoint
+from training.checkpoint import HUB_PREFIX, is_hub_checkpoint, latest_checkpoint
 from training.config import TrainConfig
+from training.pretrain import DEMO_PRETRAINED
 from vision.encoders import check_weights
 from weights_loader import load_tokenizer, resolve_checkpoint, safetensors_files
 
-# Decoders that the run builds itself from the training data (training/demo.py): nothing to check beforehand.
-BUILT_BY_THE_RUN = ("demo", "demo-pretrained")
+# Decoders that the run builds itself from the training data (training/demo.py, training/pretrain.py).
+BUILT_BY_THE_RUN = ("demo", DEMO_PRETRAINED)
+RANDOM_INIT = "random-init:"  # train.py's --decoder random-init:SOURCE: SOURCE's config and tokenizer, random weights
 
 
 def check_run(cfg: TrainConfig) -> None:
@@ -43,7 +47,7 @@ def check_run(cfg: TrainConfig) -> None:
     check_weights(cfg.encoder, cfg.encoder_weights)
     check_decoder(cfg.decoder, cfg.top_k)
     if cfg.init_from:
-        _check_checkpoint_file(Path(cfg.init_from).expanduser(), "--init-from")
+        _check_checkpoint(cfg.init_from, "--init-from")
     if cfg.resume:
         latest_checkpoint(output_dir, cfg.encoder, cfg.top_k)  # raises when there is nothing to resume
 
@@ -53,11 +57,13 @@ def check_decoder(source: str, top_k: int) -> None:
     files (for a directory), and a tokenizer with a known end-of-text token."""
     if source in BUILT_BY_THE_RUN:
         return
+    random_init = source.startswith(RANDOM_INIT)
+    source = source.removeprefix(RANDOM_INIT)
     path = resolve_checkpoint(source, need="tokenizer")  # a directory as is; a hub id: config and tokenizer only
     config = Qwen3Config.from_json_file(path / "config.json")
     if top_k > config.num_hidden_layers:
         raise UserError(f"top_k={top_k} is invalid; the decoder has {config.num_hidden_layers} blocks")
-    if Path(source).expanduser().is_dir():
+    if Path(source).expanduser().is_dir() and not random_init:
         safetensors_files(path)  # a hub id's weights are fetched when the decoder is loaded
     try:
         load_tokenizer(path)
@@ -75,10 +81,17 @@ def check_checkpoint(output_dir: Path, cfg: TrainConfig) -> None:
     if cfg.checkpoint == "latest":
         latest_checkpoint(output_dir, cfg.encoder, cfg.top_k)
     else:
-        _check_checkpoint_file(Path(cfg.checkpoint).expanduser(), "--checkpoint")
+        _check_checkpoint(cfg.checkpoint, "--checkpoint")
 
 
-def _check_checkpoint_file(path: Path, flag: str) -> None:
+def _check_checkpoint(spec: str, flag: str) -> None:
+    """A local checkpoint exists with its sidecar; a hub checkpoint (hf:OWNER/NAME) has a valid repo id."""
+    if is_hub_checkpoint(spec):
+        import hub  # the hub client, only when a hub checkpoint is named
+
+        hub.check_repo_id(spec.removeprefix(HUB_PREFIX), label=f"{flag} {spec!r}", form=f"{HUB_PREFIX}OWNER/NAME")
+        return
+    path = Path(spec).expanduser()
     if not path.is_file():
         raise UserError(f"{flag} {path}: no such checkpoint file (a .safetensors file written by train.py)")
     if not path.with_suffix(".json").is_file():

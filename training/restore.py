@@ -1,5 +1,8 @@
 """Rebuild a trained model from a checkpoint alone: `load_trained(path, device) -> (model, tokenizer, sidecar)`.
 
+`path` is a `.safetensors` file or `hf:OWNER/NAME`, a checkpoint pushed to the Hugging Face Hub with `python train.py
+--push-to-hub` (downloaded into the hub cache by `training.checkpoint.local_checkpoint`).
+
 A checkpoint holds only what trained (the bridge and the decoder's top K blocks); its `.json` sidecar names
 everything else (see `training/checkpoint.py`):
 
@@ -12,9 +15,14 @@ the VisionLanguageModel exactly as configured, and copy the trained weights in. 
 rebuilt is what the checkpoint was trained with (the decoder's config, the tokenizer's end-of-text id, every
 trained tensor's name and shape), and says which part differs when it is not, in one line.
 
-The offline demo saves its tiny decoder next to its checkpoints (`demo_decoder_seed{seed}/`). When a folder of
-checkpoints was moved or copied, the decoder's recorded absolute path no longer exists; a folder of the same name
-beside the checkpoint is then used instead.
+Where the frozen decoder comes from, first match wins:
+1. `decoder=DIR` (caption.py `--decoder DIR`): a local copy the user points at; its config must still match.
+2. A decoder carried with the checkpoint: a pushed repo holds a small local decoder (the demo's) in `decoder/`, and
+   the sidecar says so (`sidecar["decoder"]["bundled"]`).
+3. The recorded source: a hub id (fetched, or read from the hub cache) or a local directory. The offline demo saves
+   its tiny decoder next to its checkpoints (`demo_decoder_seed{seed}/`); when a folder of checkpoints was moved or
+   copied, the recorded absolute path no longer exists, and a folder of the same name beside the checkpoint is used.
+A local decoder or encoder-weights file that is not on this machine is one line naming it and how to point at a copy.
 """
 
 from __future__ import annotations
@@ -27,20 +35,49 @@ import torch
 
 from bridge import VisionLanguageModel, VLMConfig
 from errors import UserError
-from training.checkpoint import read_checkpoint
+from training.checkpoint import local_checkpoint, read_checkpoint
 from vision import build_encoder
 from weights_loader import TextTokenizer, load_qwen3, load_tokenizer, resolve_checkpoint
 
 SIDECAR_KEYS = ("model", "decoder", "tokenizer")
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+POINT_AT_A_COPY = "point at a local copy with caption.py --{flag} PATH, or load_trained(..., {arg}=PATH) in Python"
 
 
 def decoder_source(sidecar: dict[str, Any], checkpoint: Path) -> str:
-    """The decoder's hub id or directory; a moved demo decoder is looked for beside the checkpoint."""
+    """The decoder's hub id or directory: the one carried with a pushed checkpoint, else the recorded one (a moved
+    demo decoder is looked for beside the checkpoint)."""
+    bundled = sidecar["decoder"].get("bundled")
+    if bundled and (checkpoint.parent / bundled).is_dir():
+        return str(checkpoint.parent / bundled)
     source = str(sidecar["decoder"]["source"])
     recorded = Path(source)
     if recorded.is_absolute() and not recorded.exists() and (checkpoint.parent / recorded.name).is_dir():
         return str(checkpoint.parent / recorded.name)
     return source
+
+
+def is_local_path(source: str) -> bool:
+    """A directory or file path rather than a hub repo id or a library's weights tag (those never start so)."""
+    return source.startswith(("/", "~", "./", "../")) or Path(source).suffix in WEIGHT_FILE_SUFFIXES
+
+
+def check_local_sources(decoder: str, encoder_weights: str, checkpoint: Path) -> None:
+    """A local decoder directory or encoder weights file named in the sidecar but not on this machine: one line
+    naming it and how to point at a copy (a hub id that cannot be fetched says so where it is fetched)."""
+    if is_local_path(decoder) and not Path(decoder).expanduser().is_dir():
+        raise UserError(
+            f"the decoder {decoder} that {checkpoint.name} was trained with is not on this machine (a local folder "
+            f"where it was trained); {POINT_AT_A_COPY.format(flag='decoder', arg='decoder')}, or put the folder "
+            f"beside the checkpoint as {Path(decoder).name}/"
+        )
+    if encoder_weights not in ("none", "default") and is_local_path(encoder_weights):
+        if not Path(encoder_weights).expanduser().is_file():
+            raise UserError(
+                f"the encoder weights {encoder_weights} that {checkpoint.name} was trained with are not on this "
+                f"machine (a local file where it was trained); "
+                + POINT_AT_A_COPY.format(flag="encoder-weights", arg="encoder_weights")
+            )
 
 
 def read_sidecar(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -60,15 +97,28 @@ def read_sidecar(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def load_trained(
-    checkpoint: str | Path, device: torch.device | str = "cpu"
+    checkpoint: str | Path,
+    device: torch.device | str = "cpu",
+    *,
+    decoder: str | Path | None = None,
+    encoder_weights: str | Path | None = None,
 ) -> tuple[VisionLanguageModel, TextTokenizer, dict[str, Any]]:
-    """The trained model a checkpoint describes (in eval mode, on `device`), its tokenizer, and the sidecar."""
-    path = Path(checkpoint)
+    """The trained model a checkpoint describes (in eval mode, on `device`), its tokenizer, and the sidecar.
+
+    `checkpoint`: a `.safetensors` path or `hf:OWNER/NAME`. `decoder` / `encoder_weights`: local copies to use
+    instead of the frozen parts the sidecar names (a decoder that differs from the trained one is refused).
+
+        model, tokenizer, sidecar = load_trained("hf:OWNER/NAME")
+    """
+    path = local_checkpoint(checkpoint)
     weights, sidecar = read_sidecar(path)
-    source = decoder_source(sidecar, path)
+    source = str(decoder) if decoder is not None else decoder_source(sidecar, path)
+    if encoder_weights is not None:
+        sidecar["model"] = {**sidecar["model"], "encoder_weights": str(encoder_weights)}
+    check_local_sources(source, str(sidecar["model"].get("encoder_weights", "none")), path)
     decoder_dir = resolve_checkpoint(source)  # a directory, or the hub download (cached) of a repo id
-    decoder, tokenizer = load_qwen3(decoder_dir, device=device), load_tokenizer(decoder_dir)
-    if decoder.config.to_dict() != sidecar["decoder"]["config"]:
+    decoder_model, tokenizer = load_qwen3(decoder_dir, device=device), load_tokenizer(decoder_dir)
+    if decoder_model.config.to_dict() != sidecar["decoder"]["config"]:
         raise UserError(f"the decoder at {source} is not the one {path.name} was trained with (its config differs)")
     if tokenizer.eos_id != sidecar["tokenizer"].get("eos_id", tokenizer.eos_id):
         raise UserError(
@@ -79,6 +129,6 @@ def load_trained(
     except TypeError as e:  # an unknown or missing field
         raise UserError(f"the sidecar of {path.name} has an unexpected model section ({e})") from None
     encoder = build_encoder(config.encoder, config.encoder_weights)
-    model = VisionLanguageModel(config, encoder, decoder).to(device)
+    model = VisionLanguageModel(config, encoder, decoder_model).to(device)
     model.load_trainable_state_dict(weights)  # names and shapes must match the sidecar's model exactly
     return model.eval(), tokenizer, sidecar

@@ -134,6 +134,7 @@ class Tracker:
         project: str = DEFAULT_PROJECT,
         entity: str | None = None,
         run_name: str | None = None,
+        group: str | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -144,14 +145,16 @@ class Tracker:
         self._finished = False
         self._run = None
         if self.mode != "disabled":
-            self._run = self._start_wandb(dict(config), project, entity, run_name)
+            self._run = self._start_wandb(dict(config), project, entity, run_name, group)
 
-    def _start_wandb(self, config: dict[str, Any], project: str, entity: str | None, run_name: str | None) -> Any:
+    def _start_wandb(
+        self, config: dict[str, Any], project: str, entity: str | None, run_name: str | None, group: str | None
+    ) -> Any:
         # Imported here, not at the top: importing wandb takes about a second and starts nothing we need
         # in "disabled" mode.
         import wandb
 
-        kwargs = dict(project=project, entity=entity, name=run_name, config=config, dir=str(self.run_dir))
+        kwargs = dict(project=project, entity=entity, name=run_name, group=group, config=config, dir=str(self.run_dir))
         try:
             return wandb.init(mode=self.mode, **kwargs)
         except Exception as error:  # wandb raises many types (CommError, UsageError, timeouts ...)

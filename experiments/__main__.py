@@ -1,0 +1,135 @@
+"""python -m experiments: run the alignment experiments (see experiments/__init__.py and EXPERIMENTS.md).
+
+python -m experiments transfer                       # the transfer grid on the shapes set, 2 seeds, 2 at a time
+python -m experiments transfer views two-stage       # all three
+python -m experiments smoke --results-dir /tmp/r     # two short cells (what CI runs)
+python -m experiments transfer --decoder Qwen/Qwen3-0.6B-Base --encoder vit --data flickr30k --jobs 1
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: sleeping, not spinning, OpenMP threads
+
+from pathlib import Path  # noqa: E402
+
+from errors import OneLineArgumentParser, UserError  # noqa: E402
+from experiments.grids import ALL, GRIDS, GridOptions, build_grid  # noqa: E402
+from experiments.runner import Setup, cell_configs, demo_base, run_grid, write_figures, write_table  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(
+        prog="python -m experiments", description="Run grids of training configurations, several seeds each."
+    )
+    parser.add_argument("grids", nargs="*", default=["transfer"], metavar="GRID", help=f"{', '.join(GRIDS)}")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
+    parser.add_argument("--jobs", default="2", help="cells trained at the same time, one process each (default 2)")
+    parser.add_argument("--epochs", default=None, help="epochs per cell (default: the demo's 3)")
+    parser.add_argument("--k", default=None, help=f"transfer grid's K values (default 0,1,2,{ALL})")
+    parser.add_argument("--views", default=None, help="views grid's views (default pooled,hidden)")
+    parser.add_argument("--tokens", default=None, help="views grid's visual-token counts (demo: 1,4,9; real: 1,4,16)")
+    parser.add_argument("--stage1-epochs", default=None, help="two-stage grid: bridge-only epochs (default 1)")
+    parser.add_argument("--two-stage-k", default=None, help="two-stage grid: K of the second stage (default 2)")
+    parser.add_argument("--eval-every", default=None, help="validation every N steps for the curves (demo: 400)")
+    parser.add_argument("--results-dir", default=str(REPO / "experiments" / "results"), help="records, tables, PNGs")
+    parser.add_argument("--work-dir", default="../.data/experiments", help="checkpoints, run directories, logs")
+    parser.add_argument("--cache-dir", default="../.data/cache", help="datasets, features, the pretrained demo LM")
+    parser.add_argument("--wandb", default="auto", help="auto (online with an API key, else offline), disabled, ...")
+    parser.add_argument("--decoder", default=None, help="a real Qwen3 checkpoint (hub id or directory)")
+    parser.add_argument("--encoder", default=None, help="vit or clip (with --decoder/--data: a real run)")
+    parser.add_argument("--encoder-weights", default=None, help="encoder weights tag or file")
+    parser.add_argument("--data", default=None, help="flickr30k, a local directory, ... (as train.py's --data)")
+    return parser
+
+
+def integers(flag: str, text: str, low: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{flag} {text!r} is invalid; expected comma-separated integers >= {low}") from None
+    if not values or min(values) < low:
+        raise UserError(f"{flag} {text!r} is invalid; expected comma-separated integers >= {low}")
+    return values
+
+
+def setup_for(grid: str, args) -> tuple[Setup, GridOptions, int]:
+    """The grid's shared configuration, its options, and the decoder's depth (for K = all)."""
+    real = any(v is not None for v in (args.decoder, args.encoder, args.data, args.encoder_weights))
+    if real:  # the same grid on real weights and data: train.py's defaults (Qwen3-0.6B-Base, ViT-B/16, Flickr30k)
+        from tiny_decoder import Qwen3Config
+        from weights_loader import resolve_checkpoint
+
+        base = {k: v for k, v in (("encoder", args.encoder), ("encoder_weights", args.encoder_weights),
+                                  ("data", args.data)) if v is not None}  # fmt: skip
+        decoder = args.decoder or "Qwen/Qwen3-0.6B-Base"
+        depth = Qwen3Config.from_json_file(resolve_checkpoint(decoder) / "config.json").num_hidden_layers
+        pretrained, random, tokens, eval_every = decoder, "random-init:" + decoder, (1, 4, 16), 0
+    else:  # the offline demo's shapes set, tiny encoder and 3-block decoder
+        from training.demo import demo_config
+
+        base, depth = demo_base(), demo_config().num_hidden_layers
+        pretrained, random, tokens, eval_every = "demo-pretrained", "demo", (1, 4, 9), 400
+    if args.eval_every is not None:
+        eval_every = integers("--eval-every", args.eval_every, 0)[0]
+    base |= {"cache_dir": args.cache_dir, "wandb": args.wandb, "eval_every": eval_every}
+    options = GridOptions(
+        k=tuple(v.strip() for v in args.k.split(",")) if args.k else GridOptions.k,
+        views=tuple(v.strip() for v in args.views.split(",")) if args.views else GridOptions.views,
+        tokens=integers("--tokens", args.tokens, 1) if args.tokens else tokens,
+        epochs=integers("--epochs", args.epochs, 1)[0] if args.epochs else base.get("epochs", GridOptions.epochs),
+        stage1_epochs=integers("--stage1-epochs", args.stage1_epochs, 1)[0] if args.stage1_epochs else 1,
+        two_stage_k=args.two_stage_k or GridOptions.two_stage_k,
+    )
+    for view in options.views:
+        if view not in ("pooled", "hidden"):
+            raise UserError(f"--views value {view!r} is invalid; accepted: pooled, hidden")
+    command = "python -m experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    setup = Setup(grid, base, pretrained, random, Path(args.results_dir), Path(args.work_dir).expanduser(), command)
+    return setup, options, depth
+
+
+def check_cells(setup: Setup, cells, seed: int) -> None:
+    """Every cell's configuration is valid (TrainConfig checks each value), before anything trains."""
+    from bridge.vlm import VLMConfig, check_visual_tokens
+
+    configs = [config for cell in cells for config in cell_configs(setup, cell, seed)]
+    if setup.base.get("encoder_weights") == "none":  # a random encoder is built in a moment: check its token count
+        from vision import build_encoder
+
+        tokens = build_encoder(setup.base["encoder"], "none").num_tokens
+        for c in configs:
+            check_visual_tokens(VLMConfig(c.encoder, c.encoder_weights, c.view, c.num_visual_tokens), tokens)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        seeds = integers("--seeds", args.seeds, 0)
+        jobs = integers("--jobs", args.jobs, 1)[0]
+        plans = []
+        for grid in args.grids:  # every grid and value is checked before anything trains
+            setup, options, depth = setup_for(grid, args)
+            cells = build_grid(grid, options, depth)
+            check_cells(setup, cells, seeds[0])
+            plans.append((setup, cells))
+        for setup, cells in plans:
+            records = run_grid(setup, cells, seeds, jobs=jobs)
+            print(f"{setup.grid}: {write_table(setup, records)}")
+            for path in write_figures(setup, records):
+                print(f"{setup.grid}: {path}")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

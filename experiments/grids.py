@@ -1,0 +1,113 @@
+"""The experiment grids: which training configurations to compare, as plain data.
+
+A *grid* is a list of *cells*; a cell is one configuration, trained once per seed. Most cells are one training run; a
+two-stage cell is two runs, the second starting from the first's checkpoint (`--init-from`). A cell changes only a few
+settings of the base configuration (the offline demo's, or a real run's when `--decoder/--encoder/--data` are given).
+
+    transfer   a frozen text-pretrained LM (K = 0) and its top K blocks trained (K = 1, 2, all), against the same
+               architecture with random weights at the same K and the same number of steps: what pretraining buys.
+    views      what the bridge reads: one pooled embedding or the encoder's hidden states, and how many visual tokens.
+    two-stage  LLaVA's recipe (the bridge alone, then the top K blocks too) against top K from the start, at equal
+               total epochs.
+    smoke      two short cells, for CI and for trying the runner.
+
+"all" in K means every block of the decoder (3 for the demo's, 28 for Qwen3-0.6B).
+
+References: Tsimpoukelli et al. 2021, Frozen (https://arxiv.org/abs/2106.13884): a frozen LM + a trained vision
+prefix; Liu et al. 2023, LLaVA (https://arxiv.org/abs/2304.08485): stage 1 trains the projector, stage 2 more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from errors import UserError
+
+PRETRAINED, RANDOM = "pretrained", "random"  # the two language models of the transfer grid
+ALL = "all"  # K = every block of the decoder
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of a grid: a name, and the settings of each of its training stages (usually one)."""
+
+    name: str
+    stages: tuple[dict[str, Any], ...]  # overrides of the base TrainConfig; "lm" picks pretrained or random
+    labels: dict[str, Any] = field(default_factory=dict)  # what the tables and figures group by (lm, K, view, ...)
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """The values a grid is built from; each can be changed on the command line (`--k 0,2`, `--tokens 1,4`)."""
+
+    k: tuple[str, ...] = ("0", "1", "2", ALL)
+    views: tuple[str, ...] = ("pooled", "hidden")
+    tokens: tuple[int, ...] = (1, 4, 16)
+    epochs: int = 3
+    stage1_epochs: int = 1  # two-stage: epochs of the bridge-only stage (the rest of --epochs trains the top K too)
+    two_stage_k: str = "2"
+
+
+def _k_value(k: str, depth: int) -> int:
+    if k == ALL:
+        return depth
+    try:
+        value = int(k)
+    except ValueError:
+        raise UserError(f"--k value {k!r} is invalid; accepted: integers 0..{depth} or 'all'") from None
+    if not 0 <= value <= depth:
+        raise UserError(f"--k value {value} is invalid: the decoder has {depth} blocks (accepted: 0..{depth} or 'all')")
+    return value
+
+
+def transfer(options: GridOptions, depth: int) -> list[Cell]:
+    cells = []
+    for lm in (PRETRAINED, RANDOM):
+        for k in options.k:
+            top_k = _k_value(k, depth)
+            stage = {"lm": lm, "top_k": top_k, "epochs": options.epochs}
+            cells.append(Cell(f"{lm}-k{k}", (stage,), {"lm": lm, "K": top_k, "k_label": k}))
+    return cells
+
+
+def views(options: GridOptions, depth: int) -> list[Cell]:
+    """Pooled vs hidden states, and the number of visual tokens, on the frozen pretrained LM (K = 0)."""
+    cells = []
+    for view in options.views:
+        for n in options.tokens:
+            stage = {"lm": PRETRAINED, "top_k": 0, "view": view, "num_visual_tokens": n, "epochs": options.epochs}
+            cells.append(Cell(f"{view}-n{n}", (stage,), {"view": view, "tokens": n}))
+    return cells
+
+
+def two_stage(options: GridOptions, depth: int) -> list[Cell]:
+    top_k = _k_value(options.two_stage_k, depth)
+    if not 1 <= options.stage1_epochs < options.epochs:
+        raise UserError(
+            f"--stage1-epochs {options.stage1_epochs} is invalid with --epochs {options.epochs}; "
+            f"accepted: 1..{options.epochs - 1} (stage 2 needs at least one epoch)"
+        )
+    stage1 = {"lm": PRETRAINED, "top_k": 0, "epochs": options.stage1_epochs}
+    stage2 = {"lm": PRETRAINED, "top_k": top_k, "epochs": options.epochs - options.stage1_epochs, "init_from": "stage1"}
+    one_stage = {"lm": PRETRAINED, "top_k": top_k, "epochs": options.epochs}
+    return [
+        Cell(f"one-stage-k{top_k}", (one_stage,), {"recipe": f"top-{top_k} from the start", "K": top_k}),
+        Cell(f"two-stage-k{top_k}", (stage1, stage2), {"recipe": f"bridge first, then top-{top_k}", "K": top_k}),
+    ]
+
+
+def smoke(options: GridOptions, depth: int) -> list[Cell]:
+    """Two tiny cells (the frozen pretrained LM and the random one, K = 0), a few steps each: for CI."""
+    short = {"top_k": 0, "epochs": 1, "max_steps": 4, "eval_every": 2, "eval_images": 10, "gallery_size": 5}
+    return [Cell(f"{lm}-k0", ({"lm": lm, **short},), {"lm": lm, "K": 0, "k_label": "0"}) for lm in (PRETRAINED, RANDOM)]
+
+
+GRIDS = {"transfer": transfer, "views": views, "two-stage": two_stage, "smoke": smoke}
+
+
+def build_grid(name: str, options: GridOptions, depth: int) -> list[Cell]:
+    """The cells of grid `name` (a one-line error for an unknown name or value)."""
+    if name not in GRIDS:
+        raise UserError(f"grid {name!r} is unknown; accepted: {', '.join(GRIDS)}")
+    return GRIDS[name](options, depth)

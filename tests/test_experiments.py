@@ -1,0 +1,147 @@
+"""Transfer learning, offline: the demo's text-pretrained LM, a frozen LM that only the bridge steers, and the
+experiment runner (python -m experiments)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+import train
+import training.pretrain as pretrain
+from data import load_dataset
+from training.checkpoint import latest_checkpoint, read_checkpoint
+from training.config import load_config
+from weights_loader import load_qwen3, load_tokenizer
+
+# One epoch instead of the demo's default: enough to show what the tests check, in seconds rather than a minute.
+QUICK = pretrain.PretrainSettings(epochs=1)
+
+
+@pytest.fixture()
+def quick_pretraining(monkeypatch):
+    monkeypatch.setattr(pretrain, "DEFAULT_SETTINGS", QUICK)
+
+
+def test_pretrained_lm_loads_like_a_checkpoint_and_predicts_held_out_text(trained_demo, tmp_path):
+    splits, _ = load_dataset("shapes", cache_dir=trained_demo[1], split="random", seed=0)
+    messages = []
+    directory = pretrain.pretrained_demo_lm(splits.train, splits.val, tmp_path, seed=0, settings=QUICK,
+                                            log=messages.append)  # fmt: skip
+    model, tokenizer = load_qwen3(directory), load_tokenizer(directory)  # the hub's layout, read the usual way
+    documents = pretrain.encode_documents(splits.val, tokenizer, pretrain.np.random.default_rng(7))
+    trained = pretrain.text_perplexity(model, documents, tokenizer.pad_id)
+    torch.manual_seed(0)
+    random_lm = type(model)(model.config)  # same architecture, random weights
+    untrained = pretrain.text_perplexity(random_lm, documents, tokenizer.pad_id)
+    assert trained < 3.0 and untrained > 100 * trained, (trained, untrained)  # it learned the captions' language
+    info = json.loads((directory / pretrain.INFO_FILE).read_text())
+    assert info["val_perplexity"] < 3.0 and info["random_init_val_perplexity"] > 100
+
+    # Cached by content: the same call reuses it; another seed is another model.
+    assert pretrain.pretrained_demo_lm(splits.train, splits.val, tmp_path, seed=0, settings=QUICK,
+                                       log=messages.append) == directory  # fmt: skip
+    assert messages[-1].startswith("reusing the pretrained demo LM")
+    assert pretrain.cache_key(splits.train, QUICK, 1) != pretrain.cache_key(splits.train, QUICK, 0)
+    assert pretrain.cache_key(splits.train[:-1], QUICK, 0) != pretrain.cache_key(splits.train, QUICK, 0)
+
+
+def test_documents_hold_every_caption_and_answer_in_the_training_format(trained_demo):
+    splits, _ = load_dataset("shapes", cache_dir=trained_demo[1], split="random", seed=0)
+    record = splits.train[0]
+    tokenizer = load_tokenizer(trained_demo[2].parent / "demo_decoder_seed0")
+    (document,) = pretrain.encode_documents([record], tokenizer, pretrain.np.random.default_rng(0))
+    text = tokenizer.decode(document, skip_special_tokens=False)
+    items = text.split("<|endoftext|>")[:-1]
+    assert sorted(items) == sorted(p + t for p, t in pretrain.document_items(record))
+    assert any(i.startswith("Caption: ") for i in items) and any(i.startswith("Question: ") for i in items)
+
+
+def test_frozen_pretrained_lm_with_top_k_0_trains_the_bridge_only(trained_demo, tmp_path, monkeypatch,
+                                                                   quick_pretraining):  # fmt: skip
+    built = {}
+    build_model = train.build_model
+
+    def remember(cfg, decoder, device):
+        built["model"] = build_model(cfg, decoder, device)
+        built["before"] = {k: v.clone() for k, v in built["model"].decoder.state_dict().items()}
+        built["bridge"] = {k: v.clone() for k, v in built["model"].bridge.state_dict().items()}
+        return built["model"]
+
+    monkeypatch.setattr(train, "build_model", remember)
+    argv = ["--demo", "--decoder", "demo-pretrained", "--top-k", "0", "--max-steps", "5", "--wandb", "disabled"]
+    argv += ["--output-dir", str(tmp_path), "--cache-dir", str(trained_demo[1])]
+    with contextlib.redirect_stderr(io.StringIO()):
+        train.run(load_config(argv, env={}))
+    after = built["model"].decoder.state_dict()
+    assert all(torch.equal(built["before"][k], after[k]) for k in after)  # bit-identical: the LM stayed frozen
+    assert any(not torch.equal(built["bridge"][k], v) for k, v in built["model"].bridge.state_dict().items())
+    weights, meta = read_checkpoint(latest_checkpoint(tmp_path, "tiny", 0))
+    assert all(k.startswith("bridge.") for k in weights)
+    assert "demo-lm" in meta["decoder"]["source"]  # the sidecar names the pretrained LM, so --test can rebuild it
+
+
+def run_experiments(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *argv], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["nosuch"], "error: grid 'nosuch' is unknown; accepted: transfer, views, two-stage, smoke"),
+        (
+            ["transfer", "--k", "0,5"],
+            "error: --k value 5 is invalid: the decoder has 3 blocks (accepted: 0..3 or 'all')",
+        ),
+        (["transfer", "--k", "two"], "error: --k value 'two' is invalid; accepted: integers 0..3 or 'all'"),
+        (["views", "--views", "pooled,patches"], "error: --views value 'patches' is invalid; accepted: pooled, hidden"),
+        (["views", "--tokens", "4,16"], "error: num_visual_tokens=16 is invalid for the tiny encoder's hidden states"),
+        (["--seeds", "a"], "error: --seeds 'a' is invalid; expected comma-separated integers >= 0"),
+        (["two-stage", "--epochs", "1"], "error: --stage1-epochs 1 is invalid with --epochs 1; accepted: 1..0"),
+    ],
+)
+def test_bad_grid_names_and_values_are_one_line_and_exit_2(argv, expected, tmp_path):
+    result = run_experiments(*argv, "--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(expected), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()  # nothing trained
+
+
+def test_smoke_grid_writes_records_table_and_figures_and_a_rerun_skips_them(trained_demo, tmp_path,
+                                                                             quick_pretraining):  # fmt: skip
+    from experiments.__main__ import main
+
+    argv = ["smoke", "--seeds", "0", "--jobs", "1", "--wandb", "disabled", "--cache-dir", str(trained_demo[1])]
+    argv += ["--results-dir", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work")]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    grid = tmp_path / "results" / "smoke"
+    records = {p.name: json.loads(p.read_text()) for p in (grid / "cells").glob("*.json")}
+    assert sorted(records) == ["pretrained-k0-seed0.json", "random-k0-seed0.json"]
+    for record in records.values():
+        assert record["configs"][0]["top_k"] == 0 and record["seed"] == 0 and record["trainable_parameters"] > 0
+        assert {"cider_d", "qa_exact_match", "i2t_recall@1"} <= set(record["metrics"])
+        assert "cider_d" in record["shuffled"] and record["history"][-1]["step"] == 4
+    assert records["pretrained-k0-seed0.json"]["configs"][0]["decoder"] == "demo-pretrained"
+    assert records["random-k0-seed0.json"]["configs"][0]["decoder"] == "demo"
+    table = (grid / "table.md").read_text()
+    assert "| pretrained-k0 | 1 |" in table and "| random-k0 | 1 |" in table
+    for figure in ("metrics_vs_k.png", "curves.png"):
+        assert (grid / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    stamps = {name: (grid / "cells" / name).stat().st_mtime_ns for name in records}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    assert "2 of 2 cells already finished; skipping them" in printed.getvalue()
+    assert {name: (grid / "cells" / name).stat().st_mtime_ns for name in records} == stamps
