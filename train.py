@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from bridge import VisionLanguageModel, VLMConfig
 from data import Splits, VLMCollator, batch_order, load_dataset, make_samples
 from errors import UserError
+from metrics.captioning import require_java
 from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
 from training.checkpoint import (
     checkpoint_stem,
@@ -56,6 +57,7 @@ from training.distributed import Distributed, setup_distributed, teardown_distri
 from training.evaluate import evaluate
 from training.preflight import check_run
 from training.pretrain import DEMO_PRETRAINED, pretrained_demo_lm
+from training.protocol import VAL_IMAGES_PER_EPOCH, evaluation_config, protocol
 from training.restore import load_trained
 from training.share import push_checkpoint
 from training.tracking import Tracker
@@ -335,6 +337,8 @@ def run(cfg: TrainConfig) -> RunResult:
 
 def _run(cfg: TrainConfig) -> RunResult:
     check_run(cfg)  # seconds: a bad decoder, encoder weights or data source fails before any download or extraction
+    if cfg.ptb:  # before any slow work: data, models, training
+        require_java()
     device, autocast = resolve_device(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -350,6 +354,8 @@ def _run(cfg: TrainConfig) -> RunResult:
         load_init_weights(model, cfg.init_from)
         log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {cfg.init_from}")
     log("what trains:\n" + model.summary())
+    val_protocol = protocol(cfg, f"{cfg.split} validation", data.val_records, 2 * cfg.batch_size)
+    log(val_protocol.describe())
     train_features, val_features = main_first(
         lambda: (
             image_features(cfg, model, data.splits.train, device),
@@ -399,6 +405,7 @@ def _run(cfg: TrainConfig) -> RunResult:
             model, data.val_records, val_features, tokenizer, tasks=data.tasks, batch_size=2 * cfg.batch_size,
             max_target_tokens=cfg.max_target_tokens, max_new_tokens=cfg.max_new_tokens,
             gallery_size=cfg.gallery_size, num_samples=cfg.num_samples, shuffled_control=shuffled_control,
+            beams=cfg.beams, length_penalty=cfg.length_penalty, use_ptb=cfg.ptb,
             device=device, autocast=autocast, seed=cfg.seed, clip_reference=clip_reference, dist=DIST,
         )  # fmt: skip
         history.append({"step": at.step, "epoch": at.epoch - 1 + at.batch / batches_per_epoch, **result.metrics})
@@ -427,7 +434,7 @@ def _run(cfg: TrainConfig) -> RunResult:
             # With --eval-every, a run that --max-steps stops early is evaluated too: its curve gets a last point.
             if (complete or (stopped and cfg.eval_every)) and data.val_records:
                 last_eval = validate(shuffled_control=at.epoch == cfg.epochs or stopped)
-                all_metrics[f"epoch_{at.epoch}/val"] = last_eval
+                all_metrics[f"epoch_{at.epoch}/val"] = {**last_eval, "protocol": val_protocol.to_dict()}
                 log(format_metrics(f"epoch {at.epoch} validation", last_eval), "green")
             checkpoint(complete, last_eval if complete else {})
             if stopped:
@@ -471,7 +478,9 @@ def load_data(cfg: TrainConfig) -> Data:
         if not tasks:
             raise UserError(f"tasks=qa but {cfg.data} has no questions")
         log(f"{cfg.data} has no questions: training on captions only", "yellow")
-    val_records = splits.val[: cfg.eval_images] if cfg.eval_images else splits.val
+    # Each epoch validates on a fixed subset (training/protocol.py: at most a quarter of a training epoch's cost);
+    # the full protocol is --test's.
+    val_records = splits.val[: cfg.eval_images or VAL_IMAGES_PER_EPOCH]
     return Data(splits, tasks, val_records)
 
 
@@ -614,6 +623,10 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
     log(f"testing {path}")
     model, tokenizer, meta = load_trained(path, device)
     trained = TrainConfig(**{**meta["train_config"], "mode": "test", "cache_dir": cfg.cache_dir})  # this machine's
+    # The checkpoint's settings, with the evaluation flags typed on this command line (training/protocol.py).
+    trained = evaluation_config(cfg, trained)
+    if trained.ptb:  # a checkpoint trained with --ptb, on a machine without Java: say so before the slow work
+        require_java()
     data = meta["data"]
     splits, report = main_first(
         lambda: load_dataset(
@@ -625,21 +638,21 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
         )
     )
     log(report.summary())
-    records = (
-        splits.test[: cfg.eval_images or trained.eval_images]
-        if (cfg.eval_images or trained.eval_images)
-        else splits.test
-    )
+    records = splits.test[: trained.eval_images] if trained.eval_images else splits.test
+    test_protocol = protocol(trained, f"{data['split']} test", records, 2 * trained.batch_size)
+    log(test_protocol.describe())
     features = image_features(trained, model, records, device)
     result = evaluate(
         model, records, features, tokenizer, tasks=data["tasks"], batch_size=2 * trained.batch_size,
         max_target_tokens=trained.max_target_tokens, max_new_tokens=trained.max_new_tokens,
-        gallery_size=trained.gallery_size, num_samples=trained.num_samples, device=device, autocast=autocast,
+        gallery_size=trained.gallery_size, num_samples=trained.num_samples, beams=trained.beams,
+        length_penalty=trained.length_penalty, use_ptb=trained.ptb, device=device, autocast=autocast,
         seed=trained.seed, clip_reference=clip_zero_shot_inputs(trained, model, records, device), dist=DIST,
     )  # fmt: skip
     run_dir = Path(meta.get("run_dir") or output_dir / "runs" / f"test_{path.stem}")
     if DIST.is_main:
-        write_metrics(run_dir, {f"test/{path.stem}": result.metrics}, merge=True)
+        results = {**result.metrics, "protocol": test_protocol.to_dict()}
+        write_metrics(run_dir, {f"test/{path.stem}": results}, merge=True)
         log(format_metrics(f"test split ({len(records)} images)", result.metrics), "green")
         print_samples(result.samples)
     return result.metrics

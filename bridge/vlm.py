@@ -32,6 +32,7 @@ from torch import nn
 from errors import UserError
 from tiny_decoder import Qwen3ForCausalLM
 from tiny_decoder.model import linear_cross_entropy, target_log_probs
+from tiny_decoder.shared_prefix import continuation_hidden_states
 
 from .adapters import build_bridge
 
@@ -259,6 +260,8 @@ class VisionLanguageModel(nn.Module):
     def _mean_log_probs(self, hidden: torch.Tensor, keep: torch.Tensor, next_tokens: torch.Tensor) -> torch.Tensor:
         """Mean log-probability per row of next_tokens[keep], predicted from hidden [B, T, d]: [B]."""
         head = self.decoder.lm_head.weight  # [vocab, d]
+        if torch.is_autocast_enabled(head.device.type):  # cast the 151,936-row head once, not once per chunk
+            head = head.to(torch.get_autocast_dtype(head.device.type))
         token_logp = target_log_probs(hidden[keep], head, next_tokens[keep], self.loss_chunk_size)  # [M]
         rows = keep.nonzero()[:, 0]  # which sample each kept position belongs to
         total = torch.zeros(len(hidden), device=token_logp.device).index_add_(0, rows, token_logp)
@@ -271,30 +274,42 @@ class VisionLanguageModel(nn.Module):
         prefix_len: int,
         pixel_values: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        copy_prefix: bool = False,
     ) -> torch.Tensor:
         """`sequence_log_likelihood` of each of B texts given each of I images, [I, B], each image's start run once.
 
         The first `prefix_len` tokens (the prompt, unlabelled) must be the same in every row. Each image's visual
-        tokens and the prompt run through the decoder once (all I images in one batch); their keys and values are then
-        copied to the B rows of that image in the KV cache, and the texts run once per image, all I x B pairs in one
-        forward pass. Retrieval scores every caption against every image of a gallery this way: with Qwen3's 16
-        visual tokens and a 2-token prompt, that is 18 fewer positions per (image, caption) pair, and on a GPU a few
-        images' worth of pairs per pass keep it busy where one image's captions would not.
+        tokens and the prompt run through the decoder once (all I images in one batch), into a KV cache of I rows;
+        the texts then run once per image, all I x B pairs in one forward pass, each attending to its image's cached
+        prefix where it lies (`tiny_decoder/shared_prefix.py`: no per-pair copy of the prefix's keys and values).
+        Retrieval scores every caption against every image of a gallery this way: with Qwen3's 16 visual tokens and
+        a 2-token prompt, that is 18 fewer positions per (image, caption) pair, and on a GPU a few images' worth of
+        pairs per pass keep it busy where one image's captions would not.
+
+        `copy_prefix=True` is the earlier way, kept for the benchmark (`bench/retrieval.py`) and as a reference:
+        the prefix's keys and values are copied into I x B rows of a plain KV cache, and the texts run after them.
         """
         B, T = input_ids.shape
         if (labels[:, :prefix_len] != -100).any() or (input_ids[:, :prefix_len] != input_ids[:1, :prefix_len]).any():
             raise ValueError("the first prefix_len tokens must be the same unlabelled prompt in every row")
         I = len(features if features is not None else pixel_values)  # noqa: E741 (I images, as in the docstring)
         prefix = self._inputs(input_ids[:1, :prefix_len].expand(I, -1), pixel_values, features)  # [I, N + P, d]
-        cache = self.decoder.new_kv_cache(I, prefix.shape[1] + T - prefix_len)
+        S = T - prefix_len - 1  # text positions that predict a next token (the text's last token predicts nothing)
+        cache = self.decoder.new_kv_cache(I, prefix.shape[1] + (S if copy_prefix else 0))
         last = self.decoder.hidden_states(inputs_embeds=prefix, kv_cache=cache)[:, -1:]  # [I, 1, d]
-        image_of_row = torch.arange(I, device=last.device).repeat_interleave(B)  # [I*B]: row i*B + b pairs i, b
-        cache.reorder(image_of_row)  # every row gets its image's prefix
-        hidden = last[image_of_row]  # [I*B, 1, d]: the prompt's last position predicts the first text token
-        if T - prefix_len > 1:  # the text's last token predicts nothing, so it is not run
-            text = self.decoder.model.embed_tokens(input_ids[:, prefix_len:-1]).repeat(I, 1, 1)  # [I*B, T - P - 1, d]
-            hidden = torch.cat([hidden, self.decoder.hidden_states(inputs_embeds=text, kv_cache=cache)], dim=1)
-        next_tokens = labels[:, prefix_len:].repeat(I, 1)  # [I*B, T - P]: hidden position t predicts text token t
+        # The prompt's last position predicts the first text token; row i*B + b pairs image i with text b.
+        hidden = last[:, None].expand(I, B, 1, last.shape[-1])  # [I, B, 1, d]
+        if S > 0:
+            text = self.decoder.model.embed_tokens(input_ids[:, prefix_len:-1])  # [B, S, d]
+            if copy_prefix:
+                cache.reorder(torch.arange(I, device=last.device).repeat_interleave(B))  # I*B copies of prefixes
+                text_hidden = self.decoder.hidden_states(inputs_embeds=text.repeat(I, 1, 1), kv_cache=cache)
+                text_hidden = text_hidden.view(I, B, S, -1)
+            else:
+                text_hidden = continuation_hidden_states(self.decoder, cache, text.expand(I, B, S, text.shape[-1]))
+            hidden = torch.cat([hidden, text_hidden], dim=2)  # [I, B, 1 + S, d]
+        hidden = hidden.reshape(I * B, T - prefix_len, -1)  # [I*B, T - P, d]: position t predicts text token t
+        next_tokens = labels[:, prefix_len:].repeat(I, 1)  # [I*B, T - P]
         return self._mean_log_probs(hidden, next_tokens != -100, next_tokens).view(I, B)  # [I, B]
 
     # ------------------------------------------------------------------ generation

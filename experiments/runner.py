@@ -258,32 +258,27 @@ def write_table(setup: Setup, records: Sequence[dict]) -> Path:
 PLOTS = {"transfer": ("K", "lm"), "smoke": ("K", "lm"), "views": ("tokens", "view"), "two-stage": ("recipe", None)}
 
 
-def write_figures(setup: Setup, records: Sequence[dict]) -> list[Path]:
-    """Held-out metrics against the grid's x axis (with the shuffled-image control dashed), and learning curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
+def plot_metrics(records: Sequence[dict], grid: str):
+    """Held-out CIDEr-D and QA exact match against the grid's x axis, mean ± sd over seeds, with the shuffled-image
+    control dashed: a matplotlib Figure."""
     import matplotlib.pyplot as plt
 
-    x_key, series_key = PLOTS.get(setup.grid, ("K", None))
-    out = setup.results_dir / setup.grid
-    paths = []
-    cells = by_cell(records)
-
+    x_key, series_key = PLOTS.get(grid, ("K", None))
     fig, axes = plt.subplots(1, len(FIGURE_METRICS), figsize=(5 * len(FIGURE_METRICS), 3.6))
+    groups: dict[str, list[tuple[Any, list[dict]]]] = {}
+    for rows in by_cell(records).values():
+        series = str(rows[0]["labels"].get(series_key, "")) if series_key else ""
+        groups.setdefault(series, []).append((rows[0]["labels"][x_key], rows))
+    categorical = any(isinstance(x, str) for points in groups.values() for x, _ in points)
     for ax, (key, title) in zip(axes, FIGURE_METRICS, strict=True):
-        groups: dict[str, list[tuple[Any, list[dict]]]] = {}
-        for rows in cells.values():
-            groups.setdefault(str(rows[0]["labels"].get(series_key, "")), []).append((rows[0]["labels"][x_key], rows))
-        categorical = any(isinstance(x, str) for g in groups.values() for x, _ in g)
         for k, (series, points) in enumerate(sorted(groups.items())):
             xs = [x for x, _ in points]
             positions = list(range(len(xs))) if categorical else xs
+            shift = 0.08 * (k - (len(groups) - 1) / 2) if categorical else 0.0
             for metric, style in ((key, "-o"), (f"shuffled/{key}", ":x")):
                 stats = [mean_sd([v for r in rows if (v := value(r, metric)) is not None] or [float("nan")])
                          for _, rows in points]  # fmt: skip
                 label = (series or title) + (" (images shuffled)" if metric.startswith("shuffled/") else "")
-                shift = 0.08 * (k - (len(groups) - 1) / 2) if categorical else 0.0
                 ax.errorbar([p + shift for p in positions], [m for m, _ in stats], yerr=[s for _, s in stats],
                             fmt=style, color=f"C{k}", capsize=3, label=label)  # fmt: skip
             if categorical:
@@ -293,14 +288,16 @@ def write_figures(setup: Setup, records: Sequence[dict]) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    path = out / f"metrics_vs_{x_key.lower()}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
+    return fig
+
+
+def plot_curves(records: Sequence[dict]):
+    """Validation CIDEr-D and QA exact match against the optimizer step, mean over seeds: a matplotlib Figure."""
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(FIGURE_METRICS), figsize=(5 * len(FIGURE_METRICS), 3.6))
     for ax, (key, title) in zip(axes, FIGURE_METRICS, strict=True):
-        for k, (name, rows) in enumerate(cells.items()):
+        for k, (name, rows) in enumerate(by_cell(records).items()):
             steps = sorted({p["step"] for r in rows for p in r["history"] if key in p})
             means = [statistics.fmean([p[key] for r in rows for p in r["history"] if p["step"] == s and key in p])
                      for s in steps]  # fmt: skip
@@ -310,10 +307,21 @@ def write_figures(setup: Setup, records: Sequence[dict]) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
+    return fig
+
+
+def write_figures(setup: Setup, records: Sequence[dict]) -> list[Path]:
+    """results/<grid>/metrics_vs_<x>.png and curves.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    out = setup.results_dir / setup.grid
+    paths = [out / f"metrics_vs_{PLOTS.get(setup.grid, ('K',))[0].lower()}.png", out / "curves.png"]
+    for path, fig in zip(paths, (plot_metrics(records, setup.grid), plot_curves(records)), strict=True):
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
     return paths
 
 

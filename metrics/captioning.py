@@ -110,12 +110,24 @@ def _validate(references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, 
             raise ValueError(f"hypotheses[{image_id!r}] must be a string, got {hypotheses[image_id]!r}")
 
 
+def require_java() -> None:
+    """Raise a one-line UserError unless `java` is on the PATH (the PTB tokenizer is a Java program).
+
+    train.py calls this before any slow work when `--ptb` is given, so a missing Java is found in seconds, not
+    after a training run or a test split's captions have been generated.
+    """
+    if shutil.which("java") is None:
+        raise UserError(
+            "--ptb needs Java on the PATH to run pycocoevalcap's PTB tokenizer (java not found); "
+            "install a Java runtime (e.g. apt-get install default-jre-headless) or leave out --ptb"
+        )
+
+
 def _ptb_tokenize(
     references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str]
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Tokenise with pycocoevalcap's Java PTBTokenizer, in one Java call for references and hypotheses."""
-    if shutil.which("java") is None:
-        raise UserError("use_ptb=True needs Java on the PATH (not found); install a JRE or use use_ptb=False")
+    require_java()
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     # The tokenizer groups its output by key, so tag each key with where the captions came from.

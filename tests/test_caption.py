@@ -8,6 +8,7 @@ well above chance (numbers beside each); they go up as the demo is tuned.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -243,6 +244,28 @@ def test_beam_search_and_sampling_through_the_model(demo, captioner):
     assert first == again  # the same seed gives the same samples
     other = Decoding(max_new_tokens=24, temperature=1.5, seed=8)
     assert captioner.run(images, None, other, make_generator(other, captioner.device)) != first
+
+
+def test_evaluation_beam_captions_equal_caption_py_beam_search(demo, captioner):
+    """train.py's evaluation (--beams) decodes with the same beam search as caption.py --beams: the same captions."""
+    from data import CAPTION_PROMPT
+    from training.evaluate import generate_texts
+
+    images = [load_image(p) for p, _ in demo[1][:6]]
+    decoding = Decoding(max_new_tokens=12, num_beams=3, length_penalty=0.6)
+    expected = [text for text, _ in captioner.run(images, None, decoding)]
+    model = captioner.model
+    with torch.no_grad():  # the frozen encoder's features, as the evaluation's feature cache holds them
+        features = model.encoder(torch.stack([model.encoder.preprocess(i) for i in images]), view=model.config.view)
+    common = dict(tokenizer=captioner.tokenizer, batch_size=4, max_new_tokens=12, device=torch.device("cpu"))
+    prompts = [CAPTION_PROMPT] * len(images)
+    beams = generate_texts(
+        model, features, prompts, autocast=contextlib.nullcontext, beams=3, length_penalty=0.6, **common
+    )
+    assert beams == expected
+    # and greedy (beams=1) is caption.py's default decoding
+    greedy = generate_texts(model, features, prompts, autocast=contextlib.nullcontext, **common)
+    assert greedy == [text for text, _ in captioner.run(images, None, Decoding(max_new_tokens=12))]
 
 
 def test_decoding_options_are_checked():

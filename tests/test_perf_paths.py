@@ -134,3 +134,96 @@ def test_unmasked_steps_after_a_cache_stay_causal():
             model(ids[:, 8:], kv_cache=cache),
         ]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])  # grouped-query ratios 4, 2 and 1
+def test_continuations_of_shared_prefixes_equal_running_each_row_in_full(kv_heads):
+    """`continuation_hidden_states`: B continuations of each of I prefixes, attending to the prefix where it is
+    cached, give the hidden states of running [prefix i][continuation b] as one sequence."""
+    from tiny_decoder.shared_prefix import continuation_hidden_states
+
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(tiny_qwen3_config(num_key_value_heads=kv_heads)).eval()
+    I, B, P, S, d = 3, 4, 5, 6, model.config.hidden_size  # noqa: E741
+    prefixes, texts = torch.randn(I, P, d), torch.randn(B, S, d)
+    with torch.no_grad():
+        cache = model.new_kv_cache(I, P)
+        model.hidden_states(inputs_embeds=prefixes, kv_cache=cache)
+        got = continuation_hidden_states(model, cache, texts.expand(I, B, S, d))  # [I, B, S, d]
+        for i in range(I):
+            full = model.hidden_states(inputs_embeds=torch.cat([prefixes[i].expand(B, P, d), texts], dim=1))
+            torch.testing.assert_close(got[i], full[:, P:], rtol=1e-5, atol=1e-5)
+    assert cache.k[0].shape[0] == I  # the cache still holds one row per prefix
+
+
+def test_shared_prefix_scores_equal_the_copied_prefix_and_copy_nothing(monkeypatch):
+    """Retrieval's scores: the shared prefix gives the scores of the earlier per-row copies of the prefix (and of
+    scoring each pair alone), and never copies cache rows."""
+    from tiny_decoder.model import KVCache
+
+    torch.manual_seed(0)
+    vlm_config = VLMConfig(encoder="tiny", encoder_weights="none", num_visual_tokens=3, top_k=1)
+    model = VisionLanguageModel(vlm_config, build_encoder("tiny", "none"), Qwen3ForCausalLM(tiny_qwen3_config()))
+    model.eval()
+    input_ids = torch.randint(2, 64, (4, 8))
+    input_ids[:, :2] = torch.tensor([5, 7])  # the same 2-token prompt in every row
+    labels = input_ids.clone()
+    labels[:, :2] = -100
+    labels[1, 5:], labels[3, 3:] = -100, -100  # right padding of different lengths
+    features = torch.randn(3, model.encoder.pooled_dim)
+    with torch.no_grad():
+        copied = model.shared_prefix_log_likelihood(input_ids, labels, 2, features=features, copy_prefix=True)
+        monkeypatch.setattr(KVCache, "reorder", lambda *a: pytest.fail("the shared prefix copied cache rows"))
+        shared = model.shared_prefix_log_likelihood(input_ids, labels, 2, features=features)
+        alone = torch.stack(
+            [model.sequence_log_likelihood(input_ids, labels, features=f.expand(4, -1)) for f in features]
+        )  # [3, 4]: every pair in full
+    torch.testing.assert_close(shared, copied, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_retrieval_flop_count_matches_torch_flop_counter():
+    """bench/retrieval.py's FLOP count of scoring captions against images is what the code executes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.retrieval import retrieval_flops
+
+    torch.manual_seed(0)
+    config = tiny_qwen3_config(hidden_size=64, intermediate_size=128, vocab_size=256, head_dim=16)
+    vlm_config = VLMConfig(encoder="tiny", encoder_weights="none", num_visual_tokens=3, top_k=1)
+    model = VisionLanguageModel(vlm_config, build_encoder("tiny", "none"), Qwen3ForCausalLM(config)).eval()
+    lengths = [7, 5, 9, 6]  # caption tokens with the end-of-text, after a 2-token prompt; right-padded to 9
+    input_ids = torch.randint(2, 256, (4, 2 + 9))
+    input_ids[:, :2] = torch.tensor([5, 7])
+    labels = torch.full_like(input_ids, -100)
+    for row, n in enumerate(lengths):
+        labels[row, 2 : 2 + n] = input_ids[row, 2 : 2 + n]
+    features = torch.randn(3, model.encoder.pooled_dim)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.shared_prefix_log_likelihood(input_ids, labels, 2, features=features)
+    with torch.no_grad(), FlopCounterMode(display=False) as bridge:
+        model.visual_tokens(features=features)
+    counted = counter.get_total_flops() - bridge.get_total_flops()
+    expected = retrieval_flops(config, lengths, 3, 2, batch_size=4, num_visual_tokens=3).total
+    assert counted == pytest.approx(expected, rel=0.01)  # the prefixes' own attention is left out of the count
+
+
+def test_shared_prefix_scores_under_bf16_autocast_match_the_copied_prefix():
+    """On CUDA the evaluation runs under bf16 autocast (fp32 weights and cache): both paths run and agree."""
+    torch.manual_seed(0)
+    vlm_config = VLMConfig(encoder="tiny", encoder_weights="none", num_visual_tokens=3, top_k=1)
+    model = VisionLanguageModel(vlm_config, build_encoder("tiny", "none"), Qwen3ForCausalLM(tiny_qwen3_config()))
+    model.eval()
+    input_ids = torch.randint(2, 64, (3, 7))
+    input_ids[:, :2] = torch.tensor([5, 7])
+    labels = input_ids.clone()
+    labels[:, :2] = -100
+    features = torch.randn(2, model.encoder.pooled_dim)
+    with torch.no_grad():
+        exact = model.shared_prefix_log_likelihood(input_ids, labels, 2, features=features)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            copied = model.shared_prefix_log_likelihood(input_ids, labels, 2, features=features, copy_prefix=True)
+            shared = model.shared_prefix_log_likelihood(input_ids, labels, 2, features=features)
+    assert shared.dtype == torch.float32 and shared.shape == (2, 3)
+    torch.testing.assert_close(shared, copied, rtol=0, atol=0.05)
+    torch.testing.assert_close(shared, exact, rtol=0, atol=0.05)

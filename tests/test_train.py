@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -258,3 +260,111 @@ def test_retrieval_scores_equal_scoring_each_pair_alone(trained_demo, pairs_per_
             with torch.no_grad():
                 alone = model.sequence_log_likelihood(batch["input_ids"], batch["labels"], features=features[i : i + 1])
             assert scores[i, j].item() == pytest.approx(alone.item(), abs=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------- evaluation protocol
+
+
+def test_test_mode_flags_win_over_the_checkpoint_and_metrics_json_records_the_protocol(trained_demo, monkeypatch):
+    output_dir, cache_dir, checkpoint = trained_demo
+    calls = []
+    real_evaluate = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **kw: calls.append(kw) or real_evaluate(*a, **kw))
+    args = [
+        "--test",
+        "--encoder",
+        "tiny",
+        "--top-k",
+        "2",
+        "--output-dir",
+        str(output_dir),
+        "--cache-dir",
+        str(cache_dir),
+    ]
+    flags = ["--eval-images", "12", "--gallery-size", "4", "--max-new-tokens", "6", "--beams", "2"]
+    assert train.main([*args, *flags, "--length-penalty", "0.5", "--num-samples", "2", "--batch-size", "3"]) == 0
+    used = calls[-1]
+    assert (used["gallery_size"], used["max_new_tokens"], used["beams"], used["length_penalty"]) == (4, 6, 2, 0.5)
+    assert (used["num_samples"], used["batch_size"], used["use_ptb"]) == (2, 6, False)  # evaluation batch: 2 x 3
+
+    # Flags not typed keep the checkpoint's values (the demo's), not train.py's defaults.
+    assert train.main([*args, "--eval-images", "8"]) == 0
+    demo = read_checkpoint(checkpoint)[1]["train_config"]
+    used = calls[-1]
+    assert (used["gallery_size"], used["max_new_tokens"], used["num_samples"]) == (
+        demo["gallery_size"],
+        demo["max_new_tokens"],
+        demo["num_samples"],
+    )
+    assert (used["beams"], used["batch_size"]) == (1, 2 * demo["batch_size"])
+
+    metrics = json.loads((output_dir / "runs" / "session-demo" / "metrics.json").read_text())
+    protocol = metrics[f"test/{checkpoint.stem}"]["protocol"]
+    assert protocol["split"] == "random test" and protocol["images"] == 8 and protocol["tokenizer"] == "python"
+    assert protocol["decoding"] == "greedy" and protocol["max_new_tokens"] == demo["max_new_tokens"]
+    assert metrics["epoch_1/val"]["protocol"]["images"] == 40  # the session's run: --eval-images 40
+
+
+def test_the_protocol_line_names_split_images_galleries_decoding_and_tokeniser():
+    from training.protocol import EvalProtocol
+
+    line = EvalProtocol("karpathy test", 1000, 5000, 1000, 3, 1.0, 20, "ptb", 64).describe()
+    assert line == (
+        "protocol: karpathy test split, 1,000 images (5,000 captions); retrieval in 1 gallery of 1,000 images; "
+        "captions by beam search (3 beams, length penalty 1), at most 20 tokens; BLEU/CIDEr on the Java PTB "
+        "tokenizer; batch 64"
+    )
+
+
+def test_evaluation_config_takes_only_the_flags_the_user_typed():
+    from training.protocol import evaluation_config
+
+    trained = TrainConfig(gallery_size=10, max_new_tokens=24, batch_size=16, num_samples=5, eval_images=50)
+    cfg = load_config(["--test", "--gallery-size", "1000", "--beams", "3", "--ptb"], env={}, dotenv="/nonexistent")
+    used = evaluation_config(cfg, trained)
+    assert (used.gallery_size, used.beams, used.ptb) == (1000, 3, True)
+    assert (used.max_new_tokens, used.batch_size, used.num_samples, used.eval_images) == (24, 16, 5, 50)
+    # the environment's BATCH_SIZE is a training setting: it does not replace the checkpoint's at --test
+    cfg = load_config(["--test"], env={"BATCH_SIZE": "2"}, dotenv="/nonexistent")
+    assert evaluation_config(cfg, trained).batch_size == 16 and cfg.explicit == frozenset()
+
+
+def test_ptb_without_java_is_one_line_and_exit_2_before_any_work(tmp_path):
+    """No `java` on the PATH: --ptb fails at once, before the (missing) checkpoint or any data is looked at."""
+    env = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": str(tmp_path)}
+    argv = ["--test", "--ptb", "--checkpoint", str(tmp_path / "missing.safetensors"), "--data", str(tmp_path / "no")]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *argv], capture_output=True, text=True, cwd=tmp_path, env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --ptb needs Java on the PATH to run pycocoevalcap's PTB tokenizer (java not found); install a Java "
+        "runtime (e.g. apt-get install default-jre-headless) or leave out --ptb"
+    ]
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="Java is not installed (PTBTokenizer needs it)")
+def test_ptb_with_java_scores_on_the_java_tokenizer(trained_demo, monkeypatch):
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    output_dir, cache_dir, checkpoint = trained_demo
+    tokenized = []
+    real = PTBTokenizer.tokenize
+    monkeypatch.setattr(PTBTokenizer, "tokenize", lambda self, batch: tokenized.append(len(batch)) or real(self, batch))
+    args = [
+        "--test",
+        "--encoder",
+        "tiny",
+        "--top-k",
+        "2",
+        "--output-dir",
+        str(output_dir),
+        "--cache-dir",
+        str(cache_dir),
+    ]
+    assert train.main([*args, "--eval-images", "6", "--gallery-size", "3", "--ptb"]) == 0
+    # captions and the shuffled control: each call tokenises 6 images' references and 6 generated captions
+    assert tokenized == [12, 12]
+    metrics = json.loads((output_dir / "runs" / "session-demo" / "metrics.json").read_text())
+    assert metrics[f"test/{checkpoint.stem}"]["protocol"]["tokenizer"] == "ptb"

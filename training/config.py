@@ -14,7 +14,7 @@ import argparse
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from errors import OneLineArgumentParser, UserError
 
@@ -62,10 +62,13 @@ class TrainConfig:
     threads: int | None = None  # CPU threads of PyTorch's kernels (None: PyTorch's choice)
     precision: str = "auto"
     # evaluation
-    eval_images: int | None = None  # evaluate on at most this many images of the split (None: all)
+    eval_images: int | None = None  # at most this many images (None: 100 validation images an epoch; all at --test)
     gallery_size: int = 100
     max_new_tokens: int = 32
     num_samples: int = 8
+    beams: int = 1  # beam search for evaluation captions (1: greedy)
+    length_penalty: float = 1.0  # beam score = sum of log-probs / length ** length_penalty
+    ptb: bool = False  # tokenise captions with pycocoevalcap's Java PTB tokenizer for BLEU/CIDEr (needs `java`)
     eval_every: int = 0  # also evaluate validation every N optimizer steps (0: only at the end of each epoch)
     # output
     output_dir: str = "../.data/models"
@@ -88,6 +91,11 @@ class TrainConfig:
     wandb_group: str | None = None  # W&B group (the experiment runner puts each grid's runs in one group)
     log_every: int = 1  # send the training metrics to W&B every N steps (metrics.jsonl gets every step)
 
+    # The fields the user set on the command line (filled by `load_config`; not a field, so not saved in checkpoints).
+    # `--test` lets these win over the values the checkpoint was trained with, and only these: a default the user
+    # did not type must not replace what the checkpoint recorded.
+    explicit: ClassVar[frozenset[str]] = frozenset()
+
     def __post_init__(self) -> None:
         def choice(key: str, accepted: tuple[str, ...]) -> None:
             if getattr(self, key) not in accepted:
@@ -109,6 +117,7 @@ class TrainConfig:
             at_least(key, 0)
         for key in ("num_visual_tokens", "epochs", "batch_size", "grad_accum", "gallery_size", "max_new_tokens"):
             at_least(key, 1)
+        at_least("beams", 1)
         for key in ("max_steps", "eval_images", "keep_checkpoints", "threads", "log_every", "bridge_hidden_dim"):
             at_least(key, 1)
         for key in ("lr_adapter", "lr_qwen", "weight_decay", "grad_clip"):
@@ -185,10 +194,15 @@ HELP = {
     "device": "auto (cuda if available), cpu or cuda",
     "threads": "CPU threads for PyTorch (default: PyTorch's choice; the demo uses 1)",
     "precision": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16",
-    "eval_images": "evaluate on at most this many images of the split (default: all)",
+    "eval_images": "images evaluated: after each epoch the first N validation images (default 100, a fixed subset), "
+    "with --test the first N test images (default: the checkpoint's setting, else all)",
     "gallery_size": "images per retrieval gallery (with all their captions)",
     "max_new_tokens": "longest generated caption or answer",
     "num_samples": "sample images shown with generated and reference captions",
+    "beams": "beam search with this many beams for evaluation captions (default 1: greedy); papers use 3-5",
+    "length_penalty": "beam search: score = sum of log-probs / length ** this (default 1: mean log-prob per token)",
+    "ptb": "score BLEU/CIDEr on captions tokenised by pycocoevalcap's Java PTB tokenizer, as published results are "
+    "(needs `java` on the PATH; default: a pure-Python approximation)",
     "eval_every": "also evaluate on validation every N optimizer steps and when --max-steps stops the run, for learning "
     "curves (0: at the end of each epoch only)",
     "output_dir": "where checkpoints go [env OUTPUT_DIR_MODELS]",
@@ -311,8 +325,12 @@ def load_config(
         for source in (file_values, env):  # later wins: environment over .env
             if env_key in source:
                 values[name] = _convert(name, source[env_key], env_key)
-    for name, raw in vars(args).items():
-        if raw is not None:
-            flag = "--" + name.replace("_", "-")
-            values[name] = raw if isinstance(raw, bool) or name == "mode" else _convert(name, raw, flag)
-    return TrainConfig(**values)
+    given = {name for name, raw in vars(args).items() if raw is not None and name != "mode"}
+    for name in given:
+        raw, flag = getattr(args, name), "--" + name.replace("_", "-")
+        values[name] = raw if isinstance(raw, bool) else _convert(name, raw, flag)
+    if args.mode is not None:
+        values["mode"] = args.mode
+    cfg = TrainConfig(**values)
+    cfg.explicit = frozenset(given)  # an instance attribute, shadowing the class's empty set
+    return cfg

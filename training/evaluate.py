@@ -1,8 +1,10 @@
 """Evaluation of the vision-language model on one split: loss, captions, answers and retrieval.
 
 - Loss and perplexity of the split's target text (captions and answers), per target token.
-- Captioning: one greedy caption per image, scored with BLEU-4 and CIDEr-D against *all* references of the image.
-  CIDEr-D's document frequencies come from the evaluated set, so the whole split is scored in one call.
+- Captioning: one caption per image (greedy, or beam search with `beams` > 1: the same `tiny_decoder/beam.py` that
+  caption.py uses), scored with BLEU-4 and CIDEr-D against *all* references of the image. CIDEr-D's document
+  frequencies come from the evaluated set, so the whole split is scored in one call. `use_ptb` tokenises with the
+  Java PTB tokenizer of the COCO evaluation code, as published results are (see `metrics/captioning.py`).
 - Question answering (when the data has questions): exact match and token F1 of greedy answers.
 - Retrieval by the model's own likelihood: in galleries of G images and all their captions, every (image, caption)
   pair is scored by the mean log-likelihood of the caption given the image. Image->text and text->image
@@ -26,6 +28,7 @@ from bridge import VisionLanguageModel
 from data import CAPTION_PROMPT, ImageRecord, VLMCollator, make_samples, question_prompt
 from data.batches import encode_prompts
 from metrics import caption_metrics, gallery_indices, mean_over_galleries, qa_metrics, retrieval_metrics
+from tiny_decoder.beam import beam_search
 from training.distributed import SINGLE_PROCESS, Distributed
 from vision import ClipText
 from weights_loader import TextTokenizer
@@ -38,8 +41,9 @@ class EvalResult:
 
 
 # (image, caption) pairs per forward pass when scoring retrieval galleries. A GPU needs thousands of tokens per pass to
-# be busy (512 pairs x ~20 caption tokens); the KV cache of the pairs' visual tokens and prompt costs ~8.7 MB a pair
-# at Qwen3-0.6B's size in fp32 (38 positions x 28 layers x keys and values x 1024), so 512 pairs take ~4.5 GB.
+# be busy (512 pairs x ~16 caption positions). Measured on an H200 with the earlier copied-prefix path, whose KV cache
+# took ~8.7 MB a pair at Qwen3-0.6B's size in fp32 (4.5 GB for 512 pairs); the shared prefix keeps one cache row per
+# image, so a pair now costs only its activations, and larger passes fit (not yet measured on a GPU).
 RETRIEVAL_PAIRS_PER_FORWARD = 512
 
 
@@ -90,23 +94,40 @@ def generate_texts(
     device: torch.device,
     autocast,
     dist: Distributed = SINGLE_PROCESS,
+    beams: int = 1,
+    length_penalty: float = 1.0,
     image_rows: Sequence[int] | None = None,
 ) -> list[str]:
-    """Greedy continuation of prompts[i] given features[image_rows[i]] (default: features[i]); each process
-    generates its share. Features are gathered a batch at a time: a memory-mapped cache stays on disk."""
+    """Continuation of prompts[i] given features[image_rows[i]] (default: features[i]); each process generates its
+    share. Features are gathered a batch at a time: a memory-mapped cache stays on disk.
+
+    Greedy with `beams` = 1; otherwise beam search exactly as caption.py runs it (`tiny_decoder/beam.py`, early
+    stopping once `beams` hypotheses have finished), so evaluation's captions are the ones a user would get.
+    """
     image_rows = range(len(prompts)) if image_rows is None else image_rows
     mine = dist.shard(range(len(prompts)))
     prompt_ids = encode_prompts(tokenizer.tokenizer, [prompts[i] for i in mine])
+    eos = tokenizer.eos_id
     out: list[str] = []
     for rows in _batches(len(mine), batch_size):
+        batch_prompts = [prompt_ids[i] for i in rows]
+        batch_features = features[[image_rows[mine[i]] for i in rows]].to(device)
         with autocast():
-            ids = model.generate(
-                [prompt_ids[i] for i in rows],
-                features=features[[image_rows[mine[i]] for i in rows]].to(device),
-                max_new_tokens=max_new_tokens,
-                eos_token_id=tokenizer.eos_id,
-                pad_token_id=tokenizer.pad_id,
-            )
+            if beams > 1:
+                embeds, mask = model.prompt_embeddings(batch_prompts, features=batch_features)  # [b, W, d], [b, W]
+                sequences, _ = beam_search(
+                    model.decoder, inputs_embeds=embeds, attention_mask=mask, num_beams=beams,
+                    max_new_tokens=max_new_tokens, length_penalty=length_penalty, eos_token_id=eos,
+                )  # fmt: skip
+                ids = [row[: row.index(eos)] if eos in row else row for row in sequences.tolist()]
+            else:
+                ids = model.generate(
+                    batch_prompts,
+                    features=batch_features,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=eos,
+                    pad_token_id=tokenizer.pad_id,
+                )
         out.extend(tokenizer.decode(row).strip() for row in ids)
     return dist.gather_sharded(out, len(prompts))
 
@@ -122,11 +143,14 @@ def likelihood_scores(
     device: torch.device,
     autocast,
     pairs_per_forward: int = RETRIEVAL_PAIRS_PER_FORWARD,
+    copy_prefix: bool = False,
 ) -> torch.Tensor:
     """scores[i, j] = mean log-likelihood of caption j given image i: [n_images, n_captions].
 
     Captions go in batches of `batch_size`; each forward pass scores one batch against as many images as fit in
-    `pairs_per_forward` (image, caption) pairs.
+    `pairs_per_forward` (image, caption) pairs, every caption attending to its image's prefix where it is cached
+    (`copy_prefix=True`: the earlier per-pair copies of it, for the benchmark; see
+    `VisionLanguageModel.shared_prefix_log_likelihood`).
     """
     collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, max_target_tokens)
     from data import Sample
@@ -144,9 +168,10 @@ def likelihood_scores(
         for images in _batches(len(features), max(1, pairs_per_forward // len(columns))):
             with autocast():  # each image's visual tokens and the prompt run once for the whole batch of captions
                 logp = model.shared_prefix_log_likelihood(
-                    input_ids, labels, prompt_len, features=features[images.start : images.stop].to(device)
-                )  # [images, b]
-            scores[images.start : images.stop, columns] = logp.float().cpu()
+                    input_ids, labels, prompt_len, features=features[images.start : images.stop].to(device),
+                    copy_prefix=copy_prefix,
+                )  # fmt: skip
+            scores[images.start : images.stop, columns] = logp.float().cpu()  # logp: [images, b]
     return scores
 
 
@@ -177,6 +202,9 @@ def evaluate(
     max_new_tokens: int = 32,
     gallery_size: int = 100,
     num_samples: int = 8,
+    beams: int = 1,
+    length_penalty: float = 1.0,
+    use_ptb: bool = False,
     shuffled_control: bool = True,
     retrieval: bool = True,
     device: torch.device | str = "cpu",
@@ -187,6 +215,8 @@ def evaluate(
 ) -> EvalResult:
     """All metrics of one split, as a flat dict (keys like "cider_d", "i2t_recall@1", "shuffled/cider_d").
 
+    Captions are greedy (`beams` = 1) or beam searched (`beams`, `length_penalty`); answers to questions are
+    always greedy (a few words). `use_ptb`: BLEU/CIDEr on the Java PTB tokenizer's tokens (needs `java`).
     `clip_reference` = (CLIP's text tower, CLIP image embeddings [n_images, 512] of `records`): also report CLIP's
     own zero-shot retrieval on the same galleries, as "clip_zero_shot/i2t_recall@1", ...
     """
@@ -210,17 +240,22 @@ def evaluate(
 
     samples: list[dict] = []
     if "caption" in tasks:
-        gen = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, **common)
+        gen = dict(
+            batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams, length_penalty=length_penalty, **common
+        )
         captions = generate_texts(model, features, [CAPTION_PROMPT] * len(records), **gen)
         refs = {r.image_id: r.captions for r in records}
-        metrics.update(caption_metrics(refs, {r.image_id: c for r, c in zip(records, captions, strict=True)}))
+        generated = {r.image_id: c for r, c in zip(records, captions, strict=True)}
+        metrics.update(caption_metrics(refs, generated, use_ptb=use_ptb))
         samples = [
             {"image": str(r.path), "generated": c, "references": r.captions}
             for r, c in zip(records[:num_samples], captions, strict=False)
         ]
         if shuffled_control:
             wrong = generate_texts(model, features, [CAPTION_PROMPT] * len(records), image_rows=shuffled, **gen)
-            control = caption_metrics(refs, {r.image_id: c for r, c in zip(records, wrong, strict=True)})
+            control = caption_metrics(
+                refs, {r.image_id: c for r, c in zip(records, wrong, strict=True)}, use_ptb=use_ptb
+            )
             metrics.update({f"shuffled/{k}": v for k, v in control.items()})
 
     qa_items = [(i, q, a) for i, r in enumerate(records) for q, a in r.qa]

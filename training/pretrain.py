@@ -94,10 +94,13 @@ def encode_documents(
     texts = sorted({text for items in per_record for item in items for text in item})
     ids = dict(zip(texts, encode_prompts(tokenizer.tokenizer, texts), strict=True))  # each distinct text once
     documents = []
-    for items in per_record:
+    for record, items in zip(records, per_record, strict=True):
+        captions, questions = items[: len(record.captions)], items[len(record.captions) :]
+        # Context first: 1 to all of the captions, then every question. Each answer can be read from the captions
+        # above it, and a single caption is often all the context there is, as a few visual tokens will be.
+        keep = rng.permutation(len(captions))[: rng.integers(1, len(captions) + 1)]
         document: list[int] = []
-        for k in rng.permutation(len(items)):
-            prompt, target = items[k]
+        for prompt, target in [captions[k] for k in keep] + [questions[k] for k in rng.permutation(len(questions))]:
             document += ids[prompt] + ids[target] + [tokenizer.eos_id]
         documents.append(document)
     return documents

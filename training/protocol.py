@@ -1,0 +1,94 @@
+"""The evaluation protocol: which images, which galleries, which decoding, which tokenisation, said out loud.
+
+Published numbers are only comparable under the same protocol, and the protocol has several knobs that change the
+numbers a lot: captioning papers report Flickr30k's Karpathy test split (1,000 images) with beam search and the Java
+PTB tokenisation of the COCO evaluation code; retrieval papers report the 1K-image gallery (1,000 images and their
+5,000 captions ranked together; a gallery of 100 is much easier). So every evaluation prints one line with its
+protocol and `metrics.json` records it beside the numbers.
+
+Two protocols, chosen by cost (README, "Comparing with published results"):
+- **`--test`: the full protocol.** Every test image (unless `--eval-images`), galleries of `--gallery-size`,
+  the decoding and tokeniser asked for. The flags on the command line win over the values stored in the
+  checkpoint (`evaluation_config`); flags the user did not type keep the checkpoint's values.
+- **After each training epoch: a fixed validation subset** of `VAL_IMAGES_PER_EPOCH` images (the first ones of
+  the validation split, the same every epoch, so epochs are comparable), for the loss, generation and one retrieval
+  gallery. Sized so that validation costs at most a quarter of a Flickr30k training epoch (the projection is in the
+  README); `--eval-images N` changes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from training.config import TrainConfig
+
+# The settings an evaluation uses, which `--test` takes from the command line when given there.
+EVAL_KEYS = ("eval_images", "gallery_size", "max_new_tokens", "batch_size", "num_samples", "beams", "length_penalty",
+             "ptb")  # fmt: skip
+
+# Validation images per training epoch when --eval-images is not given. At Flickr30k scale on an H200 (BENCHMARKS.md):
+# one retrieval gallery of 100 images x 500 captions = 50,000 pairs, 11.6 s at 4,329 pairs/s; 100 captions of at
+# most 32 tokens, <= 7.5 s at the 428 tokens/s measured for generation at batch 8; the loss of 500 captions, < 1 s
+# at the training rate (1,394 samples/s, forward and backward). Together <= 20 s, 17% of the 114 s training epoch
+# (23% at the last epoch, whose shuffled-image control generates the captions a second time).
+VAL_IMAGES_PER_EPOCH = 100
+
+
+def evaluation_config(cfg: TrainConfig, trained: TrainConfig) -> TrainConfig:
+    """The settings of `--test`: the checkpoint's training configuration, with the evaluation flags the user typed.
+
+    `cfg.explicit` names the flags given on the command line (`load_config` records them). Only those win: the
+    default of a flag the user did not type must not replace what the checkpoint was trained and validated with.
+    """
+    given = {key: getattr(cfg, key) for key in EVAL_KEYS if key in cfg.explicit}
+    return TrainConfig(**{**trained.to_dict(), **given, "mode": "test"})
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """What one evaluation measured on; `describe()` is the log line, `to_dict()` goes into metrics.json."""
+
+    split: str  # e.g. "karpathy test", "random validation"
+    images: int
+    captions: int
+    gallery_size: int  # the images per retrieval gallery actually used (at most `images`)
+    beams: int
+    length_penalty: float
+    max_new_tokens: int
+    tokenizer: str  # "ptb" (pycocoevalcap's Java PTBTokenizer) or "python" (metrics.tokenize_caption)
+    batch_size: int
+
+    @property
+    def decoding(self) -> str:
+        if self.beams > 1:
+            return f"beam search ({self.beams} beams, length penalty {self.length_penalty:g})"
+        return "greedy"
+
+    def describe(self) -> str:
+        galleries = -(-self.images // self.gallery_size) if self.images else 0
+        tokenizer = "Java PTB tokenizer" if self.tokenizer == "ptb" else "Python PTB-like tokenizer"
+        return (
+            f"protocol: {self.split} split, {self.images:,} images ({self.captions:,} captions); retrieval in "
+            f"{galleries} {'gallery' if galleries == 1 else 'galleries'} of {self.gallery_size:,} images; captions by "
+            f"{self.decoding}, at most "
+            f"{self.max_new_tokens} tokens; BLEU/CIDEr on the {tokenizer}; batch {self.batch_size}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "decoding": self.decoding}
+
+
+def protocol(cfg: TrainConfig, split: str, records, batch_size: int) -> EvalProtocol:
+    """The protocol of evaluating `records` (ImageRecords of `split`) with the settings of `cfg`."""
+    return EvalProtocol(
+        split=split,
+        images=len(records),
+        captions=sum(len(r.captions) for r in records),
+        gallery_size=min(cfg.gallery_size, max(len(records), 1)),
+        beams=cfg.beams,
+        length_penalty=cfg.length_penalty,
+        max_new_tokens=cfg.max_new_tokens,
+        tokenizer="ptb" if cfg.ptb else "python",
+        batch_size=batch_size,
+    )
