@@ -336,9 +336,7 @@ def run(cfg: TrainConfig) -> RunResult:
 
 
 def _run(cfg: TrainConfig) -> RunResult:
-    check_run(cfg)  # seconds: a bad decoder, encoder weights or data source fails before any download or extraction
-    if cfg.ptb:  # before any slow work: data, models, training
-        require_java()
+    check_run(cfg)  # seconds: a bad decoder, encoder weights, data source or --ptb without Java fails before any work
     device, autocast = resolve_device(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

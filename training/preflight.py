@@ -12,6 +12,7 @@ after all of that. `check_run(cfg)` looks at every argument that names something
 - the encoder weights: 'default', 'none', a pretrained tag the library knows, or an existing file
   (`vision.encoders.check_weights`);
 - the data source's form: hf:OWNER/REPO, an existing folder or file, ... (`data.loading.check_source`);
+- `--ptb`: Java on the PATH (pycocoevalcap's PTB tokenizer is a Java program), checked first;
 - `--init-from` and `--resume`: the checkpoint they name exists; with `--test`, the checkpoint to evaluate. A
   checkpoint on the hub (`hf:OWNER/NAME`) is checked for its form only; it is fetched when it is read.
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from data.loading import check_source
 from errors import UserError
+from metrics.captioning import require_java
 from tiny_decoder import Qwen3Config
 from training.checkpoint import HUB_PREFIX, is_hub_checkpoint, latest_checkpoint
 from training.config import TrainConfig
@@ -40,6 +42,8 @@ RANDOM_INIT = "random-init:"  # train.py's --decoder random-init:SOURCE: SOURCE'
 def check_run(cfg: TrainConfig) -> None:
     """Raise `UserError` (one line) for the first argument of `cfg` that names something that cannot be loaded."""
     output_dir = Path(cfg.output_dir).expanduser()
+    if cfg.ptb:
+        require_java()
     if cfg.mode == "test":  # the model, data and settings come from the checkpoint's sidecar
         check_checkpoint(output_dir, cfg)
         return
