@@ -34,11 +34,17 @@ Gradio Blocks, https://www.gradio.app/guides/blocks-and-event-listeners
 
 from __future__ import annotations
 
+import os
+
+# Before torch is imported: its OpenMP runtime reads this once, when it loads. PASSIVE lets idle threads sleep instead
+# of spinning, which otherwise makes small CPU models 10-20x slower as soon as anything else runs on the machine (see
+# the Makefile). A value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import contextlib
 import importlib.util
 import json
-import os
 import sys
 import threading
 from collections.abc import Iterator, Sequence

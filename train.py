@@ -13,10 +13,16 @@ References: nanoGPT's train.py (https://github.com/karpathy/nanoGPT) for the sha
 
 from __future__ import annotations
 
+import os
+
+# Before torch is imported: its OpenMP runtime reads this once, when it loads. PASSIVE lets idle threads sleep instead
+# of spinning, which otherwise makes small CPU models 10-20x slower as soon as anything else runs on the machine (see
+# the Makefile). A value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -49,12 +55,13 @@ from training.config import TrainConfig, load_config
 from training.demo import demo_decoder, demo_tokenizer
 from training.distributed import Distributed, setup_distributed, teardown_distributed
 from training.evaluate import evaluate
+from training.preflight import check_run
 from training.pretrain import DEMO_PRETRAINED, pretrained_demo_lm
 from training.protocol import VAL_IMAGES_PER_EPOCH, evaluation_config, protocol
 from training.restore import load_trained
 from training.share import push_checkpoint
 from training.tracking import Tracker
-from vision import FeatureCache, build_clip_text, build_encoder
+from vision import FeatureCache, MappedFeatures, build_clip_text, build_encoder
 from weights_loader import load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
 
 console = Console(stderr=True, highlight=False)
@@ -182,8 +189,9 @@ def build_model(cfg: TrainConfig, decoder, device: torch.device) -> VisionLangua
 
 def image_features(
     cfg: TrainConfig, model: VisionLanguageModel, records, device: torch.device, view: str | None = None
-) -> torch.Tensor:
-    """Frozen-encoder features of `records`, computed once and cached on disk (see vision/cache.py)."""
+) -> MappedFeatures:
+    """Frozen-encoder features of `records`, computed once, cached on disk and read from it a batch at a time
+    (`features[batch_indices]` is a tensor of those rows; see vision/cache.py and vision/mapped.py)."""
     cache = FeatureCache(Path(cfg.cache_dir).expanduser() / "features")
     features, valid = cache.features(model.encoder, [r.path for r in records], view or cfg.view, device=device)
     if not valid.all():  # data loading already dropped unreadable images; this is a last guard
@@ -196,7 +204,7 @@ def clip_zero_shot_inputs(cfg: TrainConfig, model: VisionLanguageModel, records,
     if cfg.encoder != "clip" or not records:
         return None
     text_tower = build_clip_text(cfg.encoder_weights).to(device)
-    return text_tower, image_features(cfg, model, records, device, view="pooled")
+    return text_tower, image_features(cfg, model, records, device, view="pooled").tensor()  # [N, 512], small
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -328,8 +336,7 @@ def run(cfg: TrainConfig) -> RunResult:
 
 
 def _run(cfg: TrainConfig) -> RunResult:
-    if cfg.ptb:  # before any slow work: data, models, training
-        require_java()
+    check_run(cfg)  # seconds: a bad decoder, encoder weights, data source or --ptb without Java fails before any work
     device, autocast = resolve_device(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -451,7 +458,13 @@ def _run(cfg: TrainConfig) -> RunResult:
 def load_data(cfg: TrainConfig) -> Data:
     """The dataset's splits (rank 0 downloads and caches first), and the tasks this data can train."""
     splits, report = main_first(
-        lambda: load_dataset(cfg.data, cache_dir=Path(cfg.cache_dir).expanduser(), split=cfg.split, seed=cfg.seed)
+        lambda: load_dataset(
+            cfg.data,
+            cache_dir=Path(cfg.cache_dir).expanduser(),
+            split=cfg.split,
+            seed=cfg.seed,
+            max_bad_fraction=cfg.max_bad_fraction,
+        )
     )
     log(report.summary())
     log(f"images: train {len(splits.train):,}  val {len(splits.val):,}  test {len(splits.test):,}")
@@ -615,7 +628,11 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast) -> dict:
     data = meta["data"]
     splits, report = main_first(
         lambda: load_dataset(
-            data["source"], cache_dir=Path(cfg.cache_dir).expanduser(), split=data["split"], seed=data["seed"]
+            data["source"],
+            cache_dir=Path(cfg.cache_dir).expanduser(),
+            split=data["split"],
+            seed=data["seed"],
+            max_bad_fraction=cfg.max_bad_fraction,
         )
     )
     log(report.summary())

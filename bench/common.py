@@ -46,6 +46,7 @@ SECTIONS = {
     "train_step": "One vision-language training step",
     "gpu": "CUDA GPU",
     "retrieval": "Retrieval scoring: FLOPs, and the old and new path",
+    "feature_cache": "Memory-mapped feature cache",
 }
 DEFAULT_WORK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "tiny_vlm_bench"
 

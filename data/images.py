@@ -25,6 +25,7 @@ https://pillow.readthedocs.io/en/stable/reference/Image.html#PIL.Image.open
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from PIL import Image
 from errors import UserError
 
 from .records import MAX_EXAMPLES, ImageRecord, LoadReport
+
+MAX_BAD_FRACTION_ENV = "MAX_BAD_FRACTION"  # train.py's environment key for max_bad_fraction (training/config.py)
 
 
 class BadImageError(Exception):
@@ -76,6 +79,15 @@ def load_image(path: Path) -> Image.Image | None:
         return None
 
 
+def check_max_bad_fraction(max_bad_fraction: float) -> None:
+    """Refuse a share of bad images outside [0, 1] (NaN too), naming the flag and environment key that set it."""
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise UserError(
+            f"max_bad_fraction={max_bad_fraction!r} is invalid; expected a number between 0 and 1 "
+            f"(--max-bad-fraction, env {MAX_BAD_FRACTION_ENV})"
+        )
+
+
 def drop_bad_images(
     records: list[ImageRecord],
     report: LoadReport,
@@ -87,8 +99,7 @@ def drop_bad_images(
     Each bad image is counted in `report` with its reason. When more than `max_bad_fraction` of the images are
     bad, raise `UserError` naming the fraction and a few example paths instead.
     """
-    if not 0.0 <= max_bad_fraction <= 1.0:
-        raise UserError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction}")
+    check_max_bad_fraction(max_bad_fraction)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         problems = list(pool.map(image_problem, [r.path for r in records]))
     bad = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
@@ -96,8 +107,9 @@ def drop_bad_images(
         examples = "; ".join(f"{r.path} ({p})" for r, p in bad[:MAX_EXAMPLES])
         raise UserError(
             f"{len(bad)} of {len(records)} images ({len(bad) / len(records):.1%}) are missing or unreadable, "
-            f"more than the {max_bad_fraction:.1%} allowed, e.g. {examples}; check the image folder "
-            "(or raise max_bad_fraction)"
+            f"more than the {max_bad_fraction:.1%} allowed, e.g. {examples}; check the image folder, "
+            f"or allow more with --max-bad-fraction (env {MAX_BAD_FRACTION_ENV}), e.g. --max-bad-fraction "
+            f"{math.ceil(len(bad) / len(records) * 100) / 100:.2f}"
         )
     for record, problem in bad:
         report.skip_image(record.path, problem)

@@ -29,7 +29,7 @@ from pathlib import Path
 from errors import UserError
 
 from .flickr30k import DEFAULT_HUB_REPO, read_hub, read_local
-from .images import drop_bad_images
+from .images import check_max_bad_fraction, drop_bad_images
 from .records import MAX_EXAMPLES, ImageRecord, LoadReport
 from .shapes import generate_shapes, is_complete
 from .splits import SCHEMES, Splits, split_records
@@ -57,20 +57,47 @@ def load_dataset(
     Raises `UserError` for an unknown source, a missing path, an unreadable layout, an unreachable hub, or
     more than `max_bad_fraction` broken images.
     """
-    if split not in SCHEMES:  # fail before any download or generation
+    # Fail before any download or generation.
+    if split not in SCHEMES:
         raise UserError(f"unknown split scheme {split!r}; accepted: {', '.join(SCHEMES)}")
+    check_max_bad_fraction(max_bad_fraction)
+    names = check_source(source)
     cache_dir = Path(cache_dir).expanduser()
-    names = [name.strip() for name in source.split(",")]
-    if not all(names):
-        raise UserError(f"data source {source!r} has an empty entry; write a list as SOURCE,SOURCE (e.g. {SOURCES})")
     loaded = [_read_source(name, cache_dir, seed, shapes_images) for name in names]
     records, report = loaded[0] if len(loaded) == 1 else merge_sources(loaded)
     records = drop_bad_images(records, report, max_bad_fraction=max_bad_fraction)
     return split_records(records, split, seed), report
 
 
+def check_source(source: str) -> list[str]:
+    """The names in `source` (a comma-separated list), after checking their form without reading any data.
+
+    Checked: no empty entry; a hub dataset is written hf:OWNER/REPO; a local folder or file exists, and so does a
+    synthetic:PATH folder. Not checked here: whether the hub can be reached and whether a folder holds a layout we
+    can read (that needs reading it). `load_dataset` calls this first; train.py calls it before any slow work.
+    """
+    names = [name.strip() for name in source.split(",")]
+    if not all(names):
+        raise UserError(f"data source {source!r} has an empty entry; write a list as SOURCE,SOURCE (e.g. {SOURCES})")
+    for name in names:
+        if name in ("shapes", "flickr30k"):
+            continue
+        if name.startswith("hf:"):
+            if not _HUB_REPO_ID.fullmatch(name.removeprefix("hf:")):
+                raise UserError(f"{name!r} is not a hub dataset; write it as hf:OWNER/REPO")
+        elif name.startswith("synthetic:"):
+            folder = Path(name.removeprefix("synthetic:")).expanduser()
+            if not folder.is_dir():
+                raise UserError(
+                    f"synthetic data folder {folder} does not exist; write one with `python -m synth --out {folder}`"
+                )
+        elif not Path(name).expanduser().exists():
+            raise UserError(f"data source {name!r} is not {SOURCES}: no such file or folder")
+    return names
+
+
 def _read_source(source: str, cache_dir: Path, seed: int, shapes_images: int) -> tuple[list[ImageRecord], LoadReport]:
-    """The records of one source name (images not decoded yet)."""
+    """The records of one source name (images not decoded yet; its form was checked by `check_source`)."""
     if source == "shapes":
         folder = cache_dir / f"shapes-seed{seed}-n{shapes_images}"
         if not is_complete(folder, shapes_images):
@@ -78,15 +105,10 @@ def _read_source(source: str, cache_dir: Path, seed: int, shapes_images: int) ->
         return read_local(folder)
     if source == "flickr30k" or source.startswith("hf:"):
         repo_id = DEFAULT_HUB_REPO if source == "flickr30k" else source.removeprefix("hf:")
-        if not _HUB_REPO_ID.fullmatch(repo_id):
-            raise UserError(f"{source!r} is not a hub dataset; write it as hf:OWNER/REPO")
         return read_hub(repo_id, cache_dir)
     if source.startswith("synthetic:"):
         return read_synthetic(Path(source.removeprefix("synthetic:")))
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise UserError(f"data source {source!r} is not {SOURCES}: no such file or folder")
-    return read_local(path)
+    return read_local(Path(source).expanduser())
 
 
 def merge_sources(loaded: list[tuple[list[ImageRecord], LoadReport]]) -> tuple[list[ImageRecord], LoadReport]:

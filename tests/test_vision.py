@@ -25,7 +25,7 @@ from torch import nn
 
 from data.images import decode_image
 from errors import UserError
-from vision import FeatureCache, VisionEncoder, build_encoder
+from vision import FeatureCache, MappedFeatures, VisionEncoder, build_encoder
 
 # name -> (pooled_dim, hidden_dim, num_tokens, image_size)
 EXPECTED_SIZES = {
@@ -258,12 +258,12 @@ def test_cache_miss_then_hit_matches_the_encoder(tmp_path: Path, monkeypatch: py
     assert valid.dtype == torch.bool and valid.all()
     # Same values, same order as running the encoder directly.
     pixels = torch.stack([encoder.preprocess(decode_image(p)) for p in paths])  # [5, 3, 48, 48]
-    assert torch.allclose(features, encoder(pixels), atol=1e-5)
+    assert torch.allclose(features[:], encoder(pixels), atol=1e-5)
 
     calls.clear()
     again, valid_again = FeatureCache(tmp_path / "cache", shard_size=3).features(encoder, paths, "pooled")
     assert calls == []  # served from disk
-    assert torch.equal(again, features) and torch.equal(valid_again, valid)
+    assert torch.equal(again[:], features[:]) and torch.equal(valid_again, valid)
 
     directory = cache.directory(encoder, paths, "pooled")
     manifest = json.loads((directory / "manifest.json").read_text())
@@ -293,7 +293,7 @@ def test_cache_rebuilds_when_view_weights_or_an_image_change(tmp_path: Path, mon
     other = build_encoder("tiny", str(weights_file))
     other_calls = _count_forward(other, monkeypatch)
     other_pooled, _ = cache.features(other, paths, "pooled")
-    assert sum(other_calls) == 3 and not torch.allclose(other_pooled, pooled)
+    assert sum(other_calls) == 3 and not torch.allclose(other_pooled[:], pooled[:])
 
     # Rewrite one image: only the key changes, the other images' features stay the same.
     _test_image(50, 50, seed=99).save(paths[1])
@@ -324,7 +324,7 @@ def test_cache_resumes_an_interrupted_build(tmp_path: Path, monkeypatch: pytest.
     features, valid = cache.features(encoder, paths, "pooled", batch_size=2)
     assert calls == [2, 1]  # only shards 1 and 2 were computed
     fresh, _ = FeatureCache(tmp_path / "fresh", shard_size=2).features(encoder, paths, "pooled", batch_size=2)
-    assert torch.equal(features, fresh) and valid.all()
+    assert torch.equal(features[:], fresh[:]) and valid.all()
 
 
 def test_cache_bad_images_get_zero_features_and_valid_false(
@@ -344,10 +344,102 @@ def test_cache_bad_images_get_zero_features_and_valid_false(
     assert valid.tolist() == [True, False, True, False, True, True]
     assert sum(calls) == 4  # the encoder never saw the bad images
     assert torch.equal(features[~valid], torch.zeros(2, 192))
-    assert torch.allclose(features[valid], clean, atol=1e-5)
+    assert torch.allclose(features[valid], clean[:], atol=1e-5)
     assert "2 of 6 images could not be read" in caplog.text
 
     manifest = json.loads((cache.directory(encoder, mixed, "pooled") / "manifest.json").read_text())
     invalid = [entry for shard in manifest["shards"].values() for entry in shard["invalid"]]
     assert [entry["index"] for entry in invalid] == [1, 3]
     assert all(entry["reason"] for entry in invalid)
+
+
+# ---------------------------------------------------------------- memory-mapped features
+
+
+def test_mapped_features_equal_the_in_memory_ones(tmp_path: Path) -> None:
+    paths = _write_images(tmp_path, 7)
+    encoder = build_encoder("tiny")
+    cache = FeatureCache(tmp_path / "cache", shard_size=3)  # shards of 3, 3 and 1 images
+    in_ram, valid_in_ram = cache.features(encoder, paths, "hidden", batch_size=4, in_memory=True)
+    mapped, valid = cache.features(encoder, paths, "hidden")
+    assert isinstance(mapped, MappedFeatures) and isinstance(in_ram, torch.Tensor)
+    assert mapped.shape == in_ram.shape == (7, 10, 192) and mapped.dtype == in_ram.dtype == torch.float16
+    assert len(mapped) == 7 and torch.equal(valid, valid_in_ram)
+
+    # Every way train.py and evaluate.py index features, and the others a tensor accepts.
+    batch = torch.tensor([6, 0, 3, 3, 5])  # across all three shards, unordered, repeated
+    mask = torch.tensor([True, False, False, True, True, False, True])
+    for key in (
+        batch,
+        [2, 4],
+        slice(2, 6),
+        slice(None, None, 2),
+        slice(-2, None),
+        -1,
+        4,
+        np.int64(1),
+        mask,
+        [],
+        torch.tensor(5),
+    ):
+        assert torch.equal(mapped[key], in_ram[key]), key
+    assert torch.equal(mapped.tensor(), in_ram)
+    batch_copy = mapped[batch]
+    batch_copy += 1  # a new, writable tensor: the file is untouched
+    assert torch.equal(mapped[batch], in_ram[batch])
+    for bad in (7, -8, [0, 7], torch.tensor([[0, 1]])):
+        with pytest.raises(IndexError):
+            mapped[bad]
+
+
+def test_mapped_cache_resumes_an_interrupted_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = _write_images(tmp_path, 5)
+    cache = FeatureCache(tmp_path / "cache", shard_size=2)
+    encoder = build_encoder("tiny")
+    _count_forward(encoder, monkeypatch, fail_on_call=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cache.features(encoder, paths, "hidden", batch_size=2)
+    monkeypatch.undo()
+    calls = _count_forward(encoder, monkeypatch)
+    mapped, valid = cache.features(encoder, paths, "hidden", batch_size=2)
+    assert calls == [2, 1]  # only the two missing shards
+    fresh, _ = FeatureCache(tmp_path / "fresh", shard_size=2).features(
+        encoder, paths, "hidden", batch_size=2, in_memory=True
+    )  # in RAM, built in one go with the same batches
+    assert isinstance(mapped, MappedFeatures) and valid.all()
+    assert torch.equal(mapped[:], fresh) and torch.equal(mapped[torch.tensor([4, 1])], fresh[[4, 1]])
+
+
+def _rss_anon_bytes() -> int:
+    """This process's anonymous resident memory (heap, malloc'd tensors), from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from Linux's /proc")
+def test_reading_a_mapped_cache_keeps_anonymous_memory_bounded(tmp_path: Path) -> None:
+    # 6 shards of 256 "images" x 64 x 512 float16: 100 MB on disk, read in random batches of 32 (2 MB each).
+    rows, shape, shards = 256, (64, 512), 6
+    files = []
+    for s in range(shards):
+        files.append(tmp_path / f"shard_{s:05d}.safetensors")
+        save_file({"features": torch.full((rows, *shape), float(s), dtype=torch.float16)}, str(files[-1]))
+    total_bytes = rows * shards * 64 * 512 * 2
+    mapped = MappedFeatures.open(files, rows, shape, torch.float16)
+
+    before, peak = _rss_anon_bytes(), 0
+    order = torch.randperm(len(mapped), generator=torch.Generator().manual_seed(0))
+    for batch in order.split(32):  # one epoch
+        features = mapped[batch]
+        assert torch.equal(features[:, 0, 0], (batch // rows).to(torch.float16))  # each row from its own shard
+        peak = max(peak, _rss_anon_bytes() - before)
+    assert peak < total_bytes / 4, (
+        f"anonymous memory grew {peak / 2**20:.0f} MB reading a {total_bytes / 2**20:.0f} MB cache"
+    )
+
+    # The measurement sees anonymous memory when there is some: the whole cache in RAM shows up in full.
+    everything = mapped.tensor()
+    assert _rss_anon_bytes() - before > 0.9 * total_bytes
+    del everything

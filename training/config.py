@@ -44,6 +44,7 @@ class TrainConfig:
     split: str = "random"
     tasks: str = "caption,qa"
     max_target_tokens: int = 48
+    max_bad_fraction: float = 0.01  # the share of unreadable images a data set may have before loading stops
     num_workers: int = 0
     # optimisation
     epochs: int = 3
@@ -121,6 +122,11 @@ class TrainConfig:
             at_least(key, 1)
         for key in ("lr_adapter", "lr_qwen", "weight_decay", "grad_clip"):
             at_least(key, 0, "a number")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:  # also refuses NaN
+            raise UserError(
+                f"max_bad_fraction={self.max_bad_fraction!r} is invalid; expected a number between 0 and 1 "
+                "(the share of images that may be missing or unreadable)"
+            )
         if self.push_to_hub is None:
             for key in ("public", "dry_run", "hub_decoder"):
                 if getattr(self, key):
@@ -150,6 +156,7 @@ ENV_KEYS = {
     "LR_ADAPTER": "lr_adapter",
     "LR_QWEN": "lr_qwen",
     "SEED": "seed",
+    "MAX_BAD_FRACTION": "max_bad_fraction",
     "OUTPUT_DIR_MODELS": "output_dir",
     "WANDB_ENTITY": "wandb_entity",
     "WANDB_PROJECT": "wandb_project",
@@ -170,6 +177,8 @@ HELP = {
     "split": "random (80/10/10 by image, from the seed) or karpathy (29,000/1,014/1,000, when the data has it)",
     "tasks": "what to train on: caption, qa, or caption,qa (question answering needs data with questions)",
     "max_target_tokens": "target text longer than this many tokens is truncated",
+    "max_bad_fraction": "stop loading when more than this share of the images (0-1; default 0.01) is missing or "
+    "unreadable; below it, bad images are skipped and counted [env MAX_BAD_FRACTION]",
     "num_workers": "DataLoader worker processes for image loading",
     "epochs": "passes over the training split [env EPOCHS]",
     "batch_size": "samples per step (per optimizer step: batch_size x grad_accum) [env BATCH_SIZE]",

@@ -13,6 +13,7 @@
   really reads the image scores far lower on it; one that only learned the language of the captions does not.
 
 Features are the frozen encoder's, computed once (see `vision/cache.py`), so evaluation never re-runs the encoder.
+They may be memory-mapped (`vision/mapped.py`): everything here indexes them a batch at a time, never whole.
 """
 
 from __future__ import annotations
@@ -95,19 +96,22 @@ def generate_texts(
     dist: Distributed = SINGLE_PROCESS,
     beams: int = 1,
     length_penalty: float = 1.0,
+    image_rows: Sequence[int] | None = None,
 ) -> list[str]:
-    """Continuation of prompts[i] given features[i] (each process generates its share).
+    """Continuation of prompts[i] given features[image_rows[i]] (default: features[i]); each process generates its
+    share. Features are gathered a batch at a time: a memory-mapped cache stays on disk.
 
     Greedy with `beams` = 1; otherwise beam search exactly as caption.py runs it (`tiny_decoder/beam.py`, early
     stopping once `beams` hypotheses have finished), so evaluation's captions are the ones a user would get.
     """
+    image_rows = range(len(prompts)) if image_rows is None else image_rows
     mine = dist.shard(range(len(prompts)))
     prompt_ids = encode_prompts(tokenizer.tokenizer, [prompts[i] for i in mine])
-    features = features[mine]
     eos = tokenizer.eos_id
     out: list[str] = []
     for rows in _batches(len(mine), batch_size):
-        batch_prompts, batch_features = [prompt_ids[i] for i in rows], features[rows.start : rows.stop].to(device)
+        batch_prompts = [prompt_ids[i] for i in rows]
+        batch_features = features[[image_rows[mine[i]] for i in rows]].to(device)
         with autocast():
             if beams > 1:
                 embeds, mask = model.prompt_embeddings(batch_prompts, features=batch_features)  # [b, W, d], [b, W]
@@ -232,7 +236,7 @@ def evaluate(
 
     # A fixed derangement of the images, for the control: every sample gets another image's features.
     perm = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed))
-    shuffled = features[torch.roll(perm, 1)[torch.argsort(perm)]] if len(records) > 1 else features
+    shuffled = (torch.roll(perm, 1)[torch.argsort(perm)] if len(records) > 1 else perm).tolist()  # image rows
 
     samples: list[dict] = []
     if "caption" in tasks:
@@ -248,7 +252,7 @@ def evaluate(
             for r, c in zip(records[:num_samples], captions, strict=False)
         ]
         if shuffled_control:
-            wrong = generate_texts(model, shuffled, [CAPTION_PROMPT] * len(records), **gen)
+            wrong = generate_texts(model, features, [CAPTION_PROMPT] * len(records), image_rows=shuffled, **gen)
             control = caption_metrics(
                 refs, {r.image_id: c for r, c in zip(records, wrong, strict=True)}, use_ptb=use_ptb
             )
@@ -256,17 +260,17 @@ def evaluate(
 
     qa_items = [(i, q, a) for i, r in enumerate(records) for q, a in r.qa]
     if "qa" in tasks and qa_items:
-        index = torch.tensor([i for i, _, _ in qa_items])
+        index = [i for i, _, _ in qa_items]  # the image row of each question
         prompts = [question_prompt(q) for _, q, _ in qa_items]
         gen = dict(batch_size=batch_size, max_new_tokens=min(max_new_tokens, 8), **common)
-        answers = generate_texts(model, features[index], prompts, **gen)
+        answers = generate_texts(model, features, prompts, image_rows=index, **gen)
         metrics.update({f"qa_{k}": v for k, v in qa_metrics(answers, [[a] for _, _, a in qa_items]).items()})
         for sample in samples:  # show one question per sample image
             i = next((k for k, (j, _, _) in enumerate(qa_items) if str(records[j].path) == sample["image"]), None)
             if i is not None:
                 sample.update(question=qa_items[i][1], answer=answers[i], expected=qa_items[i][2])
         if shuffled_control:
-            wrong = generate_texts(model, shuffled[index], prompts, **gen)
+            wrong = generate_texts(model, features, prompts, image_rows=[shuffled[i] for i in index], **gen)
             control = qa_metrics(wrong, [[a] for _, _, a in qa_items])
             metrics.update({f"shuffled/qa_{k}": v for k, v in control.items()})
 

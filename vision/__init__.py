@@ -3,7 +3,8 @@
 - `build_encoder(name, weights)` -> a frozen `VisionEncoder` ("vit", "clip" or "tiny") with two views of an
   image: "pooled" [B, pooled_dim] and "hidden" [B, num_tokens, hidden_dim] (see `vision.encoders`).
 - `FeatureCache(root).features(encoder, image_paths, view)` -> (features, valid), computed once and reused
-  (see `vision.cache`).
+  (see `vision.cache`); the features are a `MappedFeatures`, read from disk pages a batch at a time
+  (see `vision.mapped`).
 """
 
 from vision.cache import FeatureCache
@@ -18,12 +19,14 @@ from vision.encoders import (
     build_clip_text,
     build_encoder,
 )
+from vision.mapped import MappedFeatures
 
 __all__ = [
     "ENCODER_NAMES",
     "VIEWS",
     "ClipText",
     "FeatureCache",
+    "MappedFeatures",
     "OpenClipEncoder",
     "TimmViTEncoder",
     "TinyViTConfig",

@@ -6,6 +6,7 @@ a dataset every epoch would cost far more than training the small bridge on top 
 
     cache = FeatureCache(Path(".data/features"))
     features, valid = cache.features(encoder, image_paths, view="pooled")   # [N, 768] float32, [N] bool
+    batch = features[torch.tensor([3, 1, 4])]                                # [3, 768]: read from disk pages
 
 How it works:
 
@@ -23,7 +24,10 @@ How it works:
   and `valid=False`; they are counted and logged, and the rest of the dataset is unaffected.
 - **Storage dtype.** Pooled vectors are stored as float32; hidden states (hundreds of tokens per image) as
   float16, which halves the disk and memory cost. Note the size: ViT-B/16 hidden states take
-  197 x 768 x 2 bytes = 0.3 MB per image, about 36 GB for COCO train2017.
+  197 x 768 x 2 bytes = 0.3 MB per image, 9.6 GB for Flickr30k and about 36 GB for COCO train2017.
+- **Reading.** `features()` returns a `MappedFeatures` (`vision/mapped.py`): the shards are memory-mapped, and
+  indexing it with a batch's rows reads only those rows from disk pages into a new tensor, so the process holds
+  a batch, not the dataset. `in_memory=True` returns one concatenated tensor instead (the whole set in RAM).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import (
@@ -55,6 +60,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.images import BadImageError, decode_image
 from vision.encoders import VisionEncoder, check_view
+from vision.mapped import MappedFeatures, map_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -169,19 +175,22 @@ class FeatureCache:
         batch_size: int = 64,
         device: str | torch.device = "cpu",
         num_workers: int = 0,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        in_memory: bool = False,
+    ) -> tuple[MappedFeatures | torch.Tensor, torch.Tensor]:
         """Features of `image_paths`, in order: ([N, *encoder.output_shape(view)], valid [N] bool).
 
         Computes only what is not on disk yet (all of it, the missing shards of an interrupted build, or
         nothing). The encoder is moved to `device` to compute them. Pooled features are float32, hidden
-        states float16.
+        states float16. They come back memory-mapped (`MappedFeatures`: index it to get tensors), or, with
+        `in_memory=True`, as one tensor in RAM.
         """
         check_view(view)
         paths = [Path(p) for p in image_paths]
         feature_shape = encoder.output_shape(view)
         dtype = STORAGE_DTYPES[view]
         if not paths:
-            return torch.zeros(0, *feature_shape, dtype=dtype), torch.zeros(0, dtype=torch.bool)
+            empty = MappedFeatures([], self.shard_size, feature_shape, dtype)
+            return empty[:] if in_memory else empty, torch.zeros(0, dtype=torch.bool)
 
         key = self.key(encoder, paths, view)
         directory = self._directory(encoder, view, key)
@@ -205,7 +214,20 @@ class FeatureCache:
         else:
             directory.mkdir(parents=True, exist_ok=True)
             self._build(encoder, paths, view, manifest, directory, batch_size, device, num_workers)
-        return self._load(manifest, directory)
+        return self._load(manifest, directory) if in_memory else self._map(manifest, directory)
+
+    def open(
+        self, directory: Path | str, in_memory: bool = False
+    ) -> tuple[MappedFeatures | torch.Tensor, torch.Tensor]:
+        """The features of a finished build in `directory` (one of `root`'s), without an encoder or the images."""
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / MANIFEST_NAME).read_text())
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"{directory} holds no readable feature-cache manifest: {exc}") from exc
+        if not manifest.get("done"):
+            raise RuntimeError(f"the feature cache in {directory} is unfinished; `features()` completes it")
+        return self._load(manifest, directory) if in_memory else self._map(manifest, directory)
 
     def _read_manifest(self, directory: Path, key: str) -> dict[str, Any] | None:
         """The manifest of a (possibly unfinished) build with this key and shard size, or None."""
@@ -316,10 +338,25 @@ class FeatureCache:
         text = json.dumps(manifest, indent=1)
         _write_atomically(directory / MANIFEST_NAME, lambda tmp: tmp.write_text(text))
 
+    def _shard_files(self, manifest: dict[str, Any], directory: Path) -> list[Path]:
+        return [directory / manifest["shards"][str(s)]["file"] for s in range(self._num_shards(manifest))]
+
+    def _map(self, manifest: dict[str, Any], directory: Path) -> tuple[MappedFeatures, torch.Tensor]:
+        """Memory-map the shards in order: (MappedFeatures [N, *feature_shape], [N] bool in RAM)."""
+        files = self._shard_files(manifest, directory)
+        dtype = getattr(torch, manifest["dtype"])
+        try:
+            features = MappedFeatures.open(files, manifest["shard_size"], manifest["feature_shape"], dtype)
+            valid = torch.from_numpy(np.concatenate([map_tensor(f, "valid") for f in files]))  # [N], a copy
+        except (OSError, ValueError, KeyError) as exc:
+            raise RuntimeError(f"feature cache {directory} is inconsistent: {exc}") from exc
+        if len(features) != manifest["num_images"] or valid.shape != (manifest["num_images"],):
+            raise RuntimeError(f"feature cache {directory} is inconsistent: {len(features)} rows, not {len(valid)}")
+        return features, valid
+
     def _load(self, manifest: dict[str, Any], directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        """Concatenate the shards in order: ([N, *feature_shape], [N] bool)."""
-        shards = [manifest["shards"][str(s)] for s in range(self._num_shards(manifest))]
-        loaded = [load_file(str(directory / shard["file"])) for shard in shards]
+        """Concatenate the shards in order, in RAM: ([N, *feature_shape], [N] bool)."""
+        loaded = [load_file(str(path)) for path in self._shard_files(manifest, directory)]
         features = torch.cat([t["features"] for t in loaded])  # [N, *feature_shape]
         valid = torch.cat([t["valid"] for t in loaded])  # [N]
         expected = (manifest["num_images"], *manifest["feature_shape"])

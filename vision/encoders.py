@@ -364,9 +364,53 @@ def _load_timm_file(model: nn.Module, path: Path, what: str) -> None:
         raise UserError(f"cannot load {what} weights from {path}: {_first_line(exc)}") from exc
 
 
-def _build_vit(weights: str) -> VisionEncoder:
+def _vit_tags() -> tuple[str, list[str]]:
+    """timm's default pretrained tag of the ViT, and all its tags."""
     default_tag = timm.models.get_pretrained_cfg(VIT_ARCH).tag
-    tags = [name.split(".", 1)[1] for name in timm.list_pretrained(f"{VIT_ARCH}.*")]
+    return default_tag, [name.split(".", 1)[1] for name in timm.list_pretrained(f"{VIT_ARCH}.*")]
+
+
+def _clip_tags() -> list[str]:
+    import open_clip
+
+    return open_clip.list_pretrained_tags_by_model(CLIP_ARCH)
+
+
+def _unknown_weights(name: str, weights: str) -> UserError:
+    """The one-line error for a `weights` value that is no form `build_encoder(name, ...)` accepts."""
+    if name == "vit":
+        default_tag, tags = _vit_tags()
+        return UserError(
+            f"unknown weights {weights!r} for vit (timm {VIT_ARCH}): expected 'default' ({default_tag}), 'none', "
+            f"an existing weights file, or one of the timm tags {', '.join(tags)}"
+        )
+    if name == "clip":
+        return UserError(
+            f"unknown weights {weights!r} for clip (open_clip {CLIP_ARCH}): expected 'default' ({CLIP_DEFAULT_TAG}), "
+            f"'none', an existing weights file, or one of the open_clip tags {', '.join(_clip_tags())}"
+        )
+    return UserError(
+        f"unknown weights {weights!r} for tiny: expected 'default' or 'none' (seeded random init) "
+        f"or an existing weights file saved from a tiny encoder (its `.model.state_dict()`)"
+    )
+
+
+def check_weights(name: str, weights: str | None) -> None:
+    """Fail at once, downloading and loading nothing, when `build_encoder(name, weights)` could not accept the form
+    of `weights`: 'default', 'none', a pretrained tag of that model, or an existing local file. Whether a tag's file
+    can be fetched, and whether a local file holds the right weights, is found out when the encoder is built."""
+    if name not in ENCODER_NAMES:
+        raise UserError(f"unknown encoder {name!r}; expected one of {', '.join(ENCODER_NAMES)}")
+    weights = "none" if weights is None else weights
+    if weights in ("default", "none") or _local_file(weights) is not None:
+        return
+    if (name == "vit" and weights in _vit_tags()[1]) or (name == "clip" and weights in _clip_tags()):
+        return
+    raise _unknown_weights(name, weights)
+
+
+def _build_vit(weights: str) -> VisionEncoder:
+    default_tag, tags = _vit_tags()
     tag = default_tag if weights == "default" else weights
     what = f"vit (timm {VIT_ARCH})"
 
@@ -389,10 +433,7 @@ def _build_vit(weights: str) -> VisionEncoder:
         _load_timm_file(model, path, what)
         tag = str(path)
     else:
-        raise UserError(
-            f"unknown weights {weights!r} for {what}: expected 'default' ({default_tag}), 'none', "
-            f"an existing weights file, or one of the timm tags {', '.join(tags)}"
-        )
+        raise _unknown_weights("vit", weights)
     return TimmViTEncoder(model, name="vit", weights=tag, preprocess=_timm_preprocess(model))
 
 
@@ -414,10 +455,7 @@ def _build_tiny(weights: str, config: TinyViTConfig = TINY_CONFIG) -> VisionEnco
     if weights not in ("default", "none"):
         path = _local_file(weights)
         if path is None:
-            raise UserError(
-                f"unknown weights {weights!r} for tiny: expected 'default' or 'none' (seeded random init) "
-                f"or an existing weights file saved from a tiny encoder (its `.model.state_dict()`)"
-            )
+            raise _unknown_weights("tiny", weights)
         _load_timm_file(model, path, "tiny")
         tag = str(path)
     # No centre crop (crop_pct 1): the whole image is resized to the input size, so patches stay aligned with it.
@@ -429,7 +467,7 @@ def _create_clip(weights: str) -> tuple[nn.Module, str, Callable]:
     """The whole open_clip model (image and text towers), its weights tag and its eval preprocessing."""
     import open_clip
 
-    tags = open_clip.list_pretrained_tags_by_model(CLIP_ARCH)
+    tags = _clip_tags()
     tag = CLIP_DEFAULT_TAG if weights == "default" else weights
     what = f"clip (open_clip {CLIP_ARCH})"
 
@@ -444,10 +482,7 @@ def _create_clip(weights: str) -> tuple[nn.Module, str, Callable]:
     elif (path := _local_file(tag)) is not None:
         pretrained = tag = str(path)
     else:
-        raise UserError(
-            f"unknown weights {weights!r} for {what}: expected 'default' ({CLIP_DEFAULT_TAG}), 'none', "
-            f"an existing weights file, or one of the open_clip tags {', '.join(tags)}"
-        )
+        raise _unknown_weights("clip", weights)
     arch_cfg = tag_cfg if tag_cfg is not None else open_clip.get_pretrained_cfg(CLIP_ARCH, CLIP_DEFAULT_TAG)
     # A pretrained tag brings its own preprocessing config into open_clip; otherwise pass the default tag's.
     preprocess_kwargs = (
