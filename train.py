@@ -301,7 +301,7 @@ class RunResult:
 
     metrics: dict[str, float]  # the last validation's metrics (with "shuffled/..." from the last epoch's control)
     history: list[dict] = field(default_factory=list)  # every validation: {"step", "epoch", **metrics}
-    train_seconds: float = 0.0  # the optimizer steps alone (no set-up, no evaluation)
+    train_seconds: float = 0.0  # the training loop: optimizer steps and --eval-every's mid-epoch evaluations
     trainable_parameters: int = 0
     run_dir: Path | None = None
 

@@ -36,7 +36,9 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--tokens", default=None, help="views grid's visual-token counts (demo: 1,4,9; real: 1,4,16)")
     parser.add_argument("--stage1-epochs", default=None, help="two-stage grid: bridge-only epochs (default 1)")
     parser.add_argument("--two-stage-k", default=None, help="two-stage grid: K of the second stage (default 2)")
-    parser.add_argument("--eval-every", default=None, help="validation every N steps for the curves (demo: 650, about twice an epoch)")
+    parser.add_argument(
+        "--eval-every", default=None, help="validation every N steps for the curves (demo: 650, about twice an epoch)"
+    )
     parser.add_argument("--results-dir", default=str(REPO / "experiments" / "results"), help="records, tables, PNGs")
     parser.add_argument("--work-dir", default="../.data/experiments", help="checkpoints, run directories, logs")
     parser.add_argument("--cache-dir", default="../.data/cache", help="datasets, features, the pretrained demo LM")

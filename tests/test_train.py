@@ -265,12 +265,9 @@ def test_retrieval_scores_equal_scoring_each_pair_alone(trained_demo, pairs_per_
 # ----------------------------------------------------------------------------------------------------- evaluation protocol
 
 
-def test_test_mode_flags_win_over_the_checkpoint_and_metrics_json_records_the_protocol(trained_demo, monkeypatch):
-    output_dir, cache_dir, checkpoint = trained_demo
-    calls = []
-    real_evaluate = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda *a, **kw: calls.append(kw) or real_evaluate(*a, **kw))
-    args = [
+def checkpoint_test_args(output_dir, cache_dir) -> list[str]:
+    """`--test` of the session's demo checkpoint (tiny encoder, K = 2)."""
+    return [
         "--test",
         "--encoder",
         "tiny",
@@ -281,6 +278,14 @@ def test_test_mode_flags_win_over_the_checkpoint_and_metrics_json_records_the_pr
         "--cache-dir",
         str(cache_dir),
     ]
+
+
+def test_test_mode_flags_win_over_the_checkpoint_and_metrics_json_records_the_protocol(trained_demo, monkeypatch):
+    output_dir, cache_dir, checkpoint = trained_demo
+    calls = []
+    real_evaluate = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **kw: calls.append(kw) or real_evaluate(*a, **kw))
+    args = checkpoint_test_args(output_dir, cache_dir)
     flags = ["--eval-images", "12", "--gallery-size", "4", "--max-new-tokens", "6", "--beams", "2"]
     assert train.main([*args, *flags, "--length-penalty", "0.5", "--num-samples", "2", "--batch-size", "3"]) == 0
     used = calls[-1]
@@ -352,17 +357,7 @@ def test_ptb_with_java_scores_on_the_java_tokenizer(trained_demo, monkeypatch):
     tokenized = []
     real = PTBTokenizer.tokenize
     monkeypatch.setattr(PTBTokenizer, "tokenize", lambda self, batch: tokenized.append(len(batch)) or real(self, batch))
-    args = [
-        "--test",
-        "--encoder",
-        "tiny",
-        "--top-k",
-        "2",
-        "--output-dir",
-        str(output_dir),
-        "--cache-dir",
-        str(cache_dir),
-    ]
+    args = checkpoint_test_args(output_dir, cache_dir)
     assert train.main([*args, "--eval-images", "6", "--gallery-size", "3", "--ptb"]) == 0
     # captions and the shuffled control: each call tokenises 6 images' references and 6 generated captions
     assert tokenized == [12, 12]
