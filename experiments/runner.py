@@ -298,9 +298,12 @@ def plot_curves(records: Sequence[dict]):
     fig, axes = plt.subplots(1, len(FIGURE_METRICS), figsize=(5 * len(FIGURE_METRICS), 3.6))
     for ax, (key, title) in zip(axes, FIGURE_METRICS, strict=True):
         for k, (name, rows) in enumerate(by_cell(records).items()):
-            steps = sorted({p["step"] for r in rows for p in r["history"] if key in p})
-            means = [statistics.fmean([p[key] for r in rows for p in r["history"] if p["step"] == s and key in p])
-                     for s in steps]  # fmt: skip
+            # The k-th validation of each seed, averaged (seeds split the data differently, so their epochs end a
+            # few steps apart: the points are aligned by their order, at the seeds' mean step).
+            curves = [[p for p in r["history"] if key in p] for r in rows]
+            points = list(zip(*curves, strict=False))  # truncated to the shortest curve
+            steps = [statistics.fmean(p["step"] for p in point) for point in points]
+            means = [statistics.fmean(p[key] for p in point) for point in points]
             ax.plot(steps, means, "-o", markersize=3, color=f"C{k % 10}", label=name)
         ax.set_xlabel("optimizer step")
         ax.set_title(f"validation {title} during training")

@@ -18,7 +18,7 @@ items of the same document: it learns to continue from context. That is the skil
 vision-language model the context is no longer text but the visual tokens: a frozen language model that already
 writes a caption consistent with an earlier one only needs the bridge to supply something that reads like one.
 
-What it learns, measured (EXPERIMENTS.md): the captions' language (held-out perplexity ~1.4 against ~680 for a random
+What it learns, measured (EXPERIMENTS.md): the captions' language (held-out perplexity 1.35 against ~600 for a random
 model), and copying from context, which is what captioning needs. Binding an attribute to an object ("what colour is
 the star?" when the context names two shapes) is not learned within the one-minute budget, at this size.
 
