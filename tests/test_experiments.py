@@ -130,6 +130,7 @@ def test_smoke_grid_writes_records_table_and_figures_and_a_rerun_skips_them(trai
     assert sorted(records) == ["pretrained-k0-seed0.json", "random-k0-seed0.json"]
     for record in records.values():
         assert record["configs"][0]["top_k"] == 0 and record["seed"] == 0 and record["trainable_parameters"] > 0
+        assert record["configs"][0]["wandb_group"] == "smoke"  # one W&B group per grid
         assert {"cider_d", "qa_exact_match", "i2t_recall@1"} <= set(record["metrics"])
         assert "cider_d" in record["shuffled"] and record["history"][-1]["step"] == 4
     assert records["pretrained-k0-seed0.json"]["configs"][0]["decoder"] == "demo-pretrained"

@@ -142,3 +142,15 @@ def test_online_failure_falls_back_to_offline_without_leaking_the_key(tmp_path, 
         tracker.log({"train/loss": 1.0}, step=0)
         raise KeyError("boom")
     assert run.logged == [(0, {"train/loss": 1.0})] and run.exit_code == 1
+
+
+def test_group_name_and_project_reach_wandb_init(tmp_path, monkeypatch):
+    """`python -m experiments` groups each grid's runs (`--wandb-group`), so W&B's dashboard compares them."""
+    import wandb
+
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda mode, **kwargs: calls.append((mode, kwargs)) or _FakeRun())
+    Tracker(tmp_path / "run", {"top_k": 0}, mode="offline", run_name="transfer-pretrained-k0-seed0", group="transfer")
+    mode, kwargs = calls[0]
+    assert mode == "offline" and kwargs["group"] == "transfer" and kwargs["name"] == "transfer-pretrained-k0-seed0"
+    assert kwargs["project"] == "mlx8-w4-multimodal-transferlearning" and kwargs["config"] == {"top_k": 0}
