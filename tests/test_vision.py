@@ -410,15 +410,16 @@ def test_mapped_cache_resumes_an_interrupted_build(tmp_path: Path, monkeypatch: 
     assert torch.equal(mapped[:], fresh) and torch.equal(mapped[torch.tensor([4, 1])], fresh[[4, 1]])
 
 
-def _rss_anon_bytes() -> int:
-    """This process's anonymous resident memory (heap, malloc'd tensors), from /proc/self/status."""
+def _rss_bytes(kind: str) -> int:
+    """This process's resident memory of one kind, from /proc/self/status: "RssAnon" (heap, malloc'd tensors) or
+    "RssFile" (pages of mapped files)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
+        if line.startswith(f"{kind}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no RssAnon in /proc/self/status")
+    raise AssertionError(f"no {kind} in /proc/self/status")
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from Linux's /proc")
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon and RssFile from Linux's /proc")
 def test_reading_a_mapped_cache_keeps_anonymous_memory_bounded(tmp_path: Path) -> None:
     # 6 shards of 256 "images" x 64 x 512 float16: 100 MB on disk, read in random batches of 32 (2 MB each).
     rows, shape, shards = 256, (64, 512), 6
@@ -429,17 +430,16 @@ def test_reading_a_mapped_cache_keeps_anonymous_memory_bounded(tmp_path: Path) -
     total_bytes = rows * shards * 64 * 512 * 2
     mapped = MappedFeatures.open(files, rows, shape, torch.float16)
 
-    before, peak = _rss_anon_bytes(), 0
+    anon_before, file_before, peak = _rss_bytes("RssAnon"), _rss_bytes("RssFile"), 0
     order = torch.randperm(len(mapped), generator=torch.Generator().manual_seed(0))
     for batch in order.split(32):  # one epoch
         features = mapped[batch]
         assert torch.equal(features[:, 0, 0], (batch // rows).to(torch.float16))  # each row from its own shard
-        peak = max(peak, _rss_anon_bytes() - before)
+        peak = max(peak, _rss_bytes("RssAnon") - anon_before)
     assert peak < total_bytes / 4, (
         f"anonymous memory grew {peak / 2**20:.0f} MB reading a {total_bytes / 2**20:.0f} MB cache"
     )
-
-    # The measurement sees anonymous memory when there is some: the whole cache in RAM shows up in full.
-    everything = mapped.tensor()
-    assert _rss_anon_bytes() - before > 0.9 * total_bytes
-    del everything
+    # The measurement is of the right thing: the epoch touched every row, and those pages are the mapped files'
+    # (RssFile), which the kernel can drop at any time, not the process's own memory. (Allocating a copy of the cache
+    # is no control: the allocator may reuse pages that earlier tests freed, which RssAnon already counts.)
+    assert _rss_bytes("RssFile") - file_before > 0.5 * total_bytes
