@@ -55,7 +55,7 @@ from training.config import TrainConfig, load_config
 from training.demo import demo_decoder, demo_tokenizer
 from training.distributed import Distributed, setup_distributed, teardown_distributed
 from training.evaluate import evaluate
-from training.preflight import check_run
+from training.preflight import RANDOM_INIT, check_run  # --decoder random-init:SOURCE: SOURCE's layout, random weights
 from training.pretrain import DEMO_PRETRAINED, pretrained_demo_lm
 from training.protocol import VAL_IMAGES_PER_EPOCH, evaluation_config, protocol
 from training.restore import load_trained
@@ -65,7 +65,6 @@ from vision import FeatureCache, MappedFeatures, build_clip_text, build_encoder
 from weights_loader import load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
 
 console = Console(stderr=True, highlight=False)
-RANDOM_INIT = "random-init:"  # --decoder random-init:SOURCE: SOURCE's layout and tokenizer, random weights
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run stops
 DIST = Distributed()  # this process's place among torchrun's processes (one process: rank 0 of 1)
 
