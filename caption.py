@@ -58,7 +58,6 @@ from PIL import Image
 from data import CAPTION_PROMPT, encode_prompts, question_prompt
 from data.images import image_problem, load_image
 from errors import UserError
-from tiny_decoder.beam import beam_search
 from training.checkpoint import is_hub_checkpoint, latest_checkpoint, local_checkpoint
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -134,10 +133,6 @@ def prompt_text(question: str | None) -> str:
     return question_prompt(question) if question else CAPTION_PROMPT
 
 
-def _cut_at(ids: list[int], eos: int) -> list[int]:
-    return ids[: ids.index(eos)] if eos in ids else ids
-
-
 class Captioner:
     """A trained VisionLanguageModel with its tokenizer, ready to caption PIL images."""
 
@@ -190,13 +185,10 @@ class Captioner:
         with self.lock, self.autocast():
             features = model.encoder(pixel_values.to(self.device), view=model.config.view)  # the frozen encoder, once
             if decoding.num_beams > 1:
-                embeds, mask = model.prompt_embeddings(prompts, features=features)  # [B, W, d], [B, W]
-                sequences, beam_scores = beam_search(
-                    model.decoder, inputs_embeds=embeds, attention_mask=mask, num_beams=decoding.num_beams,
-                    max_new_tokens=decoding.max_new_tokens, length_penalty=decoding.length_penalty,
-                    eos_token_id=eos, early_stopping=decoding.early_stopping,
+                outputs, beam_scores = model.beam_search(
+                    prompts, features=features, num_beams=decoding.num_beams, max_new_tokens=decoding.max_new_tokens,
+                    length_penalty=decoding.length_penalty, eos_token_id=eos, early_stopping=decoding.early_stopping,
                 )  # fmt: skip
-                outputs = [_cut_at(row, eos) for row in sequences.tolist()]
                 scores = beam_scores.float().tolist()
             else:
                 outputs = model.generate(

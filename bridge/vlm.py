@@ -31,6 +31,7 @@ from torch import nn
 
 from errors import UserError
 from tiny_decoder import Qwen3ForCausalLM
+from tiny_decoder.beam import beam_search
 from tiny_decoder.model import linear_cross_entropy, target_log_probs
 from tiny_decoder.shared_prefix import continuation_hidden_states
 
@@ -320,7 +321,7 @@ class VisionLanguageModel(nn.Module):
         """[visual tokens][prompt] for each image, left-padded: (embeddings [B, W, d], attention mask [B, W]).
 
         Rows are left-padded (padding before the visual tokens), so every row's next token is in the last column.
-        `generate` decodes from these; so does beam search (`tiny_decoder/beam.py`, used by caption.py).
+        `generate` decodes from these; so does `beam_search` (`tiny_decoder/beam.py`).
         """
         visual = self.visual_tokens(pixel_values, features)  # [B, N, d]
         embed = self.decoder.model.embed_tokens
@@ -351,6 +352,29 @@ class VisionLanguageModel(nn.Module):
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos, **sampling
         )
         return [_cut_at(row.tolist(), eos) for row in out]
+
+    @torch.no_grad()
+    def beam_search(
+        self,
+        prompts: list[list[int]],
+        pixel_values: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        num_beams: int = 4,
+        max_new_tokens: int = 32,
+        length_penalty: float = 1.0,
+        eos_token_id: int | None = None,
+        early_stopping: bool = True,
+    ) -> tuple[list[list[int]], torch.Tensor]:
+        """The best beam for each image's [visual tokens][prompt] (`tiny_decoder/beam.py`): the new token ids, cut at
+        end-of-text, and their length-normalised scores [B]. caption.py and evaluation both decode this way."""
+        embeds, mask = self.prompt_embeddings(prompts, pixel_values, features)  # [B, W, d], [B, W]
+        eos = eos_token_id if eos_token_id is not None else self.decoder.config.eos_token_id
+        sequences, scores = beam_search(
+            self.decoder, inputs_embeds=embeds, attention_mask=mask, num_beams=num_beams,
+            max_new_tokens=max_new_tokens, length_penalty=length_penalty, eos_token_id=eos,
+            early_stopping=early_stopping,
+        )  # fmt: skip
+        return [_cut_at(row, eos) for row in sequences.tolist()], scores
 
 
 def _cut_at(ids: list[int], eos: int | None) -> list[int]:

@@ -28,7 +28,6 @@ from bridge import VisionLanguageModel
 from data import CAPTION_PROMPT, ImageRecord, VLMCollator, make_samples, question_prompt
 from data.batches import encode_prompts
 from metrics import caption_metrics, gallery_indices, mean_over_galleries, qa_metrics, retrieval_metrics
-from tiny_decoder.beam import beam_search
 from training.distributed import SINGLE_PROCESS, Distributed
 from vision import ClipText
 from weights_loader import TextTokenizer
@@ -101,8 +100,8 @@ def generate_texts(
     """Continuation of prompts[i] given features[image_rows[i]] (default: features[i]); each process generates its
     share. Features are gathered a batch at a time: a memory-mapped cache stays on disk.
 
-    Greedy with `beams` = 1; otherwise beam search exactly as caption.py runs it (`tiny_decoder/beam.py`, early
-    stopping once `beams` hypotheses have finished), so evaluation's captions are the ones a user would get.
+    Greedy with `beams` = 1; otherwise `VisionLanguageModel.beam_search`, as caption.py runs it (`tiny_decoder/beam.py`,
+    early stopping once `beams` hypotheses have finished), so evaluation's captions are the ones a user would get.
     """
     image_rows = range(len(prompts)) if image_rows is None else image_rows
     mine = dist.shard(range(len(prompts)))
@@ -114,12 +113,10 @@ def generate_texts(
         batch_features = features[[image_rows[mine[i]] for i in rows]].to(device)
         with autocast():
             if beams > 1:
-                embeds, mask = model.prompt_embeddings(batch_prompts, features=batch_features)  # [b, W, d], [b, W]
-                sequences, _ = beam_search(
-                    model.decoder, inputs_embeds=embeds, attention_mask=mask, num_beams=beams,
-                    max_new_tokens=max_new_tokens, length_penalty=length_penalty, eos_token_id=eos,
+                ids, _ = model.beam_search(
+                    batch_prompts, features=batch_features, num_beams=beams, max_new_tokens=max_new_tokens,
+                    length_penalty=length_penalty, eos_token_id=eos,
                 )  # fmt: skip
-                ids = [row[: row.index(eos)] if eos in row else row for row in sequences.tolist()]
             else:
                 ids = model.generate(
                     batch_prompts,
