@@ -59,6 +59,7 @@ from training.preflight import RANDOM_INIT, check_run  # --decoder random-init:S
 from training.pretrain import DEMO_PRETRAINED, pretrained_demo_lm
 from training.protocol import VAL_IMAGES_PER_EPOCH, evaluation_config, protocol
 from training.restore import load_trained
+from training.schedule import lr_lambda  # linear warm-up, then cosine decay to 10% of the peak
 from training.share import push_checkpoint
 from training.tracking import Tracker
 from vision import FeatureCache, MappedFeatures, build_clip_text, build_encoder
@@ -226,18 +227,6 @@ def build_optimizer(cfg: TrainConfig, model: VisionLanguageModel, device: torch.
     # The fused kernel updates all parameters in one pass: on CUDA, and on the CPU too (9.5x faster per step there
     # in BENCHMARKS.md); other devices keep the for-loop implementation.
     return torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=device.type in ("cuda", "cpu"))
-
-
-def lr_lambda(warmup: int, total: int):
-    """Linear warm-up to the peak, then cosine decay to 10% of it at the last step."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from data import CAPTION_PROMPT, EOS_TOKEN, ImageRecord, question_prompt
 from data.batches import encode_prompts
 from tiny_decoder import Qwen3ForCausalLM
 from training.demo import demo_config, demo_tokenizer
+from training.schedule import lr_lambda
 from weights_loader import TextTokenizer, load_qwen3, load_tokenizer, save_qwen3
 
 DEMO_PRETRAINED = "demo-pretrained"  # the --decoder value that means this model
@@ -99,8 +100,8 @@ def encode_documents(
     ids = dict(zip(texts, encode_prompts(tokenizer.tokenizer, texts), strict=True))  # each distinct text once
     documents = []
     for record in records:
-        captions = [ids[CAPTION_PROMPT] + ids[" " + c] + [tokenizer.eos_id] for c in record.captions]
-        questions = [ids[question_prompt(q)] + ids[" " + a] + [tokenizer.eos_id] for q, a in record.qa]
+        items = [ids[prompt] + ids[target] + [tokenizer.eos_id] for prompt, target in document_items(record)]
+        captions, questions = items[: len(record.captions)], items[len(record.captions) :]
         order = [captions[k] for k in rng.permutation(len(captions))]
         order += [questions[k] for k in rng.permutation(len(questions))]
         documents.append([token for item in order for token in item])
@@ -167,14 +168,7 @@ def pretrain(
         betas=(0.9, 0.95),
         fused=True,
     )
-
-    def factor(step: int) -> float:  # linear warm-up, then cosine decay to 10% (as train.py's schedule)
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
-        progress = min(1.0, (step - settings.warmup_steps) / max(1, total - settings.warmup_steps))
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings.warmup_steps, total))
     model.train()
     for epoch in range(settings.epochs):
         rng = np.random.default_rng([seed, epoch])
