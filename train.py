@@ -147,19 +147,17 @@ def build_decoder_and_tokenizer(cfg: TrainConfig, splits, device: torch.device):
 
         main_first(lambda: make_demo_decoder() if DIST.is_main else None)
         return load_qwen3(directory, device=device), load_tokenizer(directory), str(directory)
-    source = cfg.decoder.removeprefix(RANDOM_INIT)
-    path = resolve_checkpoint(source)  # downloads once from the hub, or checks the local directory
-    config = Qwen3Config.from_json_file(path / "config.json")
-    if cfg.top_k > config.num_hidden_layers:  # fail before the slow part
-        raise UserError(f"top_k={cfg.top_k} is invalid; the decoder has {config.num_hidden_layers} blocks")
     if cfg.decoder.startswith(RANDOM_INIT):
-        # The control of the transfer experiment: the checkpoint's architecture and tokenizer, random weights. Saved
-        # beside the checkpoints like the demo decoder, so --test and caption.py rebuild it the same way.
-        directory = Path(cfg.output_dir).expanduser().resolve() / f"random_init_{path.name}_seed{cfg.seed}"
+        # The control of the transfer experiment: SOURCE's architecture and tokenizer, random weights (SOURCE's own
+        # weights are not fetched). Saved beside the checkpoints like the demo decoder, so --test and caption.py
+        # rebuild it the same way.
+        source = cfg.decoder.removeprefix(RANDOM_INIT)
+        path = resolve_checkpoint(source, need="tokenizer")  # config.json and the tokenizer files
+        directory = Path(cfg.output_dir).expanduser().resolve() / f"random_init_{Path(source).name}_seed{cfg.seed}"
 
         def make_random_decoder() -> None:
             torch.manual_seed(cfg.seed)
-            save_qwen3(Qwen3ForCausalLM(config), directory)
+            save_qwen3(Qwen3ForCausalLM(Qwen3Config.from_json_file(path / "config.json")), directory)
             for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
                 if (path / name).exists():
                     shutil.copyfile(path / name, directory / name)
@@ -167,8 +165,10 @@ def build_decoder_and_tokenizer(cfg: TrainConfig, splits, device: torch.device):
         main_first(lambda: make_random_decoder() if DIST.is_main and not directory.exists() else None)
         log(f"random-init decoder with the layout of {source}: {directory}")
         return load_qwen3(directory, device=device), load_tokenizer(directory), str(directory)
-    log(f"loading decoder {source}")
-    return load_qwen3(path, device=device), load_tokenizer(path), source
+    # --top-k was checked against the decoder's blocks before any work (check_run, training/preflight.py).
+    log(f"loading decoder {cfg.decoder}")
+    path = resolve_checkpoint(cfg.decoder)  # downloads once from the hub, or checks the local directory
+    return load_qwen3(path, device=device), load_tokenizer(path), cfg.decoder
 
 
 def build_model(cfg: TrainConfig, decoder, device: torch.device) -> VisionLanguageModel:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ import training.pretrain as pretrain
 from data import load_dataset
 from training.checkpoint import latest_checkpoint, read_checkpoint
 from training.config import load_config
-from weights_loader import load_qwen3, load_tokenizer
+from weights_loader import load_qwen3, load_tokenizer, save_qwen3
 
 # One epoch instead of the demo's default: enough to show what the tests check, in seconds rather than a minute.
 QUICK = pretrain.PretrainSettings(epochs=1)
@@ -85,6 +86,31 @@ def test_frozen_pretrained_lm_with_top_k_0_trains_the_bridge_only(trained_demo, 
     weights, meta = read_checkpoint(latest_checkpoint(tmp_path, "tiny", 0))
     assert all(k.startswith("bridge.") for k in weights)
     assert "demo-lm" in meta["decoder"]["source"]  # the sidecar names the pretrained LM, so --test can rebuild it
+
+
+def test_random_init_decoder_has_the_sources_layout_and_tokenizer_and_new_weights(trained_demo, tmp_path):
+    """--decoder random-init:SOURCE (the transfer grid's control on real weights): SOURCE's config and tokenizer,
+    weights drawn afresh, saved beside the checkpoints so that the sidecar names a loadable decoder."""
+    # A "trained" source: the demo decoder's weights shifted, so that no random draw can reproduce them.
+    demo_dir, source = trained_demo[2].parent / "demo_decoder_seed0", tmp_path / "trained-lm"
+    trained = load_qwen3(demo_dir)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    save_qwen3(trained, source)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(demo_dir / name, source / name)
+    argv = ["--demo", "--decoder", f"random-init:{source}", "--max-steps", "2", "--wandb", "disabled"]
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert train.main([*argv, "--output-dir", str(tmp_path), "--cache-dir", str(trained_demo[1])]) == 0
+    _, meta = read_checkpoint(latest_checkpoint(tmp_path, "tiny", 2))
+    random_dir = tmp_path.resolve() / "random_init_trained-lm_seed0"
+    assert meta["decoder"]["source"] == str(random_dir)
+    random, original = load_qwen3(random_dir), load_qwen3(source)
+    assert random.config == original.config
+    assert (random_dir / "tokenizer.json").read_bytes() == (source / "tokenizer.json").read_bytes()
+    weights = original.state_dict()
+    assert not any(torch.equal(v, weights[k]) for k, v in random.state_dict().items() if k.endswith("proj.weight"))
 
 
 def run_experiments(*argv: str) -> subprocess.CompletedProcess:
