@@ -26,7 +26,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -91,13 +91,13 @@ def config_key(configs: Sequence[TrainConfig]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def record_path(setup: Setup, cell: Cell, seed: int) -> Path:
-    return setup.results_dir / setup.grid / "cells" / f"{cell.name}-seed{seed}.json"
+def record_path(setup: Setup, cell_name: str, seed: int) -> Path:
+    return setup.results_dir / setup.grid / "cells" / f"{cell_name}-seed{seed}.json"
 
 
 def finished(setup: Setup, cell: Cell, seed: int) -> dict | None:
     """The record of a finished (cell, seed) with today's configuration, or None."""
-    path = record_path(setup, cell, seed)
+    path = record_path(setup, cell.name, seed)
     if not path.exists():
         return None
     record = json.loads(path.read_text())
@@ -150,7 +150,7 @@ def machine() -> str:
 
 
 def write_record(setup: Setup, record: dict) -> Path:
-    path = setup.results_dir / setup.grid / "cells" / f"{record['cell']}-seed{record['seed']}.json"
+    path = record_path(setup, record["cell"], record["seed"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda p: p.write_text(json.dumps(record, indent=1) + "\n"))
     return path
@@ -326,7 +326,3 @@ def write_figures(setup: Setup, records: Sequence[dict]) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return paths
-
-
-def describe(setup: Setup) -> dict[str, Any]:
-    return {**asdict(setup), "results_dir": str(setup.results_dir), "work_dir": str(setup.work_dir)}

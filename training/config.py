@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from data.images import check_max_bad_fraction
 from errors import OneLineArgumentParser, UserError
 
 ENCODERS = ("vit", "clip", "tiny")
@@ -122,11 +123,7 @@ class TrainConfig:
             at_least(key, 1)
         for key in ("lr_adapter", "lr_qwen", "weight_decay", "grad_clip"):
             at_least(key, 0, "a number")
-        if not 0.0 <= self.max_bad_fraction <= 1.0:  # also refuses NaN
-            raise UserError(
-                f"max_bad_fraction={self.max_bad_fraction!r} is invalid; expected a number between 0 and 1 "
-                "(the share of images that may be missing or unreadable)"
-            )
+        check_max_bad_fraction(self.max_bad_fraction)  # [0, 1], NaN refused; the same check as data loading's
         if self.push_to_hub is None:
             for key in ("public", "dry_run", "hub_decoder"):
                 if getattr(self, key):

@@ -47,11 +47,10 @@ from training.checkpoint import (
     HUB_WEIGHTS,
     list_checkpoints,
     local_checkpoint,
-    read_checkpoint,
 )
 from training.config import TrainConfig
 from training.model_card import model_card
-from training.restore import SIDECAR_KEYS, decoder_source, is_local_path
+from training.restore import decoder_source, is_local_path, read_sidecar
 
 CARD_FILE = "README.md"
 UPLOAD_PATTERNS = [CARD_FILE, HUB_WEIGHTS, HUB_SIDECAR, f"{HUB_DECODER_DIR}/*"]
@@ -183,10 +182,7 @@ def prepare_upload(
 ) -> Upload:
     """Stage what the repo gets in `staging`: weights, the rewritten sidecar, the card, a carried decoder."""
     hub.check_repo_id(repo_id)
-    weights, sidecar = read_checkpoint(checkpoint)  # a readable checkpoint with its sidecar, or one line
-    missing = [key for key in SIDECAR_KEYS if not isinstance(sidecar.get(key), dict)]
-    if missing:
-        raise UserError(f"the sidecar of {checkpoint.name} has no {', '.join(missing)}: not a checkpoint of train.py")
+    weights, sidecar = read_sidecar(checkpoint)  # a checkpoint of train.py with its sidecar, or one line
     sources, carried = plan_decoder(sidecar, checkpoint, hub_decoder)
     test_metrics = recorded_test_metrics(sidecar, checkpoint)
     uploaded = {
