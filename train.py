@@ -41,6 +41,7 @@ from bridge import VisionLanguageModel, VLMConfig
 from data import Splits, VLMCollator, batch_order, load_dataset, make_samples
 from errors import UserError
 from metrics.captioning import require_java
+from runtime.distributed import Distributed, setup_distributed, teardown_distributed
 from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
 from training.checkpoint import (
     checkpoint_stem,
@@ -53,7 +54,6 @@ from training.checkpoint import (
 )
 from training.config import TrainConfig, load_config
 from training.demo import demo_decoder, demo_tokenizer
-from training.distributed import Distributed, setup_distributed, teardown_distributed
 from training.evaluate import evaluate
 from training.preflight import RANDOM_INIT, check_run  # --decoder random-init:SOURCE: SOURCE's layout, random weights
 from training.pretrain import DEMO_PRETRAINED, pretrained_demo_lm

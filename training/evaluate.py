@@ -28,7 +28,7 @@ from bridge import VisionLanguageModel
 from data import CAPTION_PROMPT, ImageRecord, VLMCollator, make_samples, question_prompt
 from data.batches import encode_prompts
 from metrics import caption_metrics, gallery_indices, mean_over_galleries, qa_metrics, retrieval_metrics
-from training.distributed import SINGLE_PROCESS, Distributed
+from runtime.distributed import SINGLE_PROCESS, Distributed
 from vision import ClipText
 from weights_loader import TextTokenizer
 

@@ -35,9 +35,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from data.images import BadImageError, decode_image
+from runtime.files import write_atomically
 from vision.encoders import VisionEncoder, check_view
 from vision.mapped import MappedFeatures, map_tensor
 
@@ -121,16 +121,6 @@ def _file_fingerprint(path: Path) -> list[Any]:
         return [str(path.absolute()), stat.st_size, stat.st_mtime_ns]
     except OSError:
         return [str(path.absolute()), -1, -1]
-
-
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(tmp_path)`, then rename the temporary file over `path` (atomic on POSIX and Windows)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class FeatureCache:
@@ -325,7 +315,7 @@ class FeatureCache:
         """Write one finished shard, then record it in the manifest (in that order, each atomically)."""
         name = f"shard_{s:05d}.safetensors"
         tensors = {"features": shard.features.contiguous(), "valid": shard.valid}
-        _write_atomically(directory / name, lambda tmp: save_file(tensors, str(tmp)))
+        write_atomically(directory / name, lambda tmp: save_file(tensors, str(tmp)))
         manifest["shards"][str(s)] = {
             "file": name,
             "start": shard.start,
@@ -336,7 +326,7 @@ class FeatureCache:
 
     def _write_manifest(self, manifest: dict[str, Any], directory: Path) -> None:
         text = json.dumps(manifest, indent=1)
-        _write_atomically(directory / MANIFEST_NAME, lambda tmp: tmp.write_text(text))
+        write_atomically(directory / MANIFEST_NAME, lambda tmp: tmp.write_text(text))
 
     def _shard_files(self, manifest: dict[str, Any], directory: Path) -> list[Path]:
         return [directory / manifest["shards"][str(s)]["file"] for s in range(self._num_shards(manifest))]
