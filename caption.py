@@ -12,7 +12,7 @@ What happens to an image (the same path as training and evaluation, so the model
     features -- bridge --> N visual tokens; [visual tokens]["Caption:" or "Question: ... Answer:"] -> decoder -> text
 
 The checkpoint's sidecar names the decoder, tokenizer, encoder and its weights, the view and K; the model is rebuilt
-from it (`training/restore.py`). `--checkpoint latest` (the default) takes the newest checkpoint in `--output-dir`
+from it (`checkpoints/restore.py`). `--checkpoint latest` (the default) takes the newest checkpoint in `--output-dir`
 (default: $OUTPUT_DIR_MODELS, then `.env`'s, then ../.data/models, as for train.py); `--checkpoint hf:OWNER/NAME`
 one shared on the Hugging Face Hub (`python train.py --push-to-hub`), downloaded once into the hub cache.
 `--decoder DIR` / `--encoder-weights FILE` point at local copies of the frozen parts the sidecar names.
@@ -42,7 +42,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import sys
@@ -55,13 +54,16 @@ from typing import IO, Any
 import torch
 from PIL import Image
 
+from checkpoints.store import DEFAULT_OUTPUT_DIR, checkpoint_path, is_hub_checkpoint, local_checkpoint
+from checkpoints.store import find_checkpoint as find_checkpoint_of_runs
 from data import CAPTION_PROMPT, encode_prompts, question_prompt
+from data.batches import pack
 from data.images import image_problem, load_image
-from errors import UserError
-from training.checkpoint import is_hub_checkpoint, latest_checkpoint, local_checkpoint
+from errors import OneLineArgumentParser, UserError
+from runtime.devices import resolve_device
+from runtime.env import dotenv_values
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-DEFAULT_OUTPUT_DIR = "../.data/models"  # train.py's default (training/config.py)
 DEFAULT_PORT = 7860  # Gradio's usual port
 PROBLEMS = {  # data.images.image_problem's reasons, as a user reads them
     "missing": "no such file",
@@ -139,28 +141,22 @@ class Captioner:
     def __init__(
         self,
         checkpoint: Path | str,
-        device: torch.device,
+        device: str = "auto",
         decoder: str | None = None,
         encoder_weights: str | None = None,
     ) -> None:
         # Imported here: the vision libraries (timm, open_clip) take seconds to import, and a bad path or option
         # should fail at once.
-        from training.restore import load_trained
+        from checkpoints.restore import load_trained
 
         self.checkpoint = local_checkpoint(checkpoint)  # hf:OWNER/NAME: the downloaded copy in the hub cache
         self.name = str(checkpoint) if is_hub_checkpoint(checkpoint) else self.checkpoint.name
-        self.device = device
+        self.device, self.autocast = resolve_device(device)  # bf16 autocast on a GPU, as in training; fp32 on a CPU
         self.model, self.tokenizer, self.sidecar = load_trained(
-            self.checkpoint, device, decoder=decoder, encoder_weights=encoder_weights
+            self.checkpoint, self.device, decoder=decoder, encoder_weights=encoder_weights
         )
         self.default_max_new_tokens = int(self.sidecar.get("train_config", {}).get("max_new_tokens", 32))
         self.lock = threading.Lock()  # one generation at a time (the web page serves several browsers)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 on a GPU, as in training; fp32 on the CPU."""
-        if self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def summary(self) -> str:
         m = self.sidecar["model"]
@@ -208,14 +204,9 @@ class Captioner:
         eos, pad = self.tokenizer.eos_id, self.tokenizer.pad_id
         # An output shorter than max_new_tokens was cut at its end-of-text token, which the model chose too.
         targets = [ids + [eos] if len(ids) < max_new_tokens else ids for ids in outputs]
-        width = len(prompt) + max(len(t) for t in targets)
-        input_ids = torch.full((len(targets), width), pad, dtype=torch.long)  # [B, T], right-padded
-        labels = torch.full((len(targets), width), -100, dtype=torch.long)  # [B, T]: -100 = not scored
-        for b, target in enumerate(targets):
-            input_ids[b, : len(prompt) + len(target)] = torch.tensor(prompt + target)
-            labels[b, len(prompt) : len(prompt) + len(target)] = torch.tensor(target)
+        batch = pack([prompt] * len(targets), targets, pad)  # the training batches' layout (data/batches.py)
         scores = self.model.sequence_log_likelihood(
-            input_ids.to(self.device), labels.to(self.device), features=features
+            batch["input_ids"].to(self.device), batch["labels"].to(self.device), features=features
         )
         return scores.float().tolist()
 
@@ -350,53 +341,24 @@ def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[Problem]]:
 
 
 def find_checkpoint(checkpoint: str, output_dir: str | None) -> Path:
-    """--checkpoint PATH (or its .json sidecar), for "latest" the newest complete checkpoint in --output-dir, for
-    "hf:OWNER/NAME" the pushed checkpoint's local copy in the hub cache (downloaded on first use).
+    """--checkpoint PATH (or its .json sidecar), "hf:OWNER/NAME" (the pushed checkpoint's local copy in the hub
+    cache, downloaded on first use), or for "latest" the newest checkpoint of the newest run in --output-dir
+    (`checkpoints.store.find_checkpoint`: several runs with different settings are named, not guessed between).
 
-    Checked here, before the slow imports and loads of training/restore.py, so a wrong path fails at once.
+    Checked here, before the slow imports and loads of checkpoints/restore.py, so a wrong path fails at once.
     """
-    if is_hub_checkpoint(checkpoint):
-        return local_checkpoint(checkpoint)
     if checkpoint == "latest":
-        return latest_checkpoint(Path(output_dir or default_output_dir()).expanduser())
-    path = Path(checkpoint).expanduser()
-    path = path.with_suffix(".safetensors") if path.suffix == ".json" else path
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    return path
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA GPU is visible; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        return find_checkpoint_of_runs(Path(output_dir or default_output_dir()).expanduser())
+    return checkpoint_path(checkpoint)
 
 
 def default_output_dir() -> str:
     """$OUTPUT_DIR_MODELS, else the one in `.env`, else train.py's default."""
-    if os.environ.get("OUTPUT_DIR_MODELS"):
-        return os.environ["OUTPUT_DIR_MODELS"]
-    if Path(".env").exists():
-        from dotenv import dotenv_values
-
-        value = dotenv_values(".env").get("OUTPUT_DIR_MODELS")
-        if value:
-            return value
-    return DEFAULT_OUTPUT_DIR
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line and exit status 2 (no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
+    return os.environ.get("OUTPUT_DIR_MODELS") or dotenv_values(".env").get("OUTPUT_DIR_MODELS") or DEFAULT_OUTPUT_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="caption.py", description="Caption images or answer a question about them.")
+    p = OneLineArgumentParser(prog="caption.py", description="Caption images or answer a question about them.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders (searched recursively)")
     p.add_argument("--question", "-q", help="ask this question about every image instead of captioning it")
     p.add_argument(
@@ -474,7 +436,7 @@ def caption_files(args: argparse.Namespace, decoding_options: dict[str, Any]) ->
                 continue
             if captioner is None:  # only once an image is known to be good: a bad file fails without the model
                 checkpoint = find_checkpoint(args.checkpoint, args.output_dir)
-                captioner = Captioner(checkpoint, resolve_device(args.device), args.decoder, args.encoder_weights)
+                captioner = Captioner(checkpoint, args.device, args.decoder, args.encoder_weights)
                 decoding = Decoding(**{"max_new_tokens": captioner.default_max_new_tokens, **decoding_options})
                 generator = make_generator(decoding, captioner.device)
             results = captioner.run([image for _, image in good], args.question, decoding, generator)
@@ -513,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             if importlib.util.find_spec("gradio") is None:  # before the model is loaded
                 raise UserError("the web page needs Gradio: pip install gradio")
             checkpoint = find_checkpoint(args.checkpoint, args.output_dir)
-            captioner = Captioner(checkpoint, resolve_device(args.device), args.decoder, args.encoder_weights)
+            captioner = Captioner(checkpoint, args.device, args.decoder, args.encoder_weights)
             serve(captioner, args.host, args.port)
             return 0
         if not args.images:

@@ -1,7 +1,7 @@
 """The Hugging Face hub in one place: checking a repo id, uploading a folder as one commit, downloading a repo.
 
 Two uploads use it: `python -m synth --push-to-hub` (a dataset repo, `synth/hub.py`) and `python train.py
---push-to-hub` (a model repo, `training/share.py`); `hf:OWNER/NAME` checkpoints are downloaded through it.
+--push-to-hub` (a model repo, `checkpoints/share.py`); `hf:OWNER/NAME` checkpoints are downloaded through it.
 
 Uploading is two calls of `huggingface_hub.HfApi` (https://huggingface.co/docs/huggingface_hub/guides/upload):
 `create_repo(repo_id, repo_type=..., private=True, exist_ok=True)` makes the repo if it is not there yet (privacy is

@@ -16,6 +16,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -127,12 +128,12 @@ def set_threads(n: int) -> None:
 
 def decoder_config(size: str, layers: int | None = None) -> Qwen3Config:
     """The decoder's shape. "0.6b": Qwen3-0.6B's; "demo": the offline demo's decoder (d=128, vocab 512; see
-    training/demo.py), where the per-token overhead of the code, not the weights' arithmetic, sets the speed.
+    demo/decoders.py), where the per-token overhead of the code, not the weights' arithmetic, sets the speed.
     `layers` keeps fewer blocks, for quick runs."""
     if size == "0.6b":
         config = Qwen3Config.qwen3_0_6b()
     elif size == "demo":
-        from training.demo import demo_config
+        from demo.decoders import demo_config
 
         config = demo_config(vocab_size=512)
     else:
@@ -275,3 +276,48 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
 
 def today() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, in TFLOP/s, matched against
+# torch.cuda.get_device_name(); first match wins, so the more specific names come first. --peak-tflops overrides.
+BF16_PEAK_TFLOPS: list[tuple[str, float | None]] = [
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("H200", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+    ("L4", 121.0),
+    ("A10G", None),  # AWS's variant of the A10: no published figure (pass --peak-tflops)
+    ("A10", 125.0),
+]
+
+
+def bf16_peak_tflops(device_name: str) -> float | None:
+    for key, tflops in BF16_PEAK_TFLOPS:
+        if key in device_name:
+            return tflops
+    return None
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on `device` when asked, as train.py uses it on CUDA; else no change of precision."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+CAPTION_WORDS = (
+    "a an the man woman boy girl child dog people group two young old in on at with of near while red blue green "
+    "white black shirt jacket hat street park beach water grass snow field road building crowd ball bike car is are "
+    "running walking sitting standing playing riding holding looking jumping wearing smiling down through across"
+).split()
+
+
+def flickr_like_captions(n: int, seed: int = 0) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(10, 17, (n,), generator=g).tolist()
+    picks = torch.randint(0, len(CAPTION_WORDS), (sum(lengths),), generator=g).tolist()
+    out, start = [], 0
+    for length in lengths:
+        out.append(" ".join(CAPTION_WORDS[i] for i in picks[start : start + length]).capitalize() + ".")
+        start += length
+    return out

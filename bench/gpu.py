@@ -19,8 +19,8 @@ K = 3 blocks train, cached pooled features (random here), captions of Flickr30k'
 - One Flickr30k epoch: 155,000 captions (the dataset has 31,783 images x 5 captions; Karpathy's training split
   keeps 145,000 of them) at the measured samples/s of the largest fitting batch.
 - Generation: ours and transformers' `generate`, greedy, bf16 weights, 32-token prompts + 64 new tokens.
-- Retrieval: train.py's evaluation scores every (image, caption) pair of a gallery of G images (default 100) and
-  their 5G captions by the caption's mean log-likelihood (`training.evaluate.likelihood_scores`, bf16 autocast).
+- Retrieval: the evaluation scores every (image, caption) pair of a gallery of G images (default 100) and
+  their 5G captions by the caption's mean log-likelihood (`evaluation.evaluate.likelihood_scores`, bf16 autocast).
   Timed on one gallery of random pooled features and Flickr30k-length captions (random everyday words, tokenised
   with Qwen3's tokenizer: `--tokenizer` takes the hub id or a local folder holding `tokenizer.json`), by the old path
   (the prefix's KV cache copied to every pair's row) and the new one (a shared prefix), with the FLOPs of
@@ -30,45 +30,21 @@ K = 3 blocks train, cached pooled features (random here), captions of Flickr30k'
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 
 import torch
 
 from bench import common
+from bench.common import autocast, bf16_peak_tflops, flickr_like_captions
+from bench.retrieval import caption_token_lengths, retrieval_flops
 from bench.train_step import build, loss_fn, make_batch, train_step_flops
 from data import CAPTION_PROMPT
 from data.batches import encode_prompts
-from training.evaluate import RETRIEVAL_PAIRS_PER_FORWARD, likelihood_scores
+from evaluation.evaluate import RETRIEVAL_PAIRS_PER_FORWARD, likelihood_scores
 from weights_loader import DEFAULT_REPO, load_tokenizer
 
 EPOCH_CAPTIONS = 155_000
 NOT_MEASURED = "not measured: no GPU in this session"
-# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, in TFLOP/s, matched against
-# torch.cuda.get_device_name(); first match wins, so the more specific names come first. --peak-tflops overrides.
-BF16_PEAK_TFLOPS: list[tuple[str, float | None]] = [
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.4),  # SXM ("NVIDIA H100 80GB HBM3")
-    ("H200", 989.4),
-    ("A100", 312.0),
-    ("L40S", 362.1),
-    ("L4", 121.0),
-    ("A10G", None),  # AWS's variant of the A10: no published figure (pass --peak-tflops)
-    ("A10", 125.0),
-]
-
-
-def bf16_peak_tflops(device_name: str) -> float | None:
-    for key, tflops in BF16_PEAK_TFLOPS:
-        if key in device_name:
-            return tflops
-    return None
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on `device` when asked, as train.py uses it on CUDA; else no change of precision."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def make_step(variant: str, model, optimizer, batch: dict, device: torch.device, bf16: bool):
@@ -272,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
 
-    # 4. Retrieval as train.py's evaluation scores it: one gallery of G images and their 5 captions each, every
-    #    (image, caption) pair by the caption's mean log-likelihood given the image (training/evaluate.py).
+    # 4. Retrieval as the evaluation scores it: one gallery of G images and their 5 captions each, every
+    #    (image, caption) pair by the caption's mean log-likelihood given the image (evaluation/evaluate.py).
     if args.gallery:
         rows += retrieval_rows(args, path, device, command, peak)
 
@@ -295,29 +271,9 @@ and the batch search.
 
 # Captions of Flickr30k's length (10-16 words, ~12-18 tokens) made of everyday caption words: the retrieval row needs
 # real text for the tokenizer, and its cost depends on the number and length of the captions, not on their meaning.
-CAPTION_WORDS = (
-    "a an the man woman boy girl child dog people group two young old in on at with of near while red blue green "
-    "white black shirt jacket hat street park beach water grass snow field road building crowd ball bike car is are "
-    "running walking sitting standing playing riding holding looking jumping wearing smiling down through across"
-).split()
-
-
-def flickr_like_captions(n: int, seed: int = 0) -> list[str]:
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(10, 17, (n,), generator=g).tolist()
-    picks = torch.randint(0, len(CAPTION_WORDS), (sum(lengths),), generator=g).tolist()
-    out, start = [], 0
-    for length in lengths:
-        out.append(" ".join(CAPTION_WORDS[i] for i in picks[start : start + length]).capitalize() + ".")
-        start += length
-    return out
-
-
 def retrieval_rows(args: argparse.Namespace, path, device: torch.device, command: str, peak: float | None):
     """Seconds to score one gallery of --gallery images x 5 captions each, as the evaluation does, by the old
     (prefix copied to every pair's cache row) and the new (shared prefix) path; FLOPs counted by bench/retrieval.py."""
-    from bench.retrieval import caption_token_lengths, retrieval_flops
-
     tokenizer = load_tokenizer(args.tokenizer)
     model = build("ours", path, args.top_k, 16).to(device).eval()
     features = torch.randn(args.gallery, 768, generator=torch.Generator().manual_seed(0))  # [G, 768] pooled
@@ -325,7 +281,7 @@ def retrieval_rows(args: argparse.Namespace, path, device: torch.device, command
     bf16 = device.type == "cuda"
 
     def score(n_images: int, copy_prefix: bool) -> torch.Tensor:
-        # batch 64: train.py's evaluation scores captions in batches of max(2 x training batch, 64)
+        # batch 64: the evaluation scores captions in batches of max(2 x training batch, 64)
         return likelihood_scores(
             model, features[:n_images], captions, tokenizer, 64, 48, device, lambda: autocast(device, bf16),
             args.pairs_per_forward, copy_prefix=copy_prefix,

@@ -4,8 +4,8 @@ one run.
     python -m bench.retrieval --tokenizer ../shared/qwen3-tokenizer --gallery 6 --threads 2   # Qwen3-0.6B layout
     python -m bench.retrieval --tokenizer ../shared/qwen3-tokenizer --layers 4 --gallery 6     # fewer blocks
 
-train.py's evaluation scores every caption of a gallery against every image by the caption's mean log-likelihood
-(`training.evaluate.likelihood_scores`). The row of a pair is [16 visual tokens][prompt "Caption:"][caption]; the
+the evaluation scores every caption of a gallery against every image by the caption's mean log-likelihood
+(`evaluation.evaluate.likelihood_scores`). The row of a pair is [16 visual tokens][prompt "Caption:"][caption]; the
 visual tokens and the prompt (the prefix) run once per image, and then every caption token runs through all blocks
 and the full 151,936-wide LM head once per image it is scored against. That work cannot be shared between images
 (every hidden state of a caption depends on its image through attention), so it is the floor:
@@ -24,7 +24,7 @@ The two paths (`VisionLanguageModel.shared_prefix_log_likelihood`):
 - new (default): every caption attends to its image's prefix where it is cached (`tiny_decoder/shared_prefix.py`).
 Both are timed on the same gallery, interleaved, and their scores compared.
 
-Captions are Flickr30k-length (10-16 words of everyday caption words, `bench.gpu.flickr_like_captions`), tokenised
+Captions are Flickr30k-length (10-16 words of everyday caption words, `bench.common.flickr_like_captions`), tokenised
 with Qwen3's tokenizer; features are random pooled ViT-B/16 vectors.
 """
 
@@ -36,16 +36,16 @@ from dataclasses import dataclass
 import torch
 
 from bench import common
-from bench.gpu import autocast, bf16_peak_tflops, flickr_like_captions
+from bench.common import autocast, bf16_peak_tflops, flickr_like_captions
 from bench.train_step import build
 from data import CAPTION_PROMPT
 from data.batches import encode_prompts
+from evaluation.evaluate import RETRIEVAL_PAIRS_PER_FORWARD, likelihood_scores
 from tiny_decoder import Qwen3Config
-from training.evaluate import RETRIEVAL_PAIRS_PER_FORWARD, likelihood_scores
 from weights_loader import DEFAULT_REPO, load_tokenizer
 
 NUM_VISUAL_TOKENS = 16
-EVAL_CAPTION_BATCH = 64  # train.py's evaluation scores captions in batches of max(2 x training batch, 64)
+EVAL_CAPTION_BATCH = 64  # the evaluation scores captions in batches of max(2 x training batch, 64)
 MAX_TARGET_TOKENS = 48
 
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 Settings: {common.config_name(config)}; {"bf16 autocast" if bf16 else "fp32"} on {device.type}; one gallery of
 {args.gallery} images x {len(captions)} Flickr30k-length captions ({pairs:,} pairs; {sum(lengths) / len(lengths):.1f}
 tokens a caption with its end-of-text, Qwen3's tokenizer), captions in batches of {EVAL_CAPTION_BATCH},
-{args.pairs_per_forward} pairs a forward pass, as train.py's evaluation runs it. Times: median (min-max) of
+{args.pairs_per_forward} pairs a forward pass, as the evaluation (evaluation/evaluate.py) runs it. Times: median (min-max) of
 {args.repeats} interleaved repeats after one untimed call of each path. Largest |old - new| score difference:
 {difference:.1e}. New / old speed: **{speedup:.2f}x**.
 

@@ -34,10 +34,9 @@ from tiny_decoder import Qwen3ForCausalLM
 from tiny_decoder.beam import beam_search
 from tiny_decoder.model import linear_cross_entropy, target_log_probs
 from tiny_decoder.shared_prefix import continuation_hidden_states
+from vision import VIEWS, build_encoder
 
 from .adapters import build_bridge
-
-VIEWS = ("pooled", "hidden")
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,12 @@ class VLMConfig:
         return asdict(self)
 
 
+def check_top_k(top_k: int, layers: int) -> None:
+    """K of the top-K blocks that train: 0 (the language model frozen) up to every block of the decoder."""
+    if top_k > layers:
+        raise UserError(f"top_k={top_k} is invalid; the decoder has {layers} blocks (accepted: 0..{layers})")
+
+
 def check_visual_tokens(config: VLMConfig, encoder_tokens: int) -> None:
     """The hidden-state bridge pools the encoder's tokens down to N: N cannot exceed them."""
     if config.view == "hidden" and config.num_visual_tokens > encoder_tokens:
@@ -80,9 +85,7 @@ class VisionLanguageModel(nn.Module):
 
     def __init__(self, config: VLMConfig, encoder: nn.Module, decoder: Qwen3ForCausalLM) -> None:
         super().__init__()
-        layers = decoder.config.num_hidden_layers
-        if config.top_k > layers:
-            raise UserError(f"top_k={config.top_k} is invalid; the decoder has {layers} blocks (accepted: 0..{layers})")
+        check_top_k(config.top_k, decoder.config.num_hidden_layers)
         self.config = config
         self.encoder = encoder
         self.decoder = decoder
@@ -379,3 +382,15 @@ class VisionLanguageModel(nn.Module):
 
 def _cut_at(ids: list[int], eos: int | None) -> list[int]:
     return ids[: ids.index(eos)] if eos is not None and eos in ids else ids
+
+
+def build_vlm(
+    config: VLMConfig, decoder: Qwen3ForCausalLM, device: torch.device | str = "cpu", seed: int | None = None
+) -> VisionLanguageModel:
+    """The one assembly of the model, for training, `checkpoints/restore.py` and caption.py alike: the frozen
+    encoder `config` names, a fresh bridge (its initialisation drawn from `seed`, after the encoder is built), and
+    `decoder`, with everything but the bridge and the top K blocks frozen."""
+    encoder = build_encoder(config.encoder, config.encoder_weights)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return VisionLanguageModel(config, encoder, decoder).to(device)

@@ -96,6 +96,23 @@ class RecordImageLoader:
         return None if image is None else self.transform(image)
 
 
+def pack(prompts: Sequence[list[int]], targets: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows of [prompt][target], right-padded to the longest: `input_ids`, `labels` (the target tokens; -100 on the
+    prompt and the padding, so the loss reads the target only) and `attention_mask` (1 on real tokens), each [B, T]."""
+    rows = [p + t for p, t in zip(prompts, targets, strict=True)]
+    label_rows = [[IGNORE_INDEX] * len(p) + t for p, t in zip(prompts, targets, strict=True)]
+    width = max((len(r) for r in rows), default=0)
+
+    def padded(lists: list[list[int]], fill: int) -> torch.Tensor:  # one tensor from Python lists: [B, T]
+        return torch.tensor([x + [fill] * (width - len(x)) for x in lists], dtype=torch.long).view(len(lists), width)
+
+    return {
+        "input_ids": padded(rows, pad_id),
+        "attention_mask": padded([[1] * len(r) for r in rows], 0),
+        "labels": padded(label_rows, IGNORE_INDEX),
+    }
+
+
 class VLMCollator:
     """Turns a list of `Sample`s into padded tensors (see the module docstring for the layout).
 
@@ -145,29 +162,9 @@ class VLMCollator:
         prompts = self._encode([s.prompt for s in samples])
         targets = self._encode([s.target for s in samples])
 
-        rows, label_rows = [], []
-        for prompt_ids, target_ids in zip(prompts, targets, strict=True):
-            target_ids = target_ids[: self.max_target_tokens] + [self.eos_id]  # truncate, keep the eos
-            rows.append(prompt_ids + target_ids)
-            label_rows.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
-
-        width = max((len(r) for r in rows), default=0)
-        pads = [width - len(r) for r in rows]
-
-        def padded(lists: list[list[int]], fill: int) -> torch.Tensor:  # one tensor from Python lists: [B, T]
-            rows_out = [x + [fill] * n for x, n in zip(lists, pads, strict=True)]
-            return torch.tensor(rows_out, dtype=torch.long).view(len(lists), width)
-
-        input_ids = padded(rows, self.pad_id)  # [B, T]
-        labels = padded(label_rows, IGNORE_INDEX)  # [B, T]
-        attention_mask = padded([[1] * len(r) for r in rows], 0)  # [B, T]
-
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": labels,
-            "image_index": torch.tensor([s.image_index for s in samples], dtype=torch.long),  # [B]
-        }
+        # Truncate each target, keep its end-of-text: the model learns to stop.
+        batch = pack(prompts, [t[: self.max_target_tokens] + [self.eos_id] for t in targets], self.pad_id)
+        batch["image_index"] = torch.tensor([s.image_index for s in samples], dtype=torch.long)  # [B]
         if self.image_loader is not None:
             batch["pixel_values"] = torch.stack(images) if images else torch.empty(0)  # [B, 3, H, W]
         return batch

@@ -1,6 +1,6 @@
 """The alignment experiments: does a small bridge teach a frozen, text-pretrained language model to see?
 
-`python -m experiments GRID...` trains a grid of configurations through `train.run` (the training code as a
+`python -m experiments GRID...` trains a grid of configurations through `training.run` (the training code as a
 library), several seeds each, and writes one JSON record per (cell, seed), a table of mean ± sd over seeds, and
 figures. The grids (experiments/grids.py):
 

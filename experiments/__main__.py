@@ -19,7 +19,7 @@ from pathlib import Path  # noqa: E402
 from errors import OneLineArgumentParser, UserError  # noqa: E402
 from experiments.grids import ALL, GRIDS, GridOptions, build_grid  # noqa: E402
 from experiments.runner import Setup, cell_configs, demo_base, run_grid, write_figures, write_table  # noqa: E402
-from training.preflight import RANDOM_INIT  # noqa: E402
+from training.decoders import RANDOM_INIT  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def setup_for(grid: str, args) -> tuple[Setup, GridOptions, int]:
         depth = Qwen3Config.from_json_file(resolve_checkpoint(decoder) / "config.json").num_hidden_layers
         pretrained, random, tokens, eval_every = decoder, RANDOM_INIT + decoder, (1, 4, 16), 0
     else:  # the offline demo's shapes set, tiny encoder and 3-block decoder
-        from training.demo import demo_config
+        from demo.decoders import demo_config
 
         base, depth = demo_base(), demo_config().num_hidden_layers
         pretrained, random, tokens, eval_every = "demo-pretrained", "demo", (1, 4, 9), 650

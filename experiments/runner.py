@@ -1,6 +1,6 @@
-"""Run a grid of training configurations through train.py's `run`, several seeds each, and write what they measured.
+"""Run a grid of training configurations through `training.run`, several seeds each, and write what they measured.
 
-For every (cell, seed) the runner builds a `TrainConfig`, calls `train.run(config)` in this process or a worker
+For every (cell, seed) the runner builds a `TrainConfig`, calls `training.run(config)` in this process or a worker
 process (the training code as a library: a function that takes a config and returns its metrics), and writes one JSON
 record. From the records it writes a markdown table (mean ± standard deviation over seeds) and figures. Every run
 also goes to Weights & Biases, grouped by grid, so the dashboard compares them.
@@ -32,8 +32,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from checkpoints.store import find_checkpoint
 from experiments.grids import PRETRAINED, Cell
-from training.checkpoint import latest_checkpoint, write_atomically
+from runtime.files import write_atomically
 from training.config import DEMO_SETTINGS, TrainConfig
 
 # The metrics a table shows, in order: (key in the run's metrics, column title).
@@ -105,8 +106,8 @@ def finished(setup: Setup, cell: Cell, seed: int) -> dict | None:
 
 
 def run_cell(setup: Setup, cell: Cell, seed: int) -> dict:
-    """Train every stage of one (cell, seed) with train.run, and return its record. Runs in a worker process too."""
-    import train  # here, not at the top: a worker process imports torch and the model code once, itself
+    """Train every stage of one (cell, seed) with training.run, and return its record. Runs in a worker process too."""
+    from training.run import run  # here, not at the top: a worker process imports torch and the model code once, itself
 
     configs = cell_configs(setup, cell, seed)
     log_path = setup.work_dir / setup.grid / cell.name / f"seed{seed}" / "console.log"
@@ -117,8 +118,8 @@ def run_cell(setup: Setup, cell: Cell, seed: int) -> dict:
         for i, config in enumerate(configs):
             if i > 0 and config.init_from:  # stage 2 starts from stage 1's final checkpoint
                 stage1 = Path(configs[0].output_dir)
-                config = TrainConfig(**{**config.to_dict(), "init_from": str(latest_checkpoint(stage1))})
-            results.append(train.run(config))
+                config = TrainConfig(**{**config.to_dict(), "init_from": str(find_checkpoint(stage1))})
+            results.append(run(config))
     final = results[-1]
     offset = 0  # steps of the earlier stages, so that a two-stage curve continues where stage 1 ended
     history = []

@@ -12,12 +12,14 @@ NCCL is the backend on GPUs, gloo on CPUs.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,20 @@ class Distributed:
     def any(self, flag: bool) -> bool:
         """True when `flag` is true on any process (for decisions every process must take together)."""
         return self.sum(1.0 if flag else 0.0) > 0
+
+    def all(self, flag: bool) -> bool:
+        """True when `flag` is true on every process."""
+        return not self.any(not flag)
+
+    def main_first(self, work: Callable[[], T]) -> T:
+        """Run `work` on rank 0 first (it may write files: the shapes set, the feature cache), then on the others,
+        which then read what rank 0 wrote."""
+        if not self.is_main:
+            self.barrier()
+        result = work()
+        if self.is_main:
+            self.barrier()
+        return result
 
 
 def _collective_device() -> torch.device:

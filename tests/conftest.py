@@ -111,7 +111,7 @@ def trained_demo(tmp_path_factory):
     import io
 
     import train
-    from training.checkpoint import latest_checkpoint
+    from checkpoints.store import find_checkpoint
 
     root = tmp_path_factory.mktemp("demo")
     output_dir, cache_dir = root / "models", root / "cache"
@@ -123,4 +123,4 @@ def trained_demo(tmp_path_factory):
         )
     (output_dir / "console.txt").write_text(printed.getvalue())
     assert code == 0, printed.getvalue()[-2000:]
-    return output_dir, cache_dir, latest_checkpoint(output_dir, "tiny")
+    return output_dir, cache_dir, find_checkpoint(output_dir, {"encoder": "tiny"})

@@ -88,7 +88,7 @@ def demo(trained_demo):
 def captioner(demo):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: one thread is fastest on a busy 2-core machine
-    yield Captioner(demo[0], torch.device("cpu"))
+    yield Captioner(demo[0], "cpu")
     torch.set_num_threads(threads)
 
 
@@ -159,7 +159,7 @@ def test_user_mistakes_are_one_error_line_and_exit_2(demo, tmp_path):
         ([str(not_an_image), "--output-dir", str(empty)], f"error: {not_an_image}: not an image (or not a format"),
         ([str(tmp_path / "nowhere.png")], f"error: {tmp_path / 'nowhere.png'}: no such file or folder"),
         ([image, "--checkpoint", str(tmp_path / "7_tiny_top2.safetensors")], "error: checkpoint not found: "),
-        ([image, "--output-dir", str(empty)], f"error: no checkpoint in {empty}"),  # --checkpoint latest
+        ([image, "--output-dir", str(empty)], f"error: no run with a checkpoint in {empty}"),  # --checkpoint latest
         ([image, "--checkpoint", str(mismatched)], "error: checkpoint does not fit this model: unexpected"),
     ]
     for (args, expected), result in zip(cases, run_captions([args for args, _ in cases]), strict=True):
@@ -201,7 +201,7 @@ def test_no_image_and_serve_with_images_are_one_line(capsys):
 
 
 def test_broken_sidecars_are_one_line(demo, tmp_path):
-    from training.restore import read_sidecar
+    from checkpoints.restore import read_sidecar
 
     weights = tmp_path / "1_tiny_top2.safetensors"
     shutil.copy(demo[0], weights)
@@ -249,7 +249,7 @@ def test_beam_search_and_sampling_through_the_model(demo, captioner):
 def test_evaluation_beam_captions_equal_caption_py_beam_search(demo, captioner):
     """train.py's evaluation (--beams) decodes with the same beam search as caption.py --beams: the same captions."""
     from data import CAPTION_PROMPT
-    from training.evaluate import generate_texts
+    from evaluation.evaluate import generate_texts
 
     images = [load_image(p) for p, _ in demo[1][:6]]
     decoding = Decoding(max_new_tokens=12, num_beams=3, length_penalty=0.6)
@@ -289,21 +289,22 @@ def test_collect_images_walks_folders(tmp_path):
 
 
 def test_latest_checkpoint_and_moved_demo_decoder(demo, tmp_path):
-    """'latest' finds the newest checkpoint, and a copied checkpoint folder still finds its demo decoder beside it."""
+    """'latest' finds the newest checkpoint, and a moved output folder still finds its demo decoder in it."""
     checkpoint, held_out = demo
-    assert find_checkpoint("latest", str(checkpoint.parent)) == checkpoint
+    assert find_checkpoint("latest", str(checkpoint.parents[2])) == checkpoint  # {output_dir}/runs/{run}/
     copy = tmp_path / "models"
-    copy.mkdir()
+    run = copy / "runs" / checkpoint.parent.name
+    run.mkdir(parents=True)
     for suffix in (".safetensors", ".json"):
-        shutil.copy(checkpoint.with_suffix(suffix), copy / checkpoint.with_suffix(suffix).name)
-    sidecar = json.loads((copy / checkpoint.with_suffix(".json").name).read_text())
+        shutil.copy(checkpoint.with_suffix(suffix), run / checkpoint.with_suffix(suffix).name)
+    sidecar = json.loads((run / checkpoint.with_suffix(".json").name).read_text())
     decoder = Path(sidecar["decoder"]["source"])
     shutil.copytree(decoder, copy / decoder.name)
     sidecar["decoder"]["source"] = str(tmp_path / "gone" / decoder.name)  # where it was before the move
-    (copy / checkpoint.with_suffix(".json").name).write_text(json.dumps(sidecar))
-    moved = Captioner(find_checkpoint("latest", str(copy)), torch.device("cpu"))
+    (run / checkpoint.with_suffix(".json").name).write_text(json.dumps(sidecar))
+    moved = Captioner(find_checkpoint("latest", str(copy)), "cpu")
     image = [load_image(held_out[0][0])]
-    assert moved.run(image, None, Decoding()) == Captioner(checkpoint, torch.device("cpu")).run(image, None, Decoding())
+    assert moved.run(image, None, Decoding()) == Captioner(checkpoint, "cpu").run(image, None, Decoding())
 
 
 # ------------------------------------------------------------------------------------------------------ the web page

@@ -12,7 +12,7 @@ from conftest import REPO
 from safetensors.torch import load_file
 
 import train
-from training.checkpoint import latest_checkpoint, list_checkpoints
+from checkpoints.store import find_checkpoint, list_checkpoints
 
 
 def run_torchrun(nproc: int, args: list[str], tmp_path) -> subprocess.CompletedProcess:
@@ -40,8 +40,8 @@ def two_process_run(tmp_path_factory, trained_demo):
 def test_two_processes_train_the_same_weights_as_one(two_process_run, tmp_path):
     root, cache_dir = two_process_run
     assert train.main(demo_args(tmp_path, cache_dir, "--max-steps", "4", "--run-name", "single")) == 0
-    ddp = load_file(latest_checkpoint(root / "models", "tiny", 2))
-    single = load_file(latest_checkpoint(tmp_path, "tiny", 2))
+    ddp = load_file(find_checkpoint(root / "models", {"encoder": "tiny", "top_k": 2}))
+    single = load_file(find_checkpoint(tmp_path, {"encoder": "tiny", "top_k": 2}))
     assert ddp.keys() == single.keys()
     for name in single:
         diff = (ddp[name] - single[name]).abs().max().item()
@@ -56,17 +56,18 @@ def test_two_processes_train_the_same_weights_as_one(two_process_run, tmp_path):
 
 def test_only_rank_zero_writes(two_process_run):
     root, _ = two_process_run
-    files = sorted(p.name for p in (root / "models").iterdir() if p.is_file())
+    run = root / "models" / "runs" / "ddp"
+    files = sorted(p.name for p in run.iterdir() if p.is_file() and "tiny_top" in p.name)
     # Checkpoints at steps 2 and 4 (--save-every 2), one set of files each, no temporary files left.
     assert files == ["1_tiny_top2.json", "1_tiny_top2.safetensors", "1_tiny_top2.state.pt"]
-    assert json.loads((root / "models" / "1_tiny_top2.json").read_text())["global_step"] == 4
+    assert json.loads((run / "1_tiny_top2.json").read_text())["global_step"] == 4
     assert [p.name for p in (root / "models" / "runs").iterdir()] == ["ddp"]
-    assert len(list_checkpoints(root / "models")) == 1
+    assert len(list_checkpoints(run)) == 1 and not list(run.glob(".*.tmp"))
 
 
 def test_a_two_process_run_resumes_in_one_process(two_process_run):
     root, cache_dir = two_process_run
-    args = demo_args(root / "models", cache_dir, "--max-steps", "6", "--resume", "--run-name", "resumed")
+    args = demo_args(root / "models", cache_dir, "--max-steps", "6", "--resume")  # the run with these settings
     assert train.main(args) == 0
-    lines = (root / "models" / "runs" / "resumed" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["step"] for x in lines if "train/loss" in x] == [5, 6]
+    lines = (root / "models" / "runs" / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines if "train/loss" in x] == [1, 2, 3, 4, 5, 6]

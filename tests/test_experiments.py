@@ -16,8 +16,9 @@ from conftest import REPO
 
 import train
 import training.pretrain as pretrain
+import training.run
+from checkpoints.store import find_checkpoint, read_checkpoint
 from data import load_dataset
-from training.checkpoint import latest_checkpoint, read_checkpoint
 from training.config import load_config
 from weights_loader import load_qwen3, load_tokenizer, save_qwen3
 
@@ -56,7 +57,7 @@ def test_pretrained_lm_loads_like_a_checkpoint_and_predicts_held_out_text(traine
 def test_documents_hold_every_caption_and_answer_in_the_training_format(trained_demo):
     splits, _ = load_dataset("shapes", cache_dir=trained_demo[1], split="random", seed=0)
     record = splits.train[0]
-    tokenizer = load_tokenizer(trained_demo[2].parent / "demo_decoder_seed0")
+    tokenizer = load_tokenizer(trained_demo[0] / "demo_decoder_seed0")
     (document,) = pretrain.encode_documents([record], tokenizer, pretrain.np.random.default_rng(0))
     text = tokenizer.decode(document, skip_special_tokens=False)
     items = text.split("<|endoftext|>")[:-1]
@@ -67,23 +68,23 @@ def test_documents_hold_every_caption_and_answer_in_the_training_format(trained_
 def test_frozen_pretrained_lm_with_top_k_0_trains_the_bridge_only(trained_demo, tmp_path, monkeypatch,
                                                                    quick_pretraining):  # fmt: skip
     built = {}
-    build_model = train.build_model
+    build_vlm = training.run.build_vlm
 
-    def remember(cfg, decoder, device):
-        built["model"] = build_model(cfg, decoder, device)
+    def remember(config, decoder, device, seed=None):
+        built["model"] = build_vlm(config, decoder, device, seed)
         built["before"] = {k: v.clone() for k, v in built["model"].decoder.state_dict().items()}
         built["bridge"] = {k: v.clone() for k, v in built["model"].bridge.state_dict().items()}
         return built["model"]
 
-    monkeypatch.setattr(train, "build_model", remember)
+    monkeypatch.setattr(training.run, "build_vlm", remember)
     argv = ["--demo", "--decoder", "demo-pretrained", "--top-k", "0", "--max-steps", "5", "--wandb", "disabled"]
     argv += ["--output-dir", str(tmp_path), "--cache-dir", str(trained_demo[1])]
     with contextlib.redirect_stderr(io.StringIO()):
-        train.run(load_config(argv, env={}))
+        training.run.run(load_config(argv, env={}))
     after = built["model"].decoder.state_dict()
     assert all(torch.equal(built["before"][k], after[k]) for k in after)  # bit-identical: the LM stayed frozen
     assert any(not torch.equal(built["bridge"][k], v) for k, v in built["model"].bridge.state_dict().items())
-    weights, meta = read_checkpoint(latest_checkpoint(tmp_path, "tiny", 0))
+    weights, meta = read_checkpoint(find_checkpoint(tmp_path, {"encoder": "tiny", "top_k": 0}))
     assert all(k.startswith("bridge.") for k in weights)
     assert "demo-lm" in meta["decoder"]["source"]  # the sidecar names the pretrained LM, so --test can rebuild it
 
@@ -92,7 +93,7 @@ def test_random_init_decoder_has_the_sources_layout_and_tokenizer_and_new_weight
     """--decoder random-init:SOURCE (the transfer grid's control on real weights): SOURCE's config and tokenizer,
     weights drawn afresh, saved beside the checkpoints so that the sidecar names a loadable decoder."""
     # A "trained" source: the demo decoder's weights shifted, so that no random draw can reproduce them.
-    demo_dir, source = trained_demo[2].parent / "demo_decoder_seed0", tmp_path / "trained-lm"
+    demo_dir, source = trained_demo[0] / "demo_decoder_seed0", tmp_path / "trained-lm"
     trained = load_qwen3(demo_dir)
     with torch.no_grad():
         for p in trained.parameters():
@@ -103,7 +104,7 @@ def test_random_init_decoder_has_the_sources_layout_and_tokenizer_and_new_weight
     argv = ["--demo", "--decoder", f"random-init:{source}", "--max-steps", "2", "--wandb", "disabled"]
     with contextlib.redirect_stderr(io.StringIO()):
         assert train.main([*argv, "--output-dir", str(tmp_path), "--cache-dir", str(trained_demo[1])]) == 0
-    _, meta = read_checkpoint(latest_checkpoint(tmp_path, "tiny", 2))
+    _, meta = read_checkpoint(find_checkpoint(tmp_path, {"encoder": "tiny", "top_k": 2}))
     random_dir = tmp_path.resolve() / "random_init_trained-lm_seed0"
     assert meta["decoder"]["source"] == str(random_dir)
     random, original = load_qwen3(random_dir), load_qwen3(source)

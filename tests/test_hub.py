@@ -27,16 +27,16 @@ from huggingface_hub import constants as hf_constants
 from safetensors.torch import load_file
 
 import caption
+import checkpoints.share
 import hub
 import train
-import training.share
 from caption import Captioner, Decoding
+from checkpoints.restore import load_trained
+from checkpoints.share import prepare_upload
+from checkpoints.store import HUB_PREFIX, local_checkpoint
 from data import load_dataset
 from data.images import load_image
 from errors import UserError
-from training.checkpoint import HUB_PREFIX, local_checkpoint
-from training.restore import load_trained
-from training.share import prepare_upload
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_ID = "someone/shapes-demo"
@@ -269,12 +269,12 @@ def test_push_mistakes_are_one_line_exit_2_and_lose_nothing(demo_copy, monkeypat
     fails(["--push-to-hub", "not a repo", "--checkpoint", str(checkpoint)], "is not a valid repo id")
     fails(["--push-to-hub", "a/b/c", "--checkpoint", str(checkpoint)], "write it as OWNER/NAME")
     fails(["--push-to-hub", REPO_ID, "--checkpoint", str(tmp_path / "none.safetensors")], "checkpoint not found")
-    fails(["--demo", "--push-to-hub", REPO_ID, "--output-dir", str(tmp_path)], "no complete checkpoint")
+    fails(["--demo", "--push-to-hub", REPO_ID, "--output-dir", str(tmp_path)], "no run with a checkpoint")
     fails(["--public"], "--public only applies to an upload")
     fails(["--test", "--push-to-hub", REPO_ID], "run --test separately")
-    monkeypatch.setattr(training.share, "BUNDLE_LIMIT_BYTES", 1000)  # as if the local decoder were large
+    monkeypatch.setattr(checkpoints.share, "BUNDLE_LIMIT_BYTES", 1000)  # as if the local decoder were large
     fails(push_args(checkpoint), "too large to carry in the repo")
-    monkeypatch.setattr(training.share, "BUNDLE_LIMIT_BYTES", 200 * 1024**2)
+    monkeypatch.setattr(checkpoints.share, "BUNDLE_LIMIT_BYTES", 200 * 1024**2)
     assert calls == []  # none of these reached the hub
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
@@ -320,17 +320,17 @@ def test_load_trained_test_and_init_from_by_repo_id(pushed, demo_copy, held_out,
     snapshot = place_in_hub_cache(pushed[1][2], tmp_path / "hf", REPO_ID)
     use_hub_cache(monkeypatch, tmp_path / "hf")
     assert local_checkpoint(f"{HUB_PREFIX}{REPO_ID}") == snapshot / "checkpoint.safetensors"
-    model, tokenizer, sidecar = load_trained(f"hf:{REPO_ID}")  # the Python one-liner of the README
+    model, tokenizer, sidecar = load_trained(f"hf:{REPO_ID}")  # the Python one-liner of docs/sharing.md
     expected = load_file(checkpoint)
     trained = model.trainable_state_dict()
     assert sorted(trained) == sorted(expected) and all(torch.equal(trained[k], expected[k]) for k in expected)
     assert not model.training and tokenizer.eos_id == sidecar["tokenizer"]["eos_id"]
-    # The README's Python example: a Captioner by repo id answers like one of the local checkpoint.
+    # docs/sharing.md's Python example: a Captioner by repo id answers like one of the local checkpoint.
     images = [load_image(p) for p in held_out]
-    by_id = Captioner(f"hf:{REPO_ID}", torch.device("cpu"))
+    by_id = Captioner(f"hf:{REPO_ID}", "cpu")
     assert by_id.summary().startswith(f"hf:{REPO_ID}: encoder tiny")
     for question in (None, "how many shapes are there?"):
-        expected_outputs = Captioner(checkpoint, torch.device("cpu")).run(images, question, Decoding())
+        expected_outputs = Captioner(checkpoint, "cpu").run(images, question, Decoding())
         assert by_id.run(images, question, Decoding()) == expected_outputs
     # train.py --test by repo id: its metrics go to this machine's output directory, not the training machine's.
     out = tmp_path / "models"

@@ -16,10 +16,10 @@ from conftest import REPO
 import train
 from data import load_dataset
 from data.tokenizer import EOS_TOKEN, train_bpe_tokenizer
+from demo.decoders import demo_config
 from errors import UserError
 from tiny_decoder import Qwen3ForCausalLM
 from training.config import TrainConfig, load_config
-from training.demo import demo_config
 from training.preflight import check_run
 from weights_loader import save_qwen3
 
@@ -125,8 +125,8 @@ def test_a_bad_decoder_is_one_line(tmp_path: Path, damage, top_k: int, message: 
         (dict(data="synthetic:/no/such/set"), "synthetic data folder /no/such/set does not exist"),
         (dict(data="flickr30k,,shapes"), "has an empty entry"),
         (dict(init_from="/no/such/stage1.safetensors"), "--init-from /no/such/stage1.safetensors: no such checkpoint"),
-        (dict(resume=True), "no checkpoint for encoder=tiny, top_k=3 in"),
-        (dict(mode="test"), "no checkpoint for encoder=tiny, top_k=3 in"),
+        (dict(resume=True), "no run with a checkpoint to resume in"),
+        (dict(mode="test"), "no run with a checkpoint in"),
         (dict(mode="test", checkpoint="/no/such/1_vit_top3.safetensors"), "--checkpoint /no/such/1_vit_top3"),
     ],
 )
@@ -148,8 +148,8 @@ def test_a_bad_decoder_fails_before_the_data_is_touched(
     monkeypatch.setattr("data.loading.read_hub", recording_source)
     monkeypatch.setattr("data.loading._read_source", recording_source)
     monkeypatch.setattr("data.loading.drop_bad_images", recording_source)
-    monkeypatch.setattr("train.load_dataset", recording_source)
-    monkeypatch.setattr("train.FeatureCache", recording_source)
+    monkeypatch.setattr("training.run.load_dataset", recording_source)
+    monkeypatch.setattr("training.run.FeatureCache", recording_source)
     decoder = write_decoder(tmp_path / "decoder")
     (decoder / "config.json").unlink()
 

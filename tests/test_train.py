@@ -15,8 +15,9 @@ import torch
 from conftest import REPO
 
 import train
+import training.run
+from checkpoints.store import find_checkpoint, list_checkpoints, read_checkpoint, save_checkpoint
 from errors import UserError
-from training.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint, save_checkpoint
 from training.config import DEMO_SETTINGS, TrainConfig, load_config
 
 
@@ -82,24 +83,72 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path, trained_demo):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train.main(demo_args(straight, cache_dir, "--max-steps", "6", "--run-name", "a")) == 0
     assert train.main(demo_args(resumed, cache_dir, "--max-steps", "3", "--run-name", "b")) == 0
-    assert train.main(demo_args(resumed, cache_dir, "--max-steps", "6", "--run-name", "c", "--resume")) == 0
+    assert train.main(demo_args(resumed, cache_dir, "--max-steps", "6", "--resume")) == 0  # the run with these settings
     a = train_losses(straight / "models" / "runs" / "a")
-    b = train_losses(resumed / "models" / "runs" / "b")
-    c = train_losses(resumed / "models" / "runs" / "c")
-    assert sorted(a) == [1, 2, 3, 4, 5, 6] and sorted(b) == [1, 2, 3] and sorted(c) == [4, 5, 6]
+    b = train_losses(resumed / "models" / "runs" / "b")  # the resumed run goes on in its own folder
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
     for step in range(1, 7):
-        assert (b | c)[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
+        assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
+    assert [p.name for p in (resumed / "models" / "runs").iterdir()] == ["b"]
+
+
+def test_two_runs_in_one_folder_never_touch_each_others_files(tmp_path, trained_demo, capsys):
+    """Two runs that differ in one model setting share an output folder: each keeps, prunes and resumes its own
+    checkpoints, and a command that could mean either says so instead of guessing."""
+    cache_dir, runs = trained_demo[1], tmp_path / "models" / "runs"
+    common = ("--max-steps", "3", "--keep-checkpoints", "1")
+    assert train.main(demo_args(tmp_path, cache_dir, *common, "--run-name", "nine")) == 0
+    assert train.main(demo_args(tmp_path, cache_dir, *common, "--num-visual-tokens", "4", "--run-name", "four")) == 0
+    four = (runs / "four" / "1_tiny_top2.safetensors").read_bytes()
+    nine = runs / "nine" / "1_tiny_top2.safetensors"
+    assert nine.read_bytes() != four  # both survive: same stem, own folders
+
+    # --resume with the first run's settings continues the first run (the newest run, "four", does not match) ...
+    assert train.main(demo_args(tmp_path, cache_dir, "--max-steps", "6", "--keep-checkpoints", "1", "--resume")) == 0
+    assert read_checkpoint(nine)[1]["global_step"] == 6 and sorted(train_losses(runs / "nine")) == [1, 2, 3, 4, 5, 6]
+    assert (runs / "four" / "1_tiny_top2.safetensors").read_bytes() == four  # ... and never touches the second
+    assert [p.name for p in list_checkpoints(runs / "four")] == ["1_tiny_top2.safetensors"]
+
+    # Resuming a run with other model settings is refused in one line, naming the difference.
+    capsys.readouterr()
+    refused = demo_args(tmp_path, cache_dir, "--num-visual-tokens", "9", "--run-name", "four", "--resume")
+    assert train.main(refused) == 2
+    error = capsys.readouterr().err.strip()
+    assert "num_visual_tokens (9, not 4)" in error and len(error.splitlines()) == 1
+
+    # --test without the setting that tells the runs apart names both; with it, picks one.
+    test = ["--test", "--encoder", "tiny", "--top-k", "2", "--output-dir", str(tmp_path / "models")]
+    assert train.main([*test, "--cache-dir", str(cache_dir)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "differ in num_visual_tokens" in error and "four" in error and "nine" in error
+    assert len(error.splitlines()) == 1
+    chosen = train.main([*test, "--num-visual-tokens", "4", "--eval-images", "4", "--cache-dir", str(cache_dir)])
+    assert chosen == 0 and "test/1_tiny_top2" in json.loads((runs / "four" / "metrics.json").read_text())
+
+
+def test_an_old_flat_checkpoint_still_loads_by_its_path(tmp_path, trained_demo):
+    """Checkpoints of the old layout (straight in the output folder) load by explicit path."""
+    from checkpoints.restore import load_trained
+
+    checkpoint = trained_demo[2]
+    flat = tmp_path / checkpoint.name
+    for suffix in (".safetensors", ".json", ".state.pt"):
+        shutil.copyfile(checkpoint.with_suffix(suffix), flat.with_suffix(suffix))
+    model, _, sidecar = load_trained(flat)
+    assert sidecar["global_step"] == read_checkpoint(checkpoint)[1]["global_step"]
+    for name, tensor in model.trainable_state_dict().items():
+        assert torch.equal(tensor, read_checkpoint(checkpoint)[0][name])
 
 
 def test_init_from_a_bridge_only_run_then_train_the_top_blocks(tmp_path, trained_demo):
     cache_dir = trained_demo[1]
     assert train.main(demo_args(tmp_path, cache_dir, "--top-k", "0", "--max-steps", "2", "--run-name", "s1")) == 0
-    stage1 = latest_checkpoint(tmp_path / "models", "tiny", 0)
+    stage1 = find_checkpoint(tmp_path / "models", {"encoder": "tiny", "top_k": 0})
     assert all(k.startswith("bridge.") for k in read_checkpoint(stage1)[0])
     stage2 = demo_args(tmp_path, cache_dir, "--top-k", "2", "--max-steps", "1", "--init-from", str(stage1))
     assert train.main([*stage2, "--run-name", "s2"]) == 0
     # The other way round is refused: a K=2 checkpoint trained blocks that a K=0 run freezes.
-    trained = latest_checkpoint(tmp_path / "models", "tiny", 2)
+    trained = find_checkpoint(tmp_path / "models", {"encoder": "tiny", "top_k": 2})
     back = demo_args(tmp_path, cache_dir, "--top-k", "0", "--max-steps", "1", "--init-from", str(trained))
     assert train.main([*back, "--run-name", "s3"]) == 2
 
@@ -108,7 +157,7 @@ def test_init_from_a_bridge_only_run_then_train_the_top_blocks(tmp_path, trained
 
 
 def test_interrupted_checkpoint_write_leaves_the_previous_one_loadable(tmp_path, monkeypatch):
-    import training.checkpoint as ckpt
+    import checkpoints.store as ckpt
 
     weights = {"bridge.w": torch.ones(3)}
     meta = {"model": {"encoder": "tiny", "top_k": 0}, "global_step": 1}
@@ -131,17 +180,21 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one_loadable(tmp_path,
     ]
 
 
-def test_old_checkpoints_are_pruned_only_after_the_new_one(tmp_path):
-    from training.checkpoint import prune_checkpoints
+def test_old_checkpoints_are_pruned_only_after_the_new_one_and_only_in_their_run(tmp_path):
+    from checkpoints.store import find_run, prune_checkpoints, run_directory
 
+    settings = {"encoder": "vit", "top_k": 3}
+    other = run_directory(tmp_path, "other")
+    save_checkpoint(other, "1_vit_top3", {"x": torch.zeros(1)}, {"global_step": 5, "train_config": settings}, None)
+    mine = run_directory(tmp_path, "mine")
     for epoch in (1, 2, 3):
-        meta = {"model": {"encoder": "vit", "top_k": 3}, "global_step": epoch * 10}
-        save_checkpoint(tmp_path, f"{epoch}_vit_top3", {"x": torch.zeros(1)}, meta, None)
-        prune_checkpoints(tmp_path, keep=2, encoder="vit", top_k=3)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["2_vit_top3.safetensors", "3_vit_top3.safetensors"]
-    assert latest_checkpoint(tmp_path, "vit", 3).name == "3_vit_top3.safetensors"
-    with pytest.raises(UserError, match="no checkpoint for encoder=clip"):
-        latest_checkpoint(tmp_path, "clip", 3)
+        meta = {"model": settings, "global_step": epoch * 10, "train_config": settings}
+        save_checkpoint(mine, f"{epoch}_vit_top3", {"x": torch.zeros(1)}, meta, None)
+        prune_checkpoints(mine, keep=2)
+    assert [p.name for p in list_checkpoints(mine)] == ["2_vit_top3.safetensors", "3_vit_top3.safetensors"]
+    assert [p.name for p in list_checkpoints(other)] == ["1_vit_top3.safetensors"]  # another run's: untouched
+    with pytest.raises(UserError, match="differs in encoder"):
+        find_run(tmp_path, {"encoder": "clip", "top_k": 3})
 
 
 # ----------------------------------------------------------------------------------------------------- configuration
@@ -215,13 +268,13 @@ def test_top_k_above_the_decoder_depth_fails_before_loading(tiny_checkpoint, tmp
     path, _ = tiny_checkpoint()  # 3 blocks
     args = ["--data", "shapes", "--cache-dir", str(trained_demo[1]), "--decoder", str(path), "--encoder", "tiny"]
     with pytest.raises(UserError, match=r"top_k=4 is invalid; the decoder has 3 blocks"):
-        train.run(load_config([*args, "--top-k", "4", "--output-dir", str(tmp_path)], env={}))
+        training.run.run(load_config([*args, "--top-k", "4", "--output-dir", str(tmp_path)], env={}))
 
 
 def test_clip_zero_shot_reference_row_ranks_by_cosine_similarity():
     """CLIP's own retrieval: L2-normalised image and text embeddings, compared by cosine similarity."""
     from data import ImageRecord
-    from training.evaluate import clip_zero_shot_retrieval
+    from evaluation.evaluate import clip_zero_shot_retrieval
 
     records = [ImageRecord(f"im{i}", None, [f"caption {i} a", f"caption {i} b"], []) for i in range(3)]
     directions = torch.eye(3, 8)
@@ -242,9 +295,9 @@ def test_clip_zero_shot_reference_row_ranks_by_cosine_similarity():
 def test_retrieval_scores_equal_scoring_each_pair_alone(trained_demo, pairs_per_forward):
     """Captions are scored in length-sorted batches, against several images per pass; every score must land in its
     own (image, caption) cell."""
+    from checkpoints.restore import load_trained
     from data import CAPTION_PROMPT, Sample, VLMCollator
-    from training.evaluate import likelihood_scores
-    from training.restore import load_trained
+    from evaluation.evaluate import likelihood_scores
 
     model, tokenizer, _ = load_trained(trained_demo[2])
     features = torch.randn(3, 10, 192, generator=torch.Generator().manual_seed(0))  # [images, tokens, width]
@@ -283,25 +336,25 @@ def checkpoint_test_args(output_dir, cache_dir) -> list[str]:
 def test_test_mode_flags_win_over_the_checkpoint_and_metrics_json_records_the_protocol(trained_demo, monkeypatch):
     output_dir, cache_dir, checkpoint = trained_demo
     calls = []
-    real_evaluate = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda *a, **kw: calls.append(kw) or real_evaluate(*a, **kw))
+    real_evaluate = training.run.evaluate
+    monkeypatch.setattr(training.run, "evaluate", lambda *a, **kw: calls.append(a[4]) or real_evaluate(*a, **kw))
     args = checkpoint_test_args(output_dir, cache_dir)
     flags = ["--eval-images", "12", "--gallery-size", "4", "--max-new-tokens", "6", "--beams", "2"]
     assert train.main([*args, *flags, "--length-penalty", "0.5", "--num-samples", "2", "--batch-size", "3"]) == 0
-    used = calls[-1]
-    assert (used["gallery_size"], used["max_new_tokens"], used["beams"], used["length_penalty"]) == (4, 6, 2, 0.5)
-    assert (used["num_samples"], used["batch_size"], used["use_ptb"]) == (2, 6, False)  # evaluation batch: 2 x 3
+    used = calls[-1]  # the EvalSettings evaluate was given
+    assert (used.gallery_size, used.max_new_tokens, used.beams, used.length_penalty) == (4, 6, 2, 0.5)
+    assert (used.num_samples, used.batch_size, used.ptb) == (2, 6, False)  # evaluation batch: 2 x 3
 
     # Flags not typed keep the checkpoint's values (the demo's), not train.py's defaults.
     assert train.main([*args, "--eval-images", "8"]) == 0
     demo = read_checkpoint(checkpoint)[1]["train_config"]
     used = calls[-1]
-    assert (used["gallery_size"], used["max_new_tokens"], used["num_samples"]) == (
+    assert (used.gallery_size, used.max_new_tokens, used.num_samples) == (
         demo["gallery_size"],
         demo["max_new_tokens"],
         demo["num_samples"],
     )
-    assert (used["beams"], used["batch_size"]) == (1, 2 * demo["batch_size"])
+    assert (used.beams, used.batch_size) == (1, 2 * demo["batch_size"])
 
     metrics = json.loads((output_dir / "runs" / "session-demo" / "metrics.json").read_text())
     protocol = metrics[f"test/{checkpoint.stem}"]["protocol"]
@@ -311,7 +364,7 @@ def test_test_mode_flags_win_over_the_checkpoint_and_metrics_json_records_the_pr
 
 
 def test_the_protocol_line_names_split_images_galleries_decoding_and_tokeniser():
-    from training.protocol import EvalProtocol
+    from evaluation.protocol import EvalProtocol
 
     line = EvalProtocol("karpathy test", 1000, 5000, 1000, 3, 1.0, 20, "ptb", 64).describe()
     assert line == (
@@ -322,16 +375,16 @@ def test_the_protocol_line_names_split_images_galleries_decoding_and_tokeniser()
 
 
 def test_evaluation_config_takes_only_the_flags_the_user_typed():
-    from training.protocol import evaluation_config
+    from training.config import test_config
 
     trained = TrainConfig(gallery_size=10, max_new_tokens=24, batch_size=16, num_samples=5, eval_images=50)
     cfg = load_config(["--test", "--gallery-size", "1000", "--beams", "3", "--ptb"], env={}, dotenv="/nonexistent")
-    used = evaluation_config(cfg, trained)
+    used = test_config(cfg, trained)
     assert (used.gallery_size, used.beams, used.ptb) == (1000, 3, True)
     assert (used.max_new_tokens, used.batch_size, used.num_samples, used.eval_images) == (24, 16, 5, 50)
     # the environment's BATCH_SIZE is a training setting: it does not replace the checkpoint's at --test
     cfg = load_config(["--test"], env={"BATCH_SIZE": "2"}, dotenv="/nonexistent")
-    assert evaluation_config(cfg, trained).batch_size == 16 and cfg.explicit == frozenset()
+    assert test_config(cfg, trained).batch_size == 16 and cfg.explicit == frozenset()
 
 
 def test_ptb_without_java_is_one_line_and_exit_2_before_any_work(tmp_path):

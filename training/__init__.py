@@ -1,5 +1,18 @@
-"""Training utilities: the pieces `train.py` composes (experiment tracking, and more as they are added).
+"""Training: `training.run.run(config) -> RunResult`, the one entry point of `train.py` and `python -m experiments`.
 
-* `tracking`: `Tracker`, logging to Weights & Biases (online, offline or disabled) and to a local
-  `metrics.jsonl` that needs no account.
+Read in this order:
+
+* `step.py`: one training step, in one screen: forward, loss, backward, clip, step;
+* `loop.py`: the bookkeeping around the step (micro-batches and their token weights, skipping a non-finite step,
+  logging, progress, checkpoint cadence), one epoch at a time;
+* `run.py`: a run top to bottom: data, model, features, optimizer, resume, the loop, evaluation, checkpoints;
+* `config.py`: `TrainConfig`, every setting, from flags, the environment or `.env`, validated once;
+* `optim.py`: AdamW in two groups, warm-up + cosine schedule;
+* `decoders.py`: where the decoder comes from (the hub, a directory, the demo's, random-init);
+* `preflight.py`: the checks that take seconds, before the work that takes hours; which run or checkpoint a
+  command means;
+* `tracking.py`: W&B, metrics.jsonl and the console;
+* `pretrain.py`: the demo's text-pretrained language model (`--decoder demo-pretrained`).
+
+Evaluation is `evaluation/`, checkpoints are `checkpoints/`, the machine (devices, processes, files) is `runtime/`.
 """

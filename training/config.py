@@ -16,15 +16,20 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+import hub
+from checkpoints.store import DEFAULT_OUTPUT_DIR, RUN_KEYS
 from data.images import check_max_bad_fraction
 from errors import OneLineArgumentParser, UserError
+from evaluation.protocol import EvalSettings
+from runtime.devices import DEVICES, PRECISIONS
+from runtime.env import dotenv_values
+from vision.encoders import ENCODER_NAMES, VIEWS
 
-ENCODERS = ("vit", "clip", "tiny")
-VIEWS = ("pooled", "hidden")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
 SPLITS = ("random", "karpathy")
+# The evaluation settings that `--test` takes from the command line when typed there (`test_config`).
+EVAL_KEYS = ("eval_images", "gallery_size", "max_new_tokens", "batch_size", "num_samples", "beams", "length_penalty",
+             "ptb")  # fmt: skip
 
 
 @dataclass
@@ -72,7 +77,7 @@ class TrainConfig:
     ptb: bool = False  # tokenise captions with pycocoevalcap's Java PTB tokenizer for BLEU/CIDEr (needs `java`)
     eval_every: int = 0  # also evaluate validation every N optimizer steps (0: only at the end of each epoch)
     # output
-    output_dir: str = "../.data/models"
+    output_dir: str = DEFAULT_OUTPUT_DIR
     cache_dir: str = "../.data/cache"
     run_name: str | None = None
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at the end of each epoch only)
@@ -80,7 +85,7 @@ class TrainConfig:
     resume: bool = False
     init_from: str | None = None
     checkpoint: str = "latest"  # for --test and --push-to-hub: a .safetensors path, hf:OWNER/NAME or "latest"
-    # sharing on the Hugging Face Hub (training/share.py): upload a checkpoint instead of training
+    # sharing on the Hugging Face Hub (checkpoints/share.py): upload a checkpoint instead of training
     push_to_hub: str | None = None  # OWNER/NAME of the model repo
     public: bool = False  # create the repo public (default: private)
     dry_run: bool = False  # only print what would be uploaded
@@ -108,7 +113,7 @@ class TrainConfig:
                 raise UserError(f"{key}={value!r} is invalid; expected {kind} >= {low}")
 
         choice("mode", ("train", "test", "demo"))
-        choice("encoder", ENCODERS)
+        choice("encoder", ENCODER_NAMES)
         choice("view", VIEWS)
         choice("split", SPLITS)
         choice("wandb", WANDB_MODES)
@@ -132,6 +137,8 @@ class TrainConfig:
                     )
         elif self.mode == "test":
             raise UserError("--push-to-hub uploads a checkpoint and trains or tests nothing; run --test separately")
+        else:
+            hub.check_repo_id(self.push_to_hub)  # before anything is read
         unknown_tasks = set(self.task_list) - {"caption", "qa"}
         if unknown_tasks or not self.task_list:
             raise UserError(f"tasks={self.tasks!r} is invalid; accepted: caption, qa, or caption,qa")
@@ -142,6 +149,36 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def eval_settings(self, tasks: list[str]) -> EvalSettings:
+        """What an evaluation of this run measures, and how (evaluation/protocol.py). No gradients or optimizer
+        state while evaluating: twice the training batch fits."""
+        return EvalSettings(
+            tasks=tuple(tasks), batch_size=2 * self.batch_size, max_target_tokens=self.max_target_tokens,
+            max_new_tokens=self.max_new_tokens, gallery_size=self.gallery_size, num_samples=self.num_samples,
+            beams=self.beams, length_penalty=self.length_penalty, ptb=self.ptb, seed=self.seed,
+        )  # fmt: skip
+
+    def run_settings(self) -> dict[str, Any]:
+        """The settings that say what this run trains (`checkpoints.store.RUN_KEYS`): `--resume` continues only a
+        run with these."""
+        return {key: getattr(self, key) for key in RUN_KEYS}
+
+    def selection(self) -> dict[str, Any]:
+        """The settings that pick the run `--test` and `--push-to-hub` use: the encoder and K, and every other run
+        setting typed on the command line (but not the evaluation settings `--test` applies to the checkpoint)."""
+        typed = [key for key in RUN_KEYS if key in self.explicit and key not in ("encoder", "top_k", *EVAL_KEYS)]
+        return {key: getattr(self, key) for key in ("encoder", "top_k", *typed)}
+
+
+def test_config(cfg: TrainConfig, trained: TrainConfig) -> TrainConfig:
+    """The settings of `--test`: the checkpoint's training configuration, with the evaluation flags the user typed.
+
+    `cfg.explicit` names the flags given on the command line (`load_config` records them). Only those win: the
+    default of a flag the user did not type must not replace what the checkpoint was trained and validated with.
+    """
+    given = {key: getattr(cfg, key) for key in EVAL_KEYS if key in cfg.explicit}
+    return TrainConfig(**{**trained.to_dict(), **given, "mode": "test"})
 
 
 # Environment (and .env) keys of the one-pager -> config fields.
@@ -204,12 +241,15 @@ HELP = {
     "curves (0: at the end of each epoch only)",
     "output_dir": "where checkpoints go [env OUTPUT_DIR_MODELS]",
     "cache_dir": "where datasets and encoder features are cached",
-    "run_name": "name of this run (default: from the encoder, top-K and time)",
+    "run_name": "name of this run and of its folder OUTPUT_DIR/runs/NAME (default: from the encoder, top-K and time); "
+    "with --resume, the run to continue",
     "save_every": "also checkpoint every N optimizer steps (0: only at the end of each epoch)",
     "keep_checkpoints": "how many of the newest checkpoints to keep",
-    "resume": "continue the newest checkpoint of this encoder and top-K exactly where it stopped",
+    "resume": "continue the newest run with these settings (or --run-name) exactly where it stopped; a run whose "
+    "model settings differ is refused",
     "init_from": "start from another run's trained weights (e.g. stage 1 with --top-k 0, then stage 2)",
-    "checkpoint": "with --test or --push-to-hub: a .safetensors checkpoint, hf:OWNER/NAME (test), or 'latest'",
+    "checkpoint": "with --test or --push-to-hub: a .safetensors checkpoint, hf:OWNER/NAME (test), or 'latest' (the "
+    "newest run of this encoder and K, and of any other run setting typed)",
     "push_to_hub": "upload a checkpoint (newest complete one of this encoder and K, or --checkpoint) with a model card "
     "to this hub model repo, OWNER/NAME, and exit (trains nothing); token from HF_TOKEN",
     "public": "with --push-to-hub: create the repo public (default: private)",
@@ -304,15 +344,11 @@ def load_config(
     """Command line > environment > .env > defaults (for --demo: command line > demo settings), validated."""
     args = build_parser().parse_args(argv)
     env = dict(os.environ) if env is None else env
-    file_values: dict[str, str] = {}
-    if Path(dotenv).exists():
-        from dotenv import dotenv_values
-
-        file_values = {k: v for k, v in dotenv_values(dotenv).items() if v is not None}
-        # Libraries read HF_TOKEN / WANDB_API_KEY from the environment; a .env entry fills a gap, never overrides.
-        for key in ("HF_TOKEN", "WANDB_API_KEY"):
-            if key in file_values and key not in os.environ:
-                os.environ[key] = file_values[key]
+    file_values = dotenv_values(dotenv)
+    # Libraries read HF_TOKEN / WANDB_API_KEY from the environment; a .env entry fills a gap, never overrides.
+    for key in ("HF_TOKEN", "WANDB_API_KEY"):
+        if key in file_values and key not in os.environ:
+            os.environ[key] = file_values[key]
 
     demo = args.mode == "demo"
     values: dict[str, Any] = dict(DEMO_SETTINGS) if demo else {}

@@ -13,8 +13,9 @@ after all of that. `check_run(cfg)` looks at every argument that names something
   (`vision.encoders.check_weights`);
 - the data source's form: hf:OWNER/REPO, an existing folder or file, ... (`data.loading.check_source`);
 - `--ptb`: Java on the PATH (pycocoevalcap's PTB tokenizer is a Java program), checked first;
-- `--init-from` and `--resume`: the checkpoint they name exists; with `--test`, the checkpoint to evaluate. A
-  checkpoint on the hub (`hf:OWNER/NAME`) is checked for its form only; it is fetched when it is read.
+- `--init-from`: the checkpoint it names exists; with `--test`, the checkpoint to evaluate (`checkpoint_to_test`).
+  A checkpoint on the hub (`hf:OWNER/NAME`) is checked for its form only; it is fetched when it is read;
+- `--resume`: a run to continue exists, trained with the same model settings (`run_to_resume`).
 
 Each failure is a `UserError`: one line, exit status 2 from train.py. Value ranges (`--top-k -1`,
 `--max-bad-fraction 2`) are refused earlier still, when the configuration is built (`training/config.py`).
@@ -22,30 +23,38 @@ Each failure is a `UserError`: one line, exit status 2 from train.py. Value rang
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from bridge.vlm import check_top_k
+from checkpoints.share import complete_epoch
+from checkpoints.store import (
+    HUB_PREFIX,
+    MODEL_KEYS,
+    Run,
+    checkpoint_path,
+    differences,
+    find_run,
+    is_hub_checkpoint,
+    list_checkpoints,
+    run_directory,
+)
 from data.loading import check_source
 from errors import UserError
 from metrics.captioning import require_java
 from tiny_decoder import Qwen3Config
-from training.checkpoint import HUB_PREFIX, is_hub_checkpoint, latest_checkpoint
 from training.config import TrainConfig
-from training.pretrain import DEMO_PRETRAINED
+from training.decoders import BUILT_BY_THE_RUN, RANDOM_INIT
 from vision.encoders import check_weights
 from weights_loader import load_tokenizer, resolve_checkpoint, safetensors_files
-
-# Decoders that the run builds itself from the training data (training/demo.py, training/pretrain.py).
-BUILT_BY_THE_RUN = ("demo", DEMO_PRETRAINED)
-RANDOM_INIT = "random-init:"  # train.py's --decoder random-init:SOURCE: SOURCE's config and tokenizer, random weights
 
 
 def check_run(cfg: TrainConfig) -> None:
     """Raise `UserError` (one line) for the first argument of `cfg` that names something that cannot be loaded."""
-    output_dir = Path(cfg.output_dir).expanduser()
     if cfg.ptb:
         require_java()
     if cfg.mode == "test":  # the model, data and settings come from the checkpoint's sidecar
-        check_checkpoint(output_dir, cfg)
+        checkpoint_to_test(cfg)
         return
     check_source(cfg.data)
     check_weights(cfg.encoder, cfg.encoder_weights)
@@ -53,7 +62,7 @@ def check_run(cfg: TrainConfig) -> None:
     if cfg.init_from:
         _check_checkpoint(cfg.init_from, "--init-from")
     if cfg.resume:
-        latest_checkpoint(output_dir, cfg.encoder, cfg.top_k)  # raises when there is nothing to resume
+        run_to_resume(cfg)  # raises when there is nothing to resume, or it was trained with other model settings
 
 
 def check_decoder(source: str, top_k: int) -> None:
@@ -65,8 +74,7 @@ def check_decoder(source: str, top_k: int) -> None:
     source = source.removeprefix(RANDOM_INIT)
     path = resolve_checkpoint(source, need="tokenizer")  # a directory as is; a hub id: config and tokenizer only
     config = Qwen3Config.from_json_file(path / "config.json")
-    if top_k > config.num_hidden_layers:
-        raise UserError(f"top_k={top_k} is invalid; the decoder has {config.num_hidden_layers} blocks")
+    check_top_k(top_k, config.num_hidden_layers)
     if Path(source).expanduser().is_dir() and not random_init:
         safetensors_files(path)  # a hub id's weights are fetched when the decoder is loaded
     try:
@@ -80,12 +88,51 @@ def check_decoder(source: str, top_k: int) -> None:
         ) from exc
 
 
-def check_checkpoint(output_dir: Path, cfg: TrainConfig) -> None:
-    """--test: the checkpoint to evaluate ('latest' of this encoder and K, or a path) exists with its sidecar."""
+def checkpoint_to_test(cfg: TrainConfig) -> str | Path:
+    """--test and --push-to-hub: `--checkpoint PATH` (or hf:OWNER/NAME), or with 'latest' the newest checkpoint of
+    the newest run of this encoder and K (and of any other run setting typed; `checkpoints.store.find_run`)."""
     if cfg.checkpoint == "latest":
-        latest_checkpoint(output_dir, cfg.encoder, cfg.top_k)
-    else:
-        _check_checkpoint(cfg.checkpoint, "--checkpoint")
+        return find_run(cfg.output_dir, cfg.selection()).latest
+    _check_checkpoint(cfg.checkpoint, "--checkpoint")
+    return cfg.checkpoint
+
+
+def checkpoint_to_share(cfg: TrainConfig) -> Path:
+    """--push-to-hub: `--checkpoint PATH`, or the newest checkpoint that closed its epoch of the run `--test` would
+    pick (one saved mid-epoch by --save-every or Ctrl-C has no evaluation to show on the model card)."""
+    if cfg.checkpoint != "latest":
+        return checkpoint_path(cfg.checkpoint)
+    run = find_run(cfg.output_dir, cfg.selection())
+    complete = [p for p in run.checkpoints if complete_epoch(p)]
+    if not complete:
+        raise UserError(
+            f"run {run.name} has no checkpoint that closed an epoch (only mid-epoch saves); finish an epoch, or pick "
+            "one with --checkpoint PATH"
+        )
+    return complete[-1]
+
+
+def run_to_resume(cfg: TrainConfig) -> Run:
+    """--resume: the run `--run-name` names, or the newest run trained with this command's settings.
+
+    A run whose model settings differ from the command's is refused, naming the difference: its checkpoint may even
+    fit the model's tensor shapes (the hidden-view bridge is the same for 4 or 9 visual tokens) and silently continue
+    another experiment. Other differences (say, a lower learning rate for the rest of the run) are allowed when the
+    run is named, and `training/run.py` says which."""
+    if not cfg.run_name:
+        return find_run(cfg.output_dir, cfg.run_settings(), what="a checkpoint to resume")
+    directory = run_directory(cfg.output_dir, cfg.run_name)
+    checkpoints = list_checkpoints(directory)
+    if not checkpoints:
+        raise UserError(f"--resume --run-name {cfg.run_name}: no checkpoint in {directory} to resume")
+    settings = json.loads(checkpoints[-1].with_suffix(".json").read_text()).get("train_config", {})
+    changed = differences(cfg.run_settings(), settings, MODEL_KEYS)
+    if changed:
+        raise UserError(
+            f"cannot resume run {cfg.run_name} with other model settings: {', '.join(changed)} (this command's value "
+            "first); resume with the run's settings, or start a new run with --init-from"
+        )
+    return Run(cfg.run_name, directory, tuple(checkpoints), settings)
 
 
 def _check_checkpoint(spec: str, flag: str) -> None:

@@ -54,9 +54,9 @@ import torch.nn.functional as F
 
 from data import CAPTION_PROMPT, EOS_TOKEN, ImageRecord, question_prompt
 from data.batches import encode_prompts
+from demo.decoders import demo_config, demo_tokenizer
 from tiny_decoder import Qwen3ForCausalLM
-from training.demo import demo_config, demo_tokenizer
-from training.schedule import lr_lambda
+from training.optim import lr_lambda
 from weights_loader import TextTokenizer, load_qwen3, load_tokenizer, save_qwen3
 
 DEMO_PRETRAINED = "demo-pretrained"  # the --decoder value that means this model

@@ -38,14 +38,17 @@ import logging
 import netrc
 import os
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 from PIL import Image
+from rich.console import Console
 
 from errors import UserError
+from runtime.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -240,3 +243,63 @@ class Tracker:
     ) -> None:
         # A crash marks the W&B run as failed (exit code 1) instead of finished.
         self.finish(exit_code=0 if exc_type is None else 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The console and the run's files: what a person reads while and after training
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class Log:
+    """Timestamped lines on stderr, from the main process only (with torchrun, only rank 0 talks)."""
+
+    def __init__(self, is_main: bool = True) -> None:
+        self.console = Console(stderr=True, highlight=False)
+        self.is_main = is_main
+
+    def __call__(self, message: str, style: str = "cyan") -> None:
+        if self.is_main:
+            self.console.print(f"[{style}]{datetime.now():%H:%M:%S}[/] {message}")
+
+
+class SilentTracker:
+    """The tracker of torchrun processes other than rank 0: they log nothing."""
+
+    mode = "off (rank > 0)"
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    log_table = summary = finish = log
+
+
+def format_metrics(title: str, metrics: Mapping[str, float]) -> str:
+    keys = [k for k in metrics if not k.startswith("n_")]
+    return title + ": " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys)
+
+
+def log_samples(tracker: Tracker | SilentTracker, samples: Sequence[dict], step: int) -> None:
+    """The evaluation's sample images with their generated and reference captions, as a W&B table."""
+    rows = []
+    for s in samples:
+        with Image.open(s["image"]) as image:
+            rows.append([image.convert("RGB"), s["image"], s["generated"], " | ".join(s["references"]),
+                         s.get("question", ""), s.get("answer", ""), s.get("expected", "")])  # fmt: skip
+    columns = ["image", "path", "generated", "references", "question", "answer", "expected"]
+    tracker.log_table("samples", columns, rows, step=step)
+
+
+def print_samples(log: Log, samples: Sequence[dict]) -> None:
+    for s in samples:
+        log.console.print(f"[bold]{Path(s['image']).name}[/]  generated: [green]{s['generated']}[/]")
+        log.console.print(f"    reference: {s['references'][0]}")
+        if "question" in s:
+            log.console.print(f"    Q: {s['question']}  A: [green]{s['answer']}[/]  (expected: {s['expected']})")
+
+
+def write_metrics(run_dir: Path, metrics: dict, merge: bool = False) -> None:
+    """`run_dir/metrics.json`: every evaluation of the run with its protocol (merged into what is there)."""
+    path = Path(run_dir) / "metrics.json"
+    if merge and path.exists():
+        metrics = {**json.loads(path.read_text()), **metrics}
+    write_text_atomically(path, json.dumps(metrics, indent=2))

@@ -1,10 +1,10 @@
 """Rebuild a trained model from a checkpoint alone: `load_trained(path, device) -> (model, tokenizer, sidecar)`.
 
 `path` is a `.safetensors` file or `hf:OWNER/NAME`, a checkpoint pushed to the Hugging Face Hub with `python train.py
---push-to-hub` (downloaded into the hub cache by `training.checkpoint.local_checkpoint`).
+--push-to-hub` (downloaded into the hub cache by `checkpoints.store.local_checkpoint`).
 
 A checkpoint holds only what trained (the bridge and the decoder's top K blocks); its `.json` sidecar names
-everything else (see `training/checkpoint.py`):
+everything else (see `checkpoints/store.py`):
 
     sidecar["decoder"]    {"source": hub id or directory, "config": the decoder's Qwen3Config}
     sidecar["tokenizer"]  {"source": ..., "eos_id": ..., "pad_id": ...}
@@ -20,8 +20,9 @@ Where the frozen decoder comes from, first match wins:
 2. A decoder carried with the checkpoint: a pushed repo holds a small local decoder (the demo's) in `decoder/`, and
    the sidecar says so (`sidecar["decoder"]["bundled"]`).
 3. The recorded source: a hub id (fetched, or read from the hub cache) or a local directory. The offline demo saves
-   its tiny decoder next to its checkpoints (`demo_decoder_seed{seed}/`); when a folder of checkpoints was moved or
-   copied, the recorded absolute path no longer exists, and a folder of the same name beside the checkpoint is used.
+   its tiny decoder in the output folder (`demo_decoder_seed{seed}/`, beside `runs/`); when that folder was moved or
+   copied, the recorded absolute path no longer exists, and a folder of the same name in the moved output folder (or
+   beside a checkpoint of the old flat layout) is used.
 A local decoder or encoder-weights file that is not on this machine is one line naming it and how to point at a copy.
 """
 
@@ -33,10 +34,9 @@ from typing import Any
 
 import torch
 
-from bridge import VisionLanguageModel, VLMConfig
+from bridge import VisionLanguageModel, VLMConfig, build_vlm
+from checkpoints.store import RUNS_DIR, local_checkpoint, read_checkpoint
 from errors import UserError
-from training.checkpoint import local_checkpoint, read_checkpoint
-from vision import build_encoder
 from weights_loader import TextTokenizer, load_qwen3, load_tokenizer, resolve_checkpoint
 
 SIDECAR_KEYS = ("model", "decoder", "tokenizer")
@@ -46,14 +46,19 @@ POINT_AT_A_COPY = "point at a local copy with caption.py --{flag} PATH, or load_
 
 def decoder_source(sidecar: dict[str, Any], checkpoint: Path) -> str:
     """The decoder's hub id or directory: the one carried with a pushed checkpoint, else the recorded one (a moved
-    demo decoder is looked for beside the checkpoint)."""
+    demo decoder is looked for in the moved folder)."""
     bundled = sidecar["decoder"].get("bundled")
     if bundled and (checkpoint.parent / bundled).is_dir():
         return str(checkpoint.parent / bundled)
     source = str(sidecar["decoder"]["source"])
     recorded = Path(source)
-    if recorded.is_absolute() and not recorded.exists() and (checkpoint.parent / recorded.name).is_dir():
-        return str(checkpoint.parent / recorded.name)
+    if recorded.is_absolute() and not recorded.exists():
+        # A moved folder: the demo decoder sits in the output folder ({output_dir}/runs/{run}/ holds the checkpoint),
+        # or beside a checkpoint of the old flat layout.
+        folders = [checkpoint.parent, *([checkpoint.parents[2]] if checkpoint.parent.parent.name == RUNS_DIR else [])]
+        for folder in folders:
+            if (folder / recorded.name).is_dir():
+                return str(folder / recorded.name)
     return source
 
 
@@ -69,7 +74,7 @@ def check_local_sources(decoder: str, encoder_weights: str, checkpoint: Path) ->
         raise UserError(
             f"the decoder {decoder} that {checkpoint.name} was trained with is not on this machine (a local folder "
             f"where it was trained); {POINT_AT_A_COPY.format(flag='decoder', arg='decoder')}, or put the folder "
-            f"beside the checkpoint as {Path(decoder).name}/"
+            f"in the output folder as {Path(decoder).name}/"
         )
     if encoder_weights not in ("none", "default") and is_local_path(encoder_weights):
         if not Path(encoder_weights).expanduser().is_file():
@@ -128,7 +133,6 @@ def load_trained(
         config = VLMConfig(**sidecar["model"])
     except TypeError as e:  # an unknown or missing field
         raise UserError(f"the sidecar of {path.name} has an unexpected model section ({e})") from None
-    encoder = build_encoder(config.encoder, config.encoder_weights)
-    model = VisionLanguageModel(config, encoder, decoder_model).to(device)
+    model = build_vlm(config, decoder_model, device)
     model.load_trainable_state_dict(weights)  # names and shapes must match the sidecar's model exactly
     return model.eval(), tokenizer, sidecar

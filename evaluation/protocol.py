@@ -6,26 +6,21 @@ PTB tokenisation of the COCO evaluation code; retrieval papers report the 1K-ima
 5,000 captions ranked together; a gallery of 100 is much easier). So every evaluation prints one line with its
 protocol and `metrics.json` records it beside the numbers.
 
-Two protocols, chosen by cost (README, "Comparing with published results"):
+Two protocols, chosen by cost (docs/evaluation.md, "Comparing with published results"):
 - **`--test`: the full protocol.** Every test image (unless `--eval-images`), galleries of `--gallery-size`,
   the decoding and tokeniser asked for. The flags on the command line win over the values stored in the
-  checkpoint (`evaluation_config`); flags the user did not type keep the checkpoint's values.
+  checkpoint (`training/config.py: test_config`); flags the user did not type keep the checkpoint's values.
 - **After each training epoch: a fixed validation subset** of `VAL_IMAGES_PER_EPOCH` images (the first ones of
   the validation split, the same every epoch, so epochs are comparable), for the loss, generation and one retrieval
   gallery. Sized so that validation costs at most a quarter of a Flickr30k training epoch (the projection is in the
-  README); `--eval-images N` changes it.
+  docs/evaluation.md); `--eval-images N` changes it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-
-from training.config import TrainConfig
-
-# The settings an evaluation uses, which `--test` takes from the command line when given there.
-EVAL_KEYS = ("eval_images", "gallery_size", "max_new_tokens", "batch_size", "num_samples", "beams", "length_penalty",
-             "ptb")  # fmt: skip
 
 # Validation images per training epoch when --eval-images is not given. At Flickr30k scale on an H200 (BENCHMARKS.md):
 # one retrieval gallery of 100 images x 500 captions = 50,000 pairs, 11.6 s at 4,329 pairs/s; 100 captions of at
@@ -35,14 +30,24 @@ EVAL_KEYS = ("eval_images", "gallery_size", "max_new_tokens", "batch_size", "num
 VAL_IMAGES_PER_EPOCH = 100
 
 
-def evaluation_config(cfg: TrainConfig, trained: TrainConfig) -> TrainConfig:
-    """The settings of `--test`: the checkpoint's training configuration, with the evaluation flags the user typed.
+@dataclass(frozen=True)
+class EvalSettings:
+    """Every setting of one evaluation, in one object: `evaluate(model, records, features, tokenizer, settings)`.
 
-    `cfg.explicit` names the flags given on the command line (`load_config` records them). Only those win: the
-    default of a flag the user did not type must not replace what the checkpoint was trained and validated with.
+    Training builds it from its configuration (`TrainConfig.eval_settings`); so does `--test`, from the
+    checkpoint's configuration and the evaluation flags typed on the command line.
     """
-    given = {key: getattr(cfg, key) for key in EVAL_KEYS if key in cfg.explicit}
-    return TrainConfig(**{**trained.to_dict(), **given, "mode": "test"})
+
+    tasks: tuple[str, ...] = ("caption", "qa")  # what to evaluate: captions and retrieval, and/or answers
+    batch_size: int = 32
+    max_target_tokens: int = 48  # longer reference text is truncated when its loss is measured
+    max_new_tokens: int = 32  # longest generated caption (answers: at most 8 tokens)
+    gallery_size: int = 100  # images per retrieval gallery, with all their captions
+    num_samples: int = 8  # sample images returned with their generated and reference captions
+    beams: int = 1  # captions by beam search with this many beams (1: greedy)
+    length_penalty: float = 1.0  # beam score = sum of log-probs / length ** length_penalty
+    ptb: bool = False  # BLEU/CIDEr on the Java PTB tokenizer's tokens (needs `java`)
+    seed: int = 0  # the shuffled-image control's permutation
 
 
 @dataclass(frozen=True)
@@ -79,16 +84,16 @@ class EvalProtocol:
         return {**asdict(self), "decoding": self.decoding}
 
 
-def protocol(cfg: TrainConfig, split: str, records, batch_size: int) -> EvalProtocol:
-    """The protocol of evaluating `records` (ImageRecords of `split`) with the settings of `cfg`."""
+def protocol(settings: EvalSettings, split: str, records: Sequence) -> EvalProtocol:
+    """The protocol of evaluating `records` (ImageRecords of `split`) with `settings`."""
     return EvalProtocol(
         split=split,
         images=len(records),
         captions=sum(len(r.captions) for r in records),
-        gallery_size=min(cfg.gallery_size, max(len(records), 1)),
-        beams=cfg.beams,
-        length_penalty=cfg.length_penalty,
-        max_new_tokens=cfg.max_new_tokens,
-        tokenizer="ptb" if cfg.ptb else "python",
-        batch_size=batch_size,
+        gallery_size=min(settings.gallery_size, max(len(records), 1)),
+        beams=settings.beams,
+        length_penalty=settings.length_penalty,
+        max_new_tokens=settings.max_new_tokens,
+        tokenizer="ptb" if settings.ptb else "python",
+        batch_size=settings.batch_size,
     )

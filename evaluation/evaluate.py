@@ -3,12 +3,12 @@
 - Loss and perplexity of the split's target text (captions and answers), per target token.
 - Captioning: one caption per image (greedy, or beam search with `beams` > 1: the same `tiny_decoder/beam.py` that
   caption.py uses), scored with BLEU-4 and CIDEr-D against *all* references of the image. CIDEr-D's document
-  frequencies come from the evaluated set, so the whole split is scored in one call. `use_ptb` tokenises with the
+  frequencies come from the evaluated set, so the whole split is scored in one call. `settings.ptb` tokenises with the
   Java PTB tokenizer of the COCO evaluation code, as published results are (see `metrics/captioning.py`).
 - Question answering (when the data has questions): exact match and token F1 of greedy answers.
 - Retrieval by the model's own likelihood: in galleries of G images and all their captions, every (image, caption)
   pair is scored by the mean log-likelihood of the caption given the image. Image->text and text->image
-  Recall@1/5 and Precision@1/5 (definitions in `metrics/retrieval.py` and the README).
+  Recall@1/5 and Precision@1/5 (definitions in `metrics/retrieval.py` and docs/evaluation.md).
 - A control: the same captions and answers generated with the images shuffled between samples. A model that
   really reads the image scores far lower on it; one that only learned the language of the captions does not.
 
@@ -18,6 +18,7 @@ They may be memory-mapped (`vision/mapped.py`): everything here indexes them a b
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import torch
 from bridge import VisionLanguageModel
 from data import CAPTION_PROMPT, ImageRecord, VLMCollator, make_samples, question_prompt
 from data.batches import encode_prompts
+from evaluation.protocol import EvalSettings
 from metrics import caption_metrics, gallery_indices, mean_over_galleries, qa_metrics, retrieval_metrics
 from runtime.distributed import SINGLE_PROCESS, Distributed
 from vision import ClipText
@@ -192,33 +194,26 @@ def evaluate(
     records: Sequence[ImageRecord],
     features: torch.Tensor,
     tokenizer: TextTokenizer,
+    settings: EvalSettings | None = None,
     *,
-    tasks: Sequence[str] = ("caption", "qa"),
-    batch_size: int = 32,
-    max_target_tokens: int = 48,
-    max_new_tokens: int = 32,
-    gallery_size: int = 100,
-    num_samples: int = 8,
-    beams: int = 1,
-    length_penalty: float = 1.0,
-    use_ptb: bool = False,
     shuffled_control: bool = True,
     retrieval: bool = True,
     device: torch.device | str = "cpu",
     autocast=None,
-    seed: int = 0,
     clip_reference: tuple[ClipText, torch.Tensor] | None = None,
     dist: Distributed = SINGLE_PROCESS,
 ) -> EvalResult:
     """All metrics of one split, as a flat dict (keys like "cider_d", "i2t_recall@1", "shuffled/cider_d").
 
-    Captions are greedy (`beams` = 1) or beam searched (`beams`, `length_penalty`); answers to questions are
-    always greedy (a few words). `use_ptb`: BLEU/CIDEr on the Java PTB tokenizer's tokens (needs `java`).
-    `clip_reference` = (CLIP's text tower, CLIP image embeddings [n_images, 512] of `records`): also report CLIP's
-    own zero-shot retrieval on the same galleries, as "clip_zero_shot/i2t_recall@1", ...
+    `settings` (evaluation/protocol.py) holds what is measured and how: captions are greedy (`beams` = 1) or beam
+    searched (`beams`, `length_penalty`); answers to questions are always greedy (a few words); `ptb`: BLEU/CIDEr on
+    the Java PTB tokenizer's tokens (needs `java`). The keywords say where it runs: `shuffled_control` generates
+    everything a second time with the images shuffled; `clip_reference` = (CLIP's text tower, CLIP image embeddings
+    [n_images, 512] of `records`) also reports CLIP's own zero-shot retrieval on the same galleries, as
+    "clip_zero_shot/i2t_recall@1", ...
     """
-    import contextlib
-
+    s = settings or EvalSettings()
+    tasks, batch_size, max_target_tokens, max_new_tokens = s.tasks, s.batch_size, s.max_target_tokens, s.max_new_tokens
     autocast = autocast or contextlib.nullcontext
     device = torch.device(device)
     was_training = model.training
@@ -232,27 +227,29 @@ def evaluate(
     metrics["loss"], metrics["perplexity"] = loss, math.exp(min(loss, 50.0))
 
     # A fixed derangement of the images, for the control: every sample gets another image's features.
-    perm = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(len(records), generator=torch.Generator().manual_seed(s.seed))
     shuffled = (torch.roll(perm, 1)[torch.argsort(perm)] if len(records) > 1 else perm).tolist()  # image rows
 
     samples: list[dict] = []
     if "caption" in tasks:
         gen = dict(
-            batch_size=batch_size, max_new_tokens=max_new_tokens, beams=beams, length_penalty=length_penalty, **common
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            beams=s.beams,
+            length_penalty=s.length_penalty,
+            **common,
         )
         captions = generate_texts(model, features, [CAPTION_PROMPT] * len(records), **gen)
         refs = {r.image_id: r.captions for r in records}
         generated = {r.image_id: c for r, c in zip(records, captions, strict=True)}
-        metrics.update(caption_metrics(refs, generated, use_ptb=use_ptb))
+        metrics.update(caption_metrics(refs, generated, use_ptb=s.ptb))
         samples = [
             {"image": str(r.path), "generated": c, "references": r.captions}
-            for r, c in zip(records[:num_samples], captions, strict=False)
+            for r, c in zip(records[: s.num_samples], captions, strict=False)
         ]
         if shuffled_control:
             wrong = generate_texts(model, features, [CAPTION_PROMPT] * len(records), image_rows=shuffled, **gen)
-            control = caption_metrics(
-                refs, {r.image_id: c for r, c in zip(records, wrong, strict=True)}, use_ptb=use_ptb
-            )
+            control = caption_metrics(refs, {r.image_id: c for r, c in zip(records, wrong, strict=True)}, use_ptb=s.ptb)
             metrics.update({f"shuffled/{k}": v for k, v in control.items()})
 
     qa_items = [(i, q, a) for i, r in enumerate(records) for q, a in r.qa]
@@ -273,7 +270,7 @@ def evaluate(
 
     if retrieval and "caption" in tasks and len(records) > 1:
         per_gallery = []
-        galleries = gallery_indices(len(records), gallery_size)
+        galleries = gallery_indices(len(records), s.gallery_size)
         for gallery in dist.shard(galleries):  # each process scores its share of the galleries
             texts = [c for i in gallery for c in records[i].captions]
             owner = torch.tensor([k for k, i in enumerate(gallery) for _ in records[i].captions])
@@ -284,7 +281,7 @@ def evaluate(
             per_gallery.append(retrieval_metrics(scores, owner))
         metrics.update(mean_over_galleries(dist.gather_sharded(per_gallery, len(galleries))))
         if clip_reference is not None:
-            metrics.update(clip_zero_shot_retrieval(*clip_reference, records, gallery_size))
+            metrics.update(clip_zero_shot_retrieval(*clip_reference, records, s.gallery_size))
 
     model.train(was_training)
     return EvalResult(metrics, samples)

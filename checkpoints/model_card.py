@@ -17,8 +17,8 @@ from typing import Any
 
 from huggingface_hub import ModelCardData
 
+from checkpoints.store import HUB_DECODER_DIR, HUB_PREFIX, HUB_SIDECAR, HUB_WEIGHTS
 from data.flickr30k import DEFAULT_HUB_REPO
-from training.checkpoint import HUB_DECODER_DIR, HUB_PREFIX, HUB_SIDECAR, HUB_WEIGHTS
 
 LIBRARY_NAME = "tiny-vlm"
 LICENSE = "apache-2.0"  # the project's licence (pyproject.toml); Qwen3-0.6B-Base is Apache-2.0 too
@@ -211,7 +211,7 @@ def model_card(
         "from PIL import Image",
         "",
         "from caption import Captioner, Decoding",
-        "from training.restore import load_trained",
+        "from checkpoints.restore import load_trained",
         "",
         f'model, tokenizer, sidecar = load_trained("{hf}")  # the VisionLanguageModel, in eval mode',
         f'captioner = Captioner("{hf}", torch.device("cpu"))',

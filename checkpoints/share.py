@@ -9,7 +9,7 @@ gets three things, in one commit (the project's one hub helper, `hub.upload_fold
     decoder/                 only for a small local decoder (the demo's), see below
 
 Anyone then loads it by name: `caption.py --checkpoint hf:OWNER/NAME`, `load_trained("hf:OWNER/NAME")`
-(`training.checkpoint.local_checkpoint` downloads the repo into the hub cache; the frozen parts come from the
+(`checkpoints.store.local_checkpoint` downloads the repo into the hub cache; the frozen parts come from the
 sources the sidecar names, as for a local checkpoint).
 
 The frozen decoder is named in the sidecar by where it came from. A hub id (`Qwen/Qwen3-0.6B-Base`) is fine
@@ -40,17 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import hub
-from errors import UserError
-from training.checkpoint import (
+from checkpoints.model_card import model_card
+from checkpoints.restore import decoder_source, is_local_path, read_sidecar
+from checkpoints.store import (
     HUB_DECODER_DIR,
     HUB_SIDECAR,
     HUB_WEIGHTS,
-    list_checkpoints,
-    local_checkpoint,
 )
-from training.config import TrainConfig
-from training.model_card import model_card
-from training.restore import decoder_source, is_local_path, read_sidecar
+from errors import UserError
 
 CARD_FILE = "README.md"
 UPLOAD_PATTERNS = [CARD_FILE, HUB_WEIGHTS, HUB_SIDECAR, f"{HUB_DECODER_DIR}/*"]
@@ -91,30 +88,13 @@ class Upload:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def choose_checkpoint(cfg: TrainConfig) -> Path:
-    """--checkpoint PATH (or hf:OWNER/NAME), or the newest checkpoint of this encoder and K that closed its epoch
-    (one saved mid-epoch by --save-every or Ctrl-C has no evaluation to show on the card)."""
-    if cfg.checkpoint != "latest":
-        path = local_checkpoint(cfg.checkpoint)
-        path = path.with_suffix(".safetensors") if path.suffix == ".json" else path
-        if not path.is_file():
-            raise UserError(f"checkpoint not found: {path}")
-        return path
-    output_dir = Path(cfg.output_dir).expanduser()
-    complete = [p for p in list_checkpoints(output_dir, cfg.encoder, cfg.top_k) if _sidecar(p).get("complete_epoch")]
-    if not complete:
-        raise UserError(
-            f"no complete checkpoint for encoder={cfg.encoder}, top_k={cfg.top_k} in {output_dir}; "
-            "train one first, or pick one with --checkpoint PATH"
-        )
-    return complete[-1]
-
-
-def _sidecar(weights: Path) -> dict[str, Any]:
+def complete_epoch(weights: Path) -> bool:
+    """Whether a checkpoint closed its epoch (one saved mid-epoch by --save-every or Ctrl-C has no evaluation to
+    show on the card)."""
     try:
-        return json.loads(weights.with_suffix(".json").read_text())
+        return bool(json.loads(weights.with_suffix(".json").read_text()).get("complete_epoch"))
     except (OSError, json.JSONDecodeError):
-        return {}
+        return False
 
 
 def directory_size(directory: Path) -> int:
@@ -229,15 +209,14 @@ def prepare_upload(
     return Upload(checkpoint, staging, repo_id, private, message, card, notes)
 
 
-def push_checkpoint(cfg: TrainConfig) -> str:
-    """--push-to-hub: upload the chosen checkpoint (or with --dry-run describe the upload); the lines to print."""
-    if cfg.push_to_hub is None:
-        raise UserError("nothing to push: add --push-to-hub OWNER/NAME")
-    hub.check_repo_id(cfg.push_to_hub)  # before anything is read
-    checkpoint = choose_checkpoint(cfg)
+def push_checkpoint(
+    checkpoint: Path, repo_id: str, *, private: bool = True, dry_run: bool = False, hub_decoder: str | None = None
+) -> str:
+    """--push-to-hub: upload `checkpoint` (or with `dry_run` describe the upload); the lines to print."""
+    hub.check_repo_id(repo_id)
     with tempfile.TemporaryDirectory(prefix="tiny-vlm-push-") as staging:
-        upload = prepare_upload(checkpoint, cfg.push_to_hub, not cfg.public, Path(staging), cfg.hub_decoder)
-        if cfg.dry_run:
+        upload = prepare_upload(checkpoint, repo_id, private, Path(staging), hub_decoder)
+        if dry_run:
             return upload.describe()
         url = hub.upload_folder(
             upload.folder,

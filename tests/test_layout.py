@@ -1,0 +1,106 @@
+"""The shape of the code: every module imports only its own layer or the layers below, and nothing imports in a
+circle. A reader can then read the packages bottom-up (the README's reading order) without meeting a module that
+depends on one they have not read yet, and the entry points (train.py, caption.py) are the only tops."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+# Low to high. A module may import its own layer and any layer below it.
+LAYERS = [
+    {"errors", "runtime"},
+    {"tiny_decoder", "data", "metrics", "hub"},
+    {"weights_loader", "vision"},
+    {"bridge"},
+    {"evaluation", "checkpoints", "demo"},
+    {"training"},
+    {"experiments", "synth", "bench"},
+    {"train", "caption"},  # the entry points: nothing imports them
+]
+LAYER = {package: i for i, packages in enumerate(LAYERS) for package in packages}
+
+
+def project_modules() -> dict[str, Path]:
+    """module name -> file, for every Python file of the project (tests and the virtual environment excluded)."""
+    modules = {}
+    for path in REPO.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        if parts[0] in ("tests", "notebooks") or parts[0].startswith("."):
+            continue
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    return modules
+
+
+def imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The project modules that `name` imports anywhere in its file (inside functions too; not the imports for type
+    checkers only, under `if TYPE_CHECKING:`, which never run)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from .adapters import ...
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def test_every_package_has_a_layer():
+    top_level = {name.split(".")[0] for name in project_modules()}
+    assert top_level <= set(LAYER), f"add {sorted(top_level - set(LAYER))} to LAYERS"
+
+
+def test_no_module_imports_a_layer_above_it():
+    modules = project_modules()
+    upward = []
+    for name, path in modules.items():
+        for target in imports(name, path, modules):
+            if LAYER[target.split(".")[0]] > LAYER[name.split(".")[0]]:
+                upward.append(f"{name} imports {target}")
+    assert not upward, upward
+
+
+def test_there_are_no_import_cycles():
+    modules = project_modules()
+    graph = {name: imports(name, path, modules) for name, path in modules.items()}
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(name) :] + [name]))
+        if name in done:
+            return
+        for target in sorted(graph[name]):
+            visit(target, [*trail, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+
+
+def test_the_checks_find_what_they_look_for(tmp_path):
+    """The import parser sees plain, from-, relative and function-level imports (else the tests above pass
+    vacuously)."""
+    modules = project_modules()
+    assert imports("train", modules["train"], modules) >= {"training.run", "errors"}
+    assert "bridge.adapters" in imports("bridge.vlm", modules["bridge.vlm"], modules)  # from .adapters import
+    assert "checkpoints.restore" in imports("caption", modules["caption"], modules)  # inside a method
+    assert "tiny_decoder.generate" in imports("tiny_decoder.model", modules["tiny_decoder.model"], modules)

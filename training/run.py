@@ -1,0 +1,403 @@
+"""One training run, top to bottom: `run(config) -> RunResult`, the one entry point of train.py and the experiments.
+
+    1. configuration and devices     check every input first (training/preflight.py), then the device and seed
+    2. data                          the dataset's splits and the tasks it can train
+    3. model                         decoder + tokenizer (training/decoders.py), frozen encoder + bridge (build_vlm)
+    4. features                      the frozen encoder runs once per image; its features are cached on disk
+    5. optimizer and schedule        AdamW in two groups, warm-up + cosine (training/optim.py)
+    6. resume and tracking           --resume picks up the run's position; W&B and metrics.jsonl
+    7. the loop                      one epoch at a time (training/loop.py), the step itself in training/step.py
+    8. evaluation                    after each epoch on the fixed validation subset (evaluation/)
+    9. checkpoints                   into the run's own folder, {output_dir}/runs/{run_name}/ (checkpoints/store.py)
+
+`--test` (mode "test") skips 2-9: it rebuilds the model a checkpoint describes and evaluates it on the test split.
+
+Under torchrun, `run` joins the process group itself (or takes a `Distributed` from its caller): every process
+builds the same model, takes its share of each batch, and rank 0 alone logs and writes files.
+
+References: nanoGPT's train.py (https://github.com/karpathy/nanoGPT) for the shape of the loop; LLaVA
+(https://arxiv.org/abs/2304.08485) for the two-stage recipe (`--top-k 0`, then `--init-from` with `--top-k 3`).
+
+Read next: `training/loop.py` and `training/step.py`, then `evaluation/evaluate.py`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from bridge import VisionLanguageModel, VLMConfig, build_vlm
+from checkpoints.restore import load_trained
+from checkpoints.store import (
+    checkpoint_stem,
+    differences,
+    prune_checkpoints,
+    read_checkpoint,
+    read_training_state,
+    run_directory,
+    save_checkpoint,
+)
+from data import Splits, VLMCollator, load_dataset, make_samples
+from errors import UserError
+from evaluation import VAL_IMAGES_PER_EPOCH, EvalSettings, evaluate, protocol
+from metrics.captioning import require_java
+from runtime.devices import resolve_device
+from runtime.distributed import Distributed, setup_distributed, teardown_distributed
+from training.config import TrainConfig, test_config
+from training.decoders import build_decoder_and_tokenizer
+from training.loop import Job, Position, train_epoch
+from training.optim import build_optimizer, lr_lambda
+from training.preflight import check_run, checkpoint_to_test, run_to_resume
+from training.tracking import Log, SilentTracker, Tracker, format_metrics, log_samples, print_samples, write_metrics
+from vision import FeatureCache, MappedFeatures, build_clip_text
+
+
+@dataclass
+class RunResult:
+    """What a run returns to its caller (train.py, or the experiment runner in `experiments/`)."""
+
+    metrics: dict[str, float]  # the last validation's metrics (with "shuffled/..." from the last epoch's control)
+    history: list[dict] = field(default_factory=list)  # every validation: {"step", "epoch", **metrics}
+    train_seconds: float = 0.0  # the training loop: optimizer steps and --eval-every's mid-epoch evaluations
+    trainable_parameters: int = 0
+    run_dir: Path | None = None
+
+
+def run(cfg: TrainConfig, dist: Distributed | None = None) -> RunResult:
+    """Train (or with `cfg.mode == "test"`, evaluate) one configuration. Without `dist`, joins torchrun's process
+    group when launched by torchrun, and leaves it at the end."""
+    if dist is not None:
+        return _run(cfg, dist)
+    dist = setup_distributed()
+    try:
+        return _run(cfg, dist)
+    finally:
+        teardown_distributed(dist)
+
+
+def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
+    # --- 1. configuration and devices ---------------------------------------------------------------------------------
+    check_run(cfg)  # seconds: a bad decoder, encoder weights, data source or --ptb without Java fails before any work
+    log = Log(dist.is_main)
+    device, autocast = resolve_device(cfg.device, cfg.precision, dist.local_rank)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    log(f"mode={cfg.mode} encoder={cfg.encoder} view={cfg.view} top_k={cfg.top_k} device={device}")
+    if cfg.mode == "test":
+        return RunResult(run_test(cfg, device, autocast, dist, log))
+
+    # --- 2. data ------------------------------------------------------------------------------------------------------
+    splits, tasks = load_data(cfg, dist, log)
+    # Each epoch validates on a fixed subset (evaluation/protocol.py: at most a quarter of a training epoch's cost);
+    # the full protocol is --test's.
+    val_records = splits.val[: cfg.eval_images or VAL_IMAGES_PER_EPOCH]
+
+    # --- 3. model: decoder + tokenizer, frozen encoder, bridge ---------------------------------------------------------
+    decoder, tokenizer, decoder_source = build_decoder_and_tokenizer(cfg, splits, device, dist, log)
+    model = build_vlm(vlm_config(cfg), decoder, device, seed=cfg.seed)
+    model.decoder.gradient_checkpointing = cfg.grad_checkpointing
+    if cfg.init_from:
+        load_init_weights(model, cfg.init_from)
+        log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {cfg.init_from}")
+    log("what trains:\n" + model.summary())
+    settings = cfg.eval_settings(tasks)
+    val_protocol = protocol(settings, f"{cfg.split} validation", val_records)
+    log(val_protocol.describe())
+
+    # --- 4. features: the frozen encoder runs once per image ------------------------------------------------------------
+    train_features, val_features = dist.main_first(
+        lambda: (
+            image_features(cfg, model, splits.train, device),
+            image_features(cfg, model, val_records, device),
+        )
+    )
+    clip_reference = clip_zero_shot_inputs(cfg, model, val_records, device)
+    samples = make_samples(splits.train, tasks)
+    collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, cfg.max_target_tokens)
+    lengths = [len(s.target) + len(s.prompt) for s in samples]  # characters: a cheap proxy for bucketing
+    batches_per_epoch = math.ceil(len(samples) / cfg.batch_size)
+    total_steps = math.ceil(batches_per_epoch / cfg.grad_accum) * cfg.epochs  # --max-steps only stops early
+
+    # --- 5. optimizer and schedule --------------------------------------------------------------------------------------
+    optimizer = build_optimizer(model, cfg.lr_adapter, cfg.lr_qwen, cfg.weight_decay, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total_steps))
+
+    # --- 6. resume and tracking: a run's files are its own folder's ------------------------------------------------------
+    at, run_name = Position(), cfg.run_name or f"{cfg.encoder}_top{cfg.top_k}_{datetime.now():%Y%m%d-%H%M%S}"
+    if cfg.resume:
+        at, run_name = resume(cfg, model, optimizer, scheduler, batches_per_epoch, log)
+    run_dir = run_directory(cfg.output_dir, run_name)
+    tracker = make_tracker(cfg, run_dir, run_name) if dist.is_main else SilentTracker()
+    log(f"run directory {run_dir} (W&B {tracker.mode})")
+    # Under torchrun, DDP averages the trainable parameters' gradients across processes in backward().
+    train_model = (
+        DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+        if dist.enabled
+        else model
+    )
+    job = Job(cfg, train_model, optimizer, scheduler, samples, lengths, collate, train_features, device, autocast,
+              tracker, dist, log)  # fmt: skip
+    data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": tasks}
+
+    def checkpoint(complete: bool, metrics: dict) -> None:
+        if not dist.is_main:  # every process holds the same weights; one writes them
+            return
+        meta = sidecar(cfg, model, decoder_source, tokenizer, data_info, at, complete, metrics, run_dir)
+        state = training_state(optimizer, scheduler, at)
+        stem = checkpoint_stem(at.epoch, cfg.encoder, cfg.top_k)
+        path = save_checkpoint(run_dir, stem, model.trainable_state_dict(), meta, state)
+        prune_checkpoints(run_dir, cfg.keep_checkpoints)  # this run's folder only
+        log(f"checkpoint {path}")
+
+    history: list[dict] = []
+    samples_shown: list[dict] = []
+
+    def validate(shuffled_control: bool) -> dict:
+        # The shuffled-images control generates everything a second time, so only the last epoch runs it.
+        result = evaluate(
+            model, val_records, val_features, tokenizer, settings, shuffled_control=shuffled_control,
+            device=device, autocast=autocast, clip_reference=clip_reference, dist=dist,
+        )  # fmt: skip
+        history.append({"step": at.step, "epoch": at.epoch - 1 + at.batch / batches_per_epoch, **result.metrics})
+        tracker.log({f"val/{k}": v for k, v in result.metrics.items()}, step=at.step)
+        log_samples(tracker, result.samples, at.step)
+        samples_shown[:] = result.samples
+        return result.metrics
+
+    # --- 7. the loop: one epoch at a time, then 8. evaluation and 9. a checkpoint after each ------------------------------
+    all_metrics: dict[str, dict] = {}
+    last_eval: dict = {}
+    train_seconds = 0.0
+    model.train()  # the bridge and top blocks; the frozen encoder stays in eval mode (bridge/vlm.py)
+    try:
+        while at.epoch <= cfg.epochs:
+            started = time.perf_counter()
+            stopped = train_epoch(job, at, checkpoint, validate if cfg.eval_every and val_records else None)
+            train_seconds += time.perf_counter() - started
+            complete = at.batch >= batches_per_epoch
+            # With --eval-every, a run that --max-steps stops early is evaluated too: its curve gets a last point.
+            if (complete or (stopped and cfg.eval_every)) and val_records:
+                last_eval = validate(shuffled_control=at.epoch == cfg.epochs or stopped)
+                all_metrics[f"epoch_{at.epoch}/val"] = {**last_eval, "protocol": val_protocol.to_dict()}
+                log(format_metrics(f"epoch {at.epoch} validation", last_eval), "green")
+            checkpoint(complete, last_eval if complete else {})
+            if stopped:
+                log(f"stopped at --max-steps {cfg.max_steps}")
+                break
+            at.epoch, at.batch = at.epoch + 1, 0
+    except KeyboardInterrupt:
+        # Keep the work: the weights and optimizer are those of the last finished step.
+        log("interrupted: saving a checkpoint to resume from", "yellow")
+        checkpoint(False, {})
+        tracker.finish(exit_code=130)
+        raise
+
+    if dist.is_main:
+        write_metrics(run_dir, all_metrics, merge=cfg.resume)
+        print_samples(log, samples_shown)  # the last evaluation's sample images: generated/reference captions, answers
+    tracker.summary({f"final/{k}": v for k, v in last_eval.items()})
+    tracker.finish()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return RunResult(last_eval, history, train_seconds, trainable, run_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The named steps of `run`, in the order it calls them
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_data(cfg: TrainConfig, dist: Distributed, log: Log) -> tuple[Splits, list[str]]:
+    """The dataset's splits (rank 0 downloads and caches first), and the tasks this data can train."""
+    splits, report = dist.main_first(
+        lambda: load_dataset(
+            cfg.data,
+            cache_dir=Path(cfg.cache_dir).expanduser(),
+            split=cfg.split,
+            seed=cfg.seed,
+            max_bad_fraction=cfg.max_bad_fraction,
+        )
+    )
+    log(report.summary())
+    log(f"images: train {len(splits.train):,}  val {len(splits.val):,}  test {len(splits.test):,}")
+    if not splits.train:
+        raise UserError(f"the training split of {cfg.data} is empty")
+    tasks = cfg.task_list
+    if "qa" in tasks and not any(r.qa for r in splits.train):
+        tasks = [t for t in tasks if t != "qa"]
+        if not tasks:
+            raise UserError(f"tasks=qa but {cfg.data} has no questions")
+        log(f"{cfg.data} has no questions: training on captions only", "yellow")
+    return splits, tasks
+
+
+def vlm_config(cfg: TrainConfig) -> VLMConfig:
+    return VLMConfig(
+        encoder=cfg.encoder,
+        encoder_weights=cfg.encoder_weights,
+        view=cfg.view,
+        num_visual_tokens=cfg.num_visual_tokens,
+        top_k=cfg.top_k,
+        bridge_hidden_dim=cfg.bridge_hidden_dim,
+    )
+
+
+def load_init_weights(model: VisionLanguageModel, path: str) -> None:
+    """--init-from: start from another run's bridge (and blocks this run also trains)."""
+    weights, meta = read_checkpoint(path)
+    own = model.trainable_state_dict()
+    frozen_here = sorted(k for k in weights if k not in own)
+    if frozen_here:
+        raise UserError(
+            f"{Path(path).name} trained {frozen_here[0]} (and {len(frozen_here) - 1} more), which this run freezes; "
+            f"use --top-k {meta['model']['top_k']} or more"
+        )
+    model.load_trainable_state_dict({**own, **weights})
+
+
+def image_features(
+    cfg: TrainConfig, model: VisionLanguageModel, records, device: torch.device, view: str | None = None
+) -> MappedFeatures:
+    """Frozen-encoder features of `records`, computed once, cached on disk and read from it a batch at a time
+    (`features[batch_indices]` is a tensor of those rows; see vision/cache.py and vision/mapped.py)."""
+    cache = FeatureCache(Path(cfg.cache_dir).expanduser() / "features")
+    features, valid = cache.features(model.encoder, [r.path for r in records], view or cfg.view, device=device)
+    if not valid.all():  # data loading already dropped unreadable images; this is a last guard
+        raise UserError(f"{int((~valid).sum())} images could not be encoded; see the cache manifest in {cache.root}")
+    return features
+
+
+def clip_zero_shot_inputs(cfg: TrainConfig, model: VisionLanguageModel, records, device: torch.device):
+    """With the CLIP encoder: its text tower and the image embeddings, for CLIP's own retrieval as a reference row."""
+    if cfg.encoder != "clip" or not records:
+        return None
+    text_tower = build_clip_text(cfg.encoder_weights).to(device)
+    return text_tower, image_features(cfg, model, records, device, view="pooled").tensor()  # [N, 512], small
+
+
+def resume(cfg: TrainConfig, model, optimizer, scheduler, batches_per_epoch: int, log: Log) -> tuple[Position, str]:
+    """--resume: the run's newest checkpoint's weights, optimizer, schedule, RNG and data position, and its name (the
+    run goes on in its own folder)."""
+    found = run_to_resume(cfg)  # checked before any work too (check_run); it may have gained a checkpoint since
+    for change in differences(cfg.run_settings(), found.settings):  # the model's were refused by run_to_resume
+        log(f"resuming {found.name} with {change}", "yellow")
+    path = found.latest
+    weights, _ = read_checkpoint(path)
+    model.load_trainable_state_dict(weights)
+    state = read_training_state(path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    at = Position(state["epoch"], state["position"], state["global_step"], state["bad_steps"])
+    if at.batch >= batches_per_epoch:  # the checkpoint closed its epoch
+        at.epoch, at.batch = at.epoch + 1, 0
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    log(f"resumed {found.name}/{path.name} at epoch {at.epoch}, step {at.step}")
+    return at, found.name
+
+
+def make_tracker(cfg: TrainConfig, run_dir: Path, run_name: str) -> Tracker:
+    """W&B and metrics.jsonl, on rank 0."""
+    return Tracker(
+        run_dir,
+        cfg.to_dict(),
+        mode=cfg.wandb,
+        project=cfg.wandb_project,
+        entity=cfg.wandb_entity,
+        run_name=run_name,
+        group=cfg.wandb_group,
+    )
+
+
+def sidecar(cfg, model, decoder_source, tokenizer, data_info, at: Position, complete, metrics, run_dir) -> dict:
+    """What a checkpoint's `.json` says: enough to rebuild the model without the command line (checkpoints/)."""
+    return {
+        "format": 1,
+        "epoch": at.epoch,
+        "global_step": at.step,
+        "complete_epoch": complete,
+        "model": model.config.to_dict(),
+        "decoder": {"source": decoder_source, "config": model.decoder.config.to_dict()},
+        "tokenizer": {"source": decoder_source, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id},
+        "data": data_info,
+        "train_config": cfg.to_dict(),
+        "metrics": metrics,
+        "run_dir": str(run_dir),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def training_state(optimizer, scheduler, at: Position) -> dict:
+    """Everything besides the weights that an exact resume needs (tensors and plain values only)."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": at.epoch,
+        "position": at.batch,  # micro-batches of this epoch already consumed
+        "global_step": at.step,
+        "bad_steps": at.bad_steps,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --test: evaluate a checkpoint on the test split
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def run_test(cfg: TrainConfig, device: torch.device, autocast, dist: Distributed, log: Log) -> dict:
+    """Rebuild the model a checkpoint describes (checkpoints/restore.py), and evaluate it on the test split."""
+    path = checkpoint_to_test(cfg)
+    log(f"testing {path}")
+    model, tokenizer, meta = load_trained(path, device)
+    trained = TrainConfig(**{**meta["train_config"], "mode": "test", "cache_dir": cfg.cache_dir})  # this machine's
+    # The checkpoint's settings, with the evaluation flags typed on this command line (evaluation/protocol.py).
+    trained = test_config(cfg, trained)
+    if trained.ptb:  # a checkpoint trained with --ptb, on a machine without Java: say so before the slow work
+        require_java()
+    data = meta["data"]
+    splits, report = dist.main_first(
+        lambda: load_dataset(
+            data["source"],
+            cache_dir=Path(cfg.cache_dir).expanduser(),
+            split=data["split"],
+            seed=data["seed"],
+            max_bad_fraction=cfg.max_bad_fraction,
+        )
+    )
+    log(report.summary())
+    records = splits.test[: trained.eval_images] if trained.eval_images else splits.test
+    settings: EvalSettings = trained.eval_settings(data["tasks"])
+    test_protocol = protocol(settings, f"{data['split']} test", records)
+    log(test_protocol.describe())
+    features = image_features(trained, model, records, device)
+    clip_reference = clip_zero_shot_inputs(trained, model, records, device)
+    result = evaluate(
+        model, records, features, tokenizer, settings, device=device, autocast=autocast, clip_reference=clip_reference,
+        dist=dist,
+    )  # fmt: skip
+    stem = Path(path).stem
+    run_dir = Path(meta.get("run_dir") or Path(cfg.output_dir).expanduser() / "runs" / f"test_{stem}")
+    if dist.is_main:
+        write_metrics(run_dir, {f"test/{stem}": {**result.metrics, "protocol": test_protocol.to_dict()}}, merge=True)
+        log(format_metrics(f"test split ({len(records)} images)", result.metrics), "green")
+        print_samples(log, result.samples)
+    return result.metrics
