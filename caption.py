@@ -5,6 +5,7 @@
     python caption.py a.png b.png --beams 4 --out results.jsonl    # beam search; one JSON object per image
     python caption.py a.png --temperature 0.8 --top-p 0.9 --seed 1 # sampling
     python caption.py --serve                                      # the web page, on http://127.0.0.1:7860
+    CAPTION_AUTH=me:secret python caption.py --serve --host 0.0.0.0  # on the network, behind a login
 
 What happens to an image (the same path as training and evaluation, so the model sees what it was trained on):
 
@@ -27,6 +28,11 @@ model, whatever chose it; for beam search, the beam's own score, which is the sa
 Exit status: 0 when every image was captioned; 1 when some were and others failed (each failure is one
 "error: PATH: reason" line on stderr, and the good images are still captioned); 2 when nothing could be done
 (no usable image, no checkpoint, a checkpoint that does not match its sidecar, a bad option): one "error:" line.
+
+The page (`--serve`) listens on 127.0.0.1, this machine only. On any other address (`--host 0.0.0.0`) it asks for
+a login, from $CAPTION_AUTH=USER:PASSWORD (or `--auth USER:PASSWORD`), and refuses to start without one unless
+`--no-auth` is given on purpose. Uploads above `--max-upload-mb` (20) are refused, at most `--queue-size` (16)
+requests wait and `--concurrency` (1) run at once. See docs/reliability.md, "The page on a network".
 
 References: Vinyals et al. 2015, "Show and Tell" (beam search for captions), https://arxiv.org/abs/1411.4555;
 Gradio Blocks, https://www.gradio.app/guides/blocks-and-event-listeners
@@ -65,6 +71,11 @@ from runtime.env import dotenv_values
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_PORT = 7860  # Gradio's usual port
+AUTH_ENV = "CAPTION_AUTH"  # USER:PASSWORD for the page's login, kept out of the shell history and `ps`
+DEFAULT_MAX_UPLOAD_MB = 20  # a phone photo is 2-12 MB; larger uploads are refused by Gradio (413)
+MB = 1024**2  # Gradio counts upload sizes in units of 1024 bytes
+DEFAULT_QUEUE_SIZE = 16  # requests that may wait for the model; more are told the queue is full
+DEFAULT_CONCURRENCY = 1  # requests that run at once (the model answers one at a time: Captioner.lock)
 PROBLEMS = {  # data.images.image_problem's reasons, as a user reads them
     "missing": "no such file",
     "unreadable": "not an image (or not a format Pillow can read)",
@@ -288,17 +299,96 @@ def build_app(captioner: Captioner):
     return app
 
 
-def serve(captioner: Captioner, host: str, port: int) -> None:
-    """Serve the page until Ctrl-C. 127.0.0.1 (the default) is reachable from this machine only; 0.0.0.0 opens it
-    to the network, with no login: do that only on a network you trust."""
+@dataclass(frozen=True)
+class PageAccess:
+    """Who may open the page, and how much it takes at once (checked by `page_access` before the model loads).
+
+    `login`: (user, password) for Gradio's login form, or None for no login (loopback, or --no-auth on purpose);
+    `max_upload_bytes`: the largest file an upload may be (Gradio answers 413 above it);
+    `queue_size`: how many requests may wait; beyond it a browser is told the queue is full;
+    `concurrency`: how many requests run at once (the model answers one at a time anyway, see Captioner.lock).
+    """
+
+    login: tuple[str, str] | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * MB
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    def __repr__(self) -> str:  # never show the password, even in a traceback or a debugger
+        user = f"{self.login[0]!r} (password hidden)" if self.login else None
+        return (
+            f"PageAccess(login={user}, max_upload_bytes={self.max_upload_bytes}, queue_size={self.queue_size}, "
+            f"concurrency={self.concurrency})"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only: localhost, 127.0.0.0/8 or ::1 (not 0.0.0.0, which is
+    every address of the machine, nor a host name or an address of a network interface)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to a network interface
+        return False
+
+
+def parse_login(value: str, where: str) -> tuple[str, str]:
+    """USER:PASSWORD (the password may itself hold ':') -> (user, password); `where` names it in the error line,
+    which never repeats the value."""
+    user, sep, password = value.partition(":")
+    if not sep or not user.strip() or not password:
+        raise UserError(f"{where} must be USER:PASSWORD, both non-empty")
+    return user.strip(), password
+
+
+def page_access(args: argparse.Namespace, environ: dict[str, str] | None = None) -> PageAccess:
+    """The page's login and limits from --auth / $CAPTION_AUTH / --no-auth, --max-upload-mb, --queue-size and
+    --concurrency. A page on an address other than loopback needs a login, or --no-auth said on purpose."""
+    environ = dict(os.environ) if environ is None else environ
+    if args.max_upload_mb <= 0:
+        raise UserError(f"--max-upload-mb {args.max_upload_mb:g} is invalid; expected a number > 0")
+    for flag, value in (("--queue-size", args.queue_size), ("--concurrency", args.concurrency)):
+        if value < 1:
+            raise UserError(f"{flag} {value} is invalid; expected an integer >= 1")
+    if args.auth is not None and args.no_auth:
+        raise UserError("--auth and --no-auth exclude each other; pick one")
+    login = None
+    if args.auth is not None:
+        login = parse_login(args.auth, "--auth")
+    elif environ.get(AUTH_ENV) and not args.no_auth:
+        login = parse_login(environ[AUTH_ENV], f"${AUTH_ENV}")
+    if login is None and not args.no_auth and not is_loopback(args.host):
+        raise UserError(
+            f"--host {args.host} opens the page to the network: set a login with {AUTH_ENV}=USER:PASSWORD in the "
+            "environment (or --auth USER:PASSWORD), or add --no-auth to serve it to anyone who can reach it"
+        )
+    return PageAccess(login, int(args.max_upload_mb * MB), args.queue_size, args.concurrency)
+
+
+def serve(captioner: Captioner, host: str, port: int, access: PageAccess | None = None) -> None:
+    """Serve the page until Ctrl-C. 127.0.0.1 (the default) is reachable from this machine only; another address
+    opens it to the network, behind Gradio's login when `access.login` is set (see docs/reliability.md)."""
+    access = access or PageAccess()
     app = build_app(captioner)
     import gradio as gr
 
+    # At most `queue_size` requests wait and `concurrency` run; the rest are told the queue is full.
+    app.queue(max_size=access.queue_size, default_concurrency_limit=access.concurrency)
     # System fonts: the default theme fetches its fonts from Google, and the page should work offline.
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    print(f"serving {captioner.summary()} on http://{host}:{port}", flush=True)
+    login = f", login as {access.login[0]!r}" if access.login else ", no login"
+    print(f"serving {captioner.summary()} on http://{host}:{port}{login}", flush=True)
+    if access.login is None and not is_loopback(host):
+        print(f"warning: --no-auth: anyone who can reach {host}:{port} can use the page", file=sys.stderr, flush=True)
     try:
-        app.launch(server_name=host, server_port=port, share=False, footer_links=[], theme=theme)
+        app.launch(
+            server_name=host, server_port=port, share=False, footer_links=[], theme=theme,
+            auth=access.login, auth_message="tiny-vlm: log in with the user and password the page was started with",
+            max_file_size=access.max_upload_bytes,
+        )  # fmt: skip
     except OSError as e:  # the port is taken
         raise UserError(f"cannot listen on {host}:{port} ({e}); pick another --port") from None
 
@@ -394,6 +484,19 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--serve", action="store_true", help="serve the web page instead of captioning files")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     w.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    w.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        help=f"ask for this login (better: set {AUTH_ENV}=USER:PASSWORD, kept out of the shell history); "
+        "required for a --host other than loopback unless --no-auth",
+    )
+    w.add_argument("--no-auth", action="store_true", help="serve to the network with no login, on purpose")
+    w.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"largest upload in MB of 2**20 bytes, as Gradio counts (default {DEFAULT_MAX_UPLOAD_MB})")  # fmt: skip
+    w.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                   help=f"requests that may wait; more are refused (default {DEFAULT_QUEUE_SIZE})")  # fmt: skip
+    w.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                   help=f"requests that run at once (default {DEFAULT_CONCURRENCY})")  # fmt: skip
     return p
 
 
@@ -472,11 +575,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.serve:
             if args.images:
                 raise UserError("--serve takes no image paths; upload images on the page")
-            if importlib.util.find_spec("gradio") is None:  # before the model is loaded
+            access = page_access(args)  # before the model is loaded: a page on the network needs a login
+            if importlib.util.find_spec("gradio") is None:
                 raise UserError("the web page needs Gradio: pip install gradio")
             checkpoint = find_checkpoint(args.checkpoint, args.output_dir)
             captioner = Captioner(checkpoint, args.device, args.decoder, args.encoder_weights)
-            serve(captioner, args.host, args.port)
+            serve(captioner, args.host, args.port, access)
             return 0
         if not args.images:
             raise UserError("no image given: pass image files or folders, or --serve for the web page (see --help)")

@@ -24,6 +24,16 @@ anywhere. A local directory is not, since the path means nothing on another mach
 Encoder weights from a local file are not uploaded either; the push says so, and users pass their copy with
 `caption.py --encoder-weights FILE`.
 
+Nothing private goes up (`public_sidecar`, then `check_nothing_private` on the staged files): the uploaded sidecar
+keeps what a user of the repo needs (the decoder's hub id, or `decoder` when it is carried; the encoder and its
+weights tag; the data source's public name: `shapes`, `flickr30k`, `hf:OWNER/NAME`, a local folder by its name only)
+and leaves out where and how the run ran on the training machine: `run_dir`, the output and cache folders, the run
+name, W&B's project, entity and group (values that come from the environment), the device and thread settings. Any
+other absolute path is cut to its last part. Before anything is uploaded, the staged text files are searched for the
+local sidecar's absolute paths, the home folder and the values of secret-looking environment variables (`*TOKEN*`,
+`*KEY*`, `*SECRET*`, `*PASSWORD*`, `*AUTH*`); a hit is one line and nothing is uploaded. The local sidecar keeps
+its paths. See docs/reliability.md, "What a pushed repo contains".
+
 Nothing local changes: the files are staged in a temporary folder (hard links or copies), the uploaded sidecar is a
 rewritten copy, and a failed upload (offline, no token, no network, no permission) is one line, exit status 2.
 """
@@ -52,6 +62,13 @@ from errors import UserError
 CARD_FILE = "README.md"
 UPLOAD_PATTERNS = [CARD_FILE, HUB_WEIGHTS, HUB_SIDECAR, f"{HUB_DECODER_DIR}/*"]
 BUNDLE_LIMIT_BYTES = 200 * 1024**2  # a local decoder up to this size travels in the repo (the demo's is ~2 MB)
+# train_config fields that say where and how the run ran on its machine, not what was trained: not pushed.
+MACHINE_FIELDS = (
+    "output_dir", "cache_dir", "run_name", "resume", "checkpoint", "push_to_hub", "public", "dry_run", "hub_decoder",
+    "device", "threads", "num_workers", "wandb", "wandb_project", "wandb_entity", "wandb_group",
+)  # fmt: skip
+SECRET_NAMES = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL")  # in an environment variable
+VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt")  # their tokens may spell anything
 
 
 @dataclass
@@ -107,7 +124,7 @@ def plan_decoder(sidecar: dict[str, Any], checkpoint: Path, hub_decoder: str | N
     decoder.pop("bundled", None)
     if hub_decoder is not None:  # trained from a local copy of a hub model: record its id
         hub.check_repo_id(hub_decoder, label=f"--hub-decoder {hub_decoder!r}")
-        decoder["trained_from"] = decoder["source"]
+        decoder["trained_from"] = public_name(str(decoder["source"]))  # the local copy's folder name, not its path
         decoder["source"] = tokenizer["source"] = hub_decoder
         return {"decoder": decoder, "tokenizer": tokenizer}, None
     source = decoder_source(sidecar, checkpoint)  # also finds a moved demo decoder, or one carried in a pulled repo
@@ -121,6 +138,7 @@ def plan_decoder(sidecar: dict[str, Any], checkpoint: Path, hub_decoder: str | N
                 "hub model, add --hub-decoder OWNER/NAME (e.g. Qwen/Qwen3-0.6B-Base) to record that id instead"
             )
         decoder["bundled"] = HUB_DECODER_DIR
+        decoder["source"] = tokenizer["source"] = HUB_DECODER_DIR  # in the repo, not the folder on this machine
         return {"decoder": decoder, "tokenizer": tokenizer}, local
     if is_local_path(source):
         raise UserError(
@@ -141,6 +159,114 @@ def recorded_test_metrics(sidecar: dict[str, Any], checkpoint: Path) -> dict[str
         return json.loads(path.read_text()).get(f"test/{checkpoint.stem}", {})
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Nothing private in what is shared
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def is_absolute_path(value: str) -> bool:
+    """A path that names a place on this machine: /..., ~..., or a Windows drive (C:\\..., C:/...)."""
+    return value.startswith(("/", "~", "\\\\")) or (len(value) > 2 and value[1] == ":" and value[2] in "/\\")
+
+
+def public_name(value: str) -> str:
+    """A source as a user elsewhere can read it: hub ids, tags and names as they are; a local path by its last part
+    (`/home/me/data/flickr` -> `flickr`), also after a prefix (`synthetic:/home/me/out` -> `synthetic:out`) and in
+    a comma-separated list. A relative local path is cut too: it names a place on the training machine."""
+    parts = []
+    for part in str(value).split(","):
+        prefix, colon, rest = part.strip().partition(":")
+        if colon and prefix != "hf" and len(prefix) > 1 and (is_absolute_path(rest) or is_local_path(rest)):
+            parts.append(f"{prefix}:{_last_part(rest)}")
+        elif is_absolute_path(part.strip()) or is_local_path(part.strip()):
+            parts.append(_last_part(part.strip()))
+        else:
+            parts.append(part.strip())
+    return ",".join(parts)
+
+
+def _last_part(path: str) -> str:
+    return Path(path.replace("\\", "/").rstrip("/")).name or "."
+
+
+def public_sidecar(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar as it is pushed: what a user of the repo needs, nothing about the training machine.
+
+    Kept: model (encoder, its weights tag or a local weights file's name, view, K, ...), the decoder and tokenizer
+    sections (their sources are already a hub id or `decoder`, see `plan_decoder`), data (the sources' public names),
+    the training hyperparameters, step and metrics. Left out: `run_dir` and the train_config fields of
+    MACHINE_FIELDS. Any absolute path left anywhere (a field added later) is cut to its last part."""
+    public = json.loads(json.dumps(sidecar, default=str))  # a deep copy, as plain JSON values
+    public["run_dir"] = None  # train.py --test writes elsewhere on the user's machine
+    model = public.get("model", {})
+    if "encoder_weights" in model:
+        model["encoder_weights"] = public_name(model["encoder_weights"])  # caption.py --encoder-weights FILE
+    if isinstance(public.get("data"), dict) and "source" in public["data"]:
+        public["data"]["source"] = public_name(public["data"]["source"])
+    config = public.get("train_config")
+    if isinstance(config, dict):
+        for name in MACHINE_FIELDS:
+            config.pop(name, None)
+        for name in ("data", "decoder", "encoder_weights", "init_from"):
+            if isinstance(config.get(name), str):
+                config[name] = public_name(config[name])
+    return _cut_paths(public)
+
+
+def _cut_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _cut_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut_paths(v) for v in value]
+    if isinstance(value, str) and is_absolute_path(value):
+        return _last_part(value)
+    return value
+
+
+def private_strings(sidecar: dict[str, Any], checkpoint: Path) -> dict[str, str]:
+    """What must not appear in a pushed file -> what it is (for the error line, which never shows a secret): the
+    local sidecar's absolute paths, the checkpoint's folder, the home folder, secret-looking environment values."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and is_absolute_path(value):
+            for path in {value, str(Path(value).expanduser())}:
+                if len(path) > 1:
+                    found[path] = f"the local path {path}"
+
+    walk(sidecar)
+    folder = str(checkpoint.expanduser().resolve().parent)
+    found[folder] = f"the local path {folder}"
+    home = str(Path.home())
+    if len(home.rstrip("/")) > 1:
+        found[home] = f"the home folder {home}"
+    for name, value in os.environ.items():
+        if any(word in name.upper() for word in SECRET_NAMES) and len(value) >= 8:
+            found[value] = f"the value of ${name}"
+    return found
+
+
+def check_nothing_private(folder: Path, private: dict[str, str]) -> None:
+    """Refuse, in one line and before any upload, a staged text file that holds one of `private` (vocabularies are
+    not searched: their tokens may spell anything)."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix not in (".json", ".md", ".txt", ".yaml", ".yml") or path.name in VOCABULARY_FILES:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for value, what in private.items():
+            if value in text:
+                raise UserError(
+                    f"refusing to push: {path.relative_to(folder).as_posix()} would carry {what}; nothing was "
+                    "uploaded (a field the push does not clean: please report it)"
+                )
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -165,12 +291,11 @@ def prepare_upload(
     weights, sidecar = read_sidecar(checkpoint)  # a checkpoint of train.py with its sidecar, or one line
     sources, carried = plan_decoder(sidecar, checkpoint, hub_decoder)
     test_metrics = recorded_test_metrics(sidecar, checkpoint)
-    uploaded = {
+    uploaded = public_sidecar({
         **sidecar,
         **sources,
-        "run_dir": None,  # a path on the training machine: train.py --test writes elsewhere on the user's
         "hub": {"repo_id": repo_id, "checkpoint": checkpoint.name, "pushed": _now()},
-    }
+    })  # fmt: skip
     if test_metrics:
         uploaded["test_metrics"] = test_metrics
     base_model = None if carried is not None else uploaded["decoder"]["source"]
@@ -194,6 +319,7 @@ def prepare_upload(
     if carried is not None:
         for path in sorted(p for p in carried.rglob("*") if p.is_file() and not p.name.startswith(".")):
             link_or_copy(path, staging / HUB_DECODER_DIR / path.relative_to(carried))
+    check_nothing_private(staging, private_strings(sidecar, checkpoint))
     notes = []
     encoder_weights = str(sidecar["model"].get("encoder_weights", "default"))
     if encoder_weights not in ("default", "none") and is_local_path(encoder_weights):

@@ -35,6 +35,12 @@ def tiny_qwen3_config(**overrides):
     return Qwen3Config(**{**shape, **overrides})
 
 
+@pytest.fixture(scope="session")
+def worker_id(request) -> str:
+    """pytest-xdist's worker id ("gw0", "gw1", ...), or "master" without xdist (its own fixture when installed)."""
+    return getattr(request.config, "workerinput", {}).get("workerid", "master")
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)
@@ -103,24 +109,37 @@ def tiny_checkpoint(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def trained_demo(tmp_path_factory):
+def trained_demo(tmp_path_factory, worker_id):
     """One short demo training run per test session (shapes set, tiny decoder, tiny encoder), shared by the tests
     of train.py, caption.py and the notebooks. Returns (output_dir, cache_dir, checkpoint path); what the run
-    printed is in output_dir / "console.txt"."""
+    printed is in output_dir / "console.txt".
+
+    With pytest-xdist (`make test` runs two workers) the workers share one run: the first to take the lock trains,
+    the other waits and reads it (the recipe of pytest-xdist's docs, "Making session-scoped fixtures execute only
+    once"). Tests that write next to it (`--test` metrics) are in one file, and `--dist loadfile` keeps a file's
+    tests on one worker."""
     import contextlib
     import io
+
+    from filelock import FileLock
 
     import train
     from checkpoints.store import find_checkpoint
 
-    root = tmp_path_factory.mktemp("demo")
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # xdist: basetemp/popen-gwN/ -> basetemp/, common to the workers
+        shared = shared.parent
+    root = shared / "demo"
     output_dir, cache_dir = root / "models", root / "cache"
-    printed = io.StringIO()
-    with contextlib.redirect_stderr(printed):  # train.py's console writes to stderr
-        code = train.main(
-            ["--demo", "--output-dir", str(output_dir), "--cache-dir", str(cache_dir), "--wandb", "disabled"]
-            + ["--epochs", "1", "--eval-images", "40", "--gallery-size", "20", "--run-name", "session-demo"]
-        )
-    (output_dir / "console.txt").write_text(printed.getvalue())
-    assert code == 0, printed.getvalue()[-2000:]
+    with FileLock(str(shared / "demo.lock")):
+        if not (root / "done").exists():
+            printed = io.StringIO()
+            with contextlib.redirect_stderr(printed):  # train.py's console writes to stderr
+                code = train.main(
+                    ["--demo", "--output-dir", str(output_dir), "--cache-dir", str(cache_dir), "--wandb", "disabled"]
+                    + ["--epochs", "1", "--eval-images", "40", "--gallery-size", "20", "--run-name", "session-demo"]
+                )
+            (output_dir / "console.txt").write_text(printed.getvalue())
+            assert code == 0, printed.getvalue()[-2000:]
+            (root / "done").touch()
     return output_dir, cache_dir, find_checkpoint(output_dir, {"encoder": "tiny"})

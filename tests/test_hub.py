@@ -376,3 +376,129 @@ def test_missing_repo_or_frozen_parts_are_one_line(demo_copy, held_out, tmp_path
     fails(["--checkpoint", str(weights)], "the encoder weights /nowhere/tiny.safetensors", "--encoder-weights")
     with pytest.raises(UserError, match="--decoder PATH"):
         load_trained(gone)
+
+
+# ------------------------------------------------------------------------------------ nothing private in what is shared
+
+
+@pytest.mark.parametrize(
+    ("source", "public"),
+    [
+        ("shapes", "shapes"),
+        ("flickr30k,hf:someone/more-captions", "flickr30k,hf:someone/more-captions"),
+        ("/home/ada/data/flickr30k-local", "flickr30k-local"),
+        ("flickr30k,synthetic:/home/ada/synth-out/", "flickr30k,synthetic:synth-out"),
+        ("~/weights/vit.safetensors", "vit.safetensors"),
+        ("random-init:Qwen/Qwen3-0.6B-Base", "random-init:Qwen/Qwen3-0.6B-Base"),
+        ("../models/demo_decoder_seed0", "demo_decoder_seed0"),
+        ("C:\\Users\\ada\\data", "data"),
+        ("default", "default"),
+    ],
+)
+def test_public_names_of_sources(source, public):
+    assert checkpoints.share.public_name(source) == public
+
+
+def test_pushed_repo_holds_no_local_path_nor_environment_value(trained_demo, tmp_path, monkeypatch):
+    """A demo checkpoint as a run on a user's machine leaves it (its paths, a W&B entity from the environment, a
+    local synthetic data folder), pushed to the fake hub: no file of the repo holds this test's temporary folder,
+    the session's, the home folder or the environment's values; the local sidecar keeps its paths; and the pushed
+    checkpoint still loads with load_trained, with the decoder carried in the repo."""
+    _, _, original = trained_demo
+    machine = tmp_path / "machine"  # everything local lives under here
+    models = machine / "models"
+    models.mkdir(parents=True)
+    checkpoint = models / original.name
+    shutil.copy(original, checkpoint)
+    sidecar = json.loads(original.with_suffix(".json").read_text())
+    decoder = models / Path(sidecar["decoder"]["source"]).name
+    shutil.copytree(sidecar["decoder"]["source"], decoder)
+    sidecar["decoder"]["source"] = sidecar["tokenizer"]["source"] = str(decoder)
+    sidecar["run_dir"] = str(models / "runs" / "ada-run")
+    synthetic = machine / "synth-out"
+    sidecar["data"]["source"] = f"shapes,synthetic:{synthetic}"
+    entity, api_key = "ada-private-team", "wandb-0123456789-secret"
+    monkeypatch.setenv("WANDB_ENTITY", entity)
+    monkeypatch.setenv("WANDB_API_KEY", api_key)
+    sidecar["train_config"].update(
+        output_dir=str(models), cache_dir=str(machine / "cache"), data=sidecar["data"]["source"],
+        init_from=str(models / "0_tiny_top2.safetensors"), encoder_weights="none", wandb_entity=entity,
+        wandb_project="ada-secret-project", run_name="ada-run",
+    )  # fmt: skip
+    checkpoint.with_suffix(".json").write_text(json.dumps(sidecar))
+    local_before = checkpoint.with_suffix(".json").read_bytes()
+
+    calls = install_fake_hub(monkeypatch)
+    assert train.main(push_args(checkpoint)) == 0
+    (_, upload, sent) = calls[1]
+    assert "checkpoint.json" in sent and "decoder/model.safetensors" in sent
+    private = {
+        str(tmp_path): "this test's temporary folder",
+        str(original.parents[1]): "the session's demo folder",
+        str(Path.home()): "the home folder",
+        entity: "$WANDB_ENTITY",
+        "ada-secret-project": "the W&B project",
+        api_key: "$WANDB_API_KEY",
+        TOKEN: "$HF_TOKEN",
+    }
+    for name, data in sent.items():
+        for value, what in private.items():
+            assert value.encode() not in data, f"{name} holds {what}"
+    assert checkpoint.with_suffix(".json").read_bytes() == local_before  # the local sidecar keeps its paths
+
+    # What a user needs is still there.
+    uploaded = json.loads(sent["checkpoint.json"])
+    assert uploaded["decoder"]["source"] == uploaded["tokenizer"]["source"] == "decoder"
+    assert uploaded["decoder"]["bundled"] == "decoder"
+    assert uploaded["model"] == sidecar["model"] and uploaded["metrics"] == sidecar["metrics"]
+    assert uploaded["data"]["source"] == uploaded["train_config"]["data"] == "shapes,synthetic:synth-out"
+    assert uploaded["train_config"]["init_from"] == "0_tiny_top2.safetensors"
+    assert uploaded["run_dir"] is None
+    for field in ("output_dir", "cache_dir", "run_name", "wandb_entity", "wandb_project", "device", "threads"):
+        assert field not in uploaded["train_config"], field
+    assert {k: uploaded["train_config"][k] for k in ("top_k", "lr_adapter", "seed", "epochs")} == {
+        k: sidecar["train_config"][k] for k in ("top_k", "lr_adapter", "seed", "epochs")
+    }
+    card = sent["README.md"].decode()
+    assert "`synthetic:synth-out`" in card and "trained from `demo_decoder_seed0`" in card
+
+    # The pushed repo, in a hub-shaped cache, loads by its id with the local decoder gone.
+    place_in_hub_cache(sent, tmp_path / "hf", REPO_ID)
+    use_hub_cache(monkeypatch, tmp_path / "hf")
+    shutil.rmtree(decoder)
+    model, tokenizer, loaded = load_trained(f"hf:{REPO_ID}")
+    expected = load_file(checkpoint)
+    trained = model.trainable_state_dict()
+    assert sorted(trained) == sorted(expected) and all(torch.equal(trained[k], expected[k]) for k in expected)
+    assert tokenizer.eos_id == loaded["tokenizer"]["eos_id"]
+
+
+def test_a_private_value_the_push_does_not_clean_is_refused(trained_demo, tmp_path, monkeypatch, capsys):
+    """The last check before an upload: a carried decoder whose config.json names its local folder (as some tools
+    write `_name_or_path`) is refused in one line, and nothing reaches the hub."""
+    _, _, original = trained_demo
+    checkpoint = tmp_path / "models" / original.name
+    checkpoint.parent.mkdir()
+    shutil.copy(original, checkpoint)
+    sidecar = json.loads(original.with_suffix(".json").read_text())
+    decoder = checkpoint.parent / "demo_decoder_seed0"
+    shutil.copytree(sidecar["decoder"]["source"], decoder)
+    sidecar["decoder"]["source"] = sidecar["tokenizer"]["source"] = str(decoder)
+    checkpoint.with_suffix(".json").write_text(json.dumps(sidecar))
+    config = json.loads((decoder / "config.json").read_text())
+    (decoder / "config.json").write_text(json.dumps({**config, "_name_or_path": str(decoder)}))
+    calls = install_fake_hub(monkeypatch)
+    assert train.main(push_args(checkpoint)) == 2
+    lines = error_lines(capsys)
+    assert lines == [
+        f"error: refusing to push: decoder/config.json would carry the local path {decoder}; nothing was uploaded "
+        "(a field the push does not clean: please report it)"
+    ]
+    assert calls == []
+    # A secret-looking environment value is refused the same way, and never printed.
+    (decoder / "config.json").write_text(json.dumps({**config, "note": "hf_written_by_mistake_123"}))
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "hf_written_by_mistake_123")
+    assert train.main(push_args(checkpoint)) == 2
+    captured = capsys.readouterr()
+    assert "decoder/config.json would carry the value of $MY_SERVICE_TOKEN" in captured.err
+    assert "hf_written_by_mistake_123" not in captured.out + captured.err and calls == []
