@@ -578,22 +578,6 @@ def test_collator_truncates_long_targets_but_keeps_eos(tokenizer_ids):
     assert learned[:4] == tokenizer.encode(sample.target, add_special_tokens=False).ids[:4]
 
 
-def test_collator_drops_samples_whose_image_fails(tokenizer_ids):
-    tokenizer, eos, pad = tokenizer_ids
-
-    def loader(index: int) -> torch.Tensor | None:
-        return None if index % 2 else torch.full((3, 8, 8), float(index))
-
-    collator = VLMCollator(tokenizer, eos_id=eos, pad_id=pad, image_loader=loader)
-    samples = [Sample(i, CAPTION_PROMPT, f" caption {i}", "caption") for i in range(5)]
-    batch = collator(samples)
-    assert batch["image_index"].tolist() == [0, 2, 4] and collator.bad_images == 2
-    assert batch["pixel_values"].shape == (3, 3, 8, 8) and batch["input_ids"].shape[0] == 3
-    assert batch["pixel_values"][:, 0, 0, 0].tolist() == [0.0, 2.0, 4.0]
-    empty = collator([samples[1]])
-    assert empty["input_ids"].shape[0] == 0 and collator.bad_images == 3
-
-
 @pytest.mark.parametrize("bucket", [True, False])
 def test_batch_order_covers_every_sample_once_and_is_deterministic(bucket):
     lengths = np.random.default_rng(0).integers(3, 60, size=1037).tolist()
