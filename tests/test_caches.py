@@ -105,15 +105,12 @@ def test_features_with_two_workers_equal_those_without(tmp_path: Path, encoder: 
     broken = tmp_path / "images" / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
     paths = paths[:3] + [broken, tmp_path / "missing.jpg"] + paths[3:]
-    serial, valid = FeatureCache(tmp_path / "a", shard_size=4).features(encoder, paths, "hidden", batch_size=3)
-    cache = FeatureCache(tmp_path / "b", shard_size=4)
-    parallel, valid_parallel = cache.features(encoder, paths, "hidden", batch_size=3, num_workers=2)
+    caches = FeatureCache(tmp_path / "a", shard_size=4), FeatureCache(tmp_path / "b", shard_size=4)
+    serial, valid = caches[0].features(encoder, paths, "hidden", batch_size=3)
+    parallel, valid_parallel = caches[1].features(encoder, paths, "hidden", batch_size=3, num_workers=2)
     assert torch.equal(parallel[:], serial[:]) and torch.equal(valid_parallel, valid)
     assert valid.tolist() == [True] * 3 + [False] * 2 + [True] * 4
-    manifests = [json.loads((c.directory(encoder, paths, "hidden") / MANIFEST_NAME).read_text()) for c in (
-        FeatureCache(tmp_path / "a", shard_size=4),
-        cache,
-    )]
+    manifests = [json.loads((c.directory(encoder, paths, "hidden") / MANIFEST_NAME).read_text()) for c in caches]
     invalid = [[e for s in m["shards"].values() for e in s["invalid"]] for m in manifests]
     assert invalid[0] == invalid[1] and [e["index"] for e in invalid[0]] == [3, 4]
 
@@ -137,7 +134,9 @@ def test_two_processes_building_one_cache_share_one_build(
     def build() -> tuple[list[int], np.ndarray, np.ndarray]:  # (NumPy: a tensor would travel by shared memory)
         logging.getLogger("runtime.files").addHandler(_MarkWhenWaiting(marker))
         barrier.wait(timeout=60)  # both start together
-        features, valid = FeatureCache(tmp_path / "cache", shard_size=4).features(encoder, paths, "pooled", batch_size=2)
+        features, valid = FeatureCache(tmp_path / "cache", shard_size=4).features(
+            encoder, paths, "pooled", batch_size=2
+        )
         return calls, features[:].numpy(), valid.numpy()
 
     children = [Forked(build), Forked(build)]
@@ -183,9 +182,7 @@ def test_a_killed_builder_blocks_no_one_and_its_shards_are_reused(
     _no_stray_files(tmp_path / "cache")
 
 
-def test_two_processes_loading_the_shapes_set_generate_it_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_two_processes_loading_the_shapes_set_generate_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     marker, generated = tmp_path / "someone-waits", tmp_path / "generated"
     generated.mkdir()
 
