@@ -40,9 +40,10 @@ def _child(queue: Any, fn: Callable[[], Any], file_size_limit: int | None) -> No
 class Forked:
     """`fn()` running in a forked child; `.result()` waits for ("ok" | "user_error" | "error", value)."""
 
-    def __init__(self, fn: Callable[[], Any], file_size_limit: int | None = None) -> None:
+    def __init__(self, fn: Callable[[], Any], file_size_limit: int | None = None, daemon: bool = True) -> None:
+        """`daemon=False` lets the child start processes of its own (DataLoader workers); a daemon child cannot."""
         self.queue = FORK.Queue()
-        self.process = FORK.Process(target=_child, args=(self.queue, fn, file_size_limit), daemon=True)
+        self.process = FORK.Process(target=_child, args=(self.queue, fn, file_size_limit), daemon=daemon)
         self.process.start()
 
     @property

@@ -152,9 +152,15 @@ def test_two_processes_building_one_cache_share_one_build(
     assert np.array_equal(first, fresh[:].numpy())
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_a_killed_builder_blocks_no_one_and_its_shards_are_reused(
-    tmp_path: Path, encoder: VisionEncoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    encoder: VisionEncoder,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    workers: int,
 ) -> None:
+    # With DataLoader workers too: they are forked while the builder holds the lock, and outlive it for a moment.
     paths = _write_images(tmp_path / "images", 5)
     hanging = tmp_path / "hanging"
 
@@ -165,9 +171,12 @@ def test_a_killed_builder_blocks_no_one_and_its_shards_are_reused(
 
     _count_forward(encoder, monkeypatch, before=hang_on_the_third_batch)
     cache = FeatureCache(tmp_path / "cache", shard_size=2)  # shards [0, 2), [2, 4), [4, 5); batches of 2
-    builder = Forked(lambda: cache.features(encoder, paths, "pooled", batch_size=2))
-    wait_for(hanging)
-    builder.kill()  # SIGKILL while holding the lock, shards 0 and 1 written, shard 2 not
+    build = lambda: cache.features(encoder, paths, "pooled", batch_size=2, num_workers=workers)  # noqa: E731
+    builder = Forked(build, daemon=False)  # not a daemon: it may start worker processes
+    try:
+        wait_for(hanging)
+    finally:
+        builder.kill()  # SIGKILL while holding the lock, shards 0 and 1 written, shard 2 not
 
     monkeypatch.undo()
     calls = _count_forward(encoder, monkeypatch)
