@@ -68,8 +68,8 @@ class StopSignals:
     """Records SIGTERM, SIGUSR1 and SIGINT while installed (a context manager); `requested()` reads them."""
 
     def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS, ignore_after_stop: bool = False) -> None:
-        """`ignore_after_stop`: when the block ends with `Stopped`, ignore SIGTERM and SIGUSR1 from then on instead
-        of restoring their handlers. For torchrun's workers: as soon as one stopped worker exits, torchrun sends
+        """`ignore_after_stop`: after a stop (`requested()` said yes), ignore SIGTERM and SIGUSR1 from then on
+        instead of restoring their handlers. For torchrun's workers: as soon as one stopped worker exits, torchrun sends
         SIGTERM to the others, which have written what they had to and are on their way out too."""
         self.signals = signals
         self.ignore_after_stop = ignore_after_stop
@@ -84,19 +84,27 @@ class StopSignals:
         if self.received is None:
             self.received = signum
 
-    def __enter__(self) -> StopSignals:
+    def install(self) -> StopSignals:
+        """Record the signals from now on (main thread only; elsewhere nothing changes)."""
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        leaving = self.ignore_after_stop and isinstance(exc, Stopped)
+    def restore(self) -> None:
+        """Put the previous handlers back; with `ignore_after_stop`, after a stop, ignore SIGTERM and SIGUSR1."""
+        leaving = self.ignore_after_stop and self.signum is not None
         for signum, handler in self._previous.items():
             signal.signal(signum, signal.SIG_IGN if leaving and signum != signal.SIGINT else handler)
         self._previous.clear()
+
+    def __enter__(self) -> StopSignals:
+        return self.install()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.restore()
 
     def requested(self, dist: Distributed = SINGLE_PROCESS) -> bool:
         """Whether any process received a stop signal. Under torchrun a collective: every process must call it at

@@ -128,7 +128,9 @@ def signal_after_step(monkeypatch, signum: int, at_call: int, times: int = 1) ->
 
 
 @pytest.mark.parametrize(
-    "signum, preempted", [(signal.SIGTERM, True), (signal.SIGUSR1, True), (signal.SIGINT, False)], ids=lambda x: str(x)
+    "signum, preempted",
+    [(signal.SIGTERM, True), (signal.SIGUSR1, True), (signal.SIGINT, False)],
+    ids=["SIGTERM", "SIGUSR1", "SIGINT"],
 )
 def test_each_signal_stops_after_its_step_with_its_status(tmp_path, trained_demo, monkeypatch, signum, preempted):
     from training.tracking import Tracker
@@ -171,6 +173,17 @@ def test_stop_signals_record_only_and_agree(monkeypatch):
                 assert inner.received == signal.SIGINT
                 os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C: at once
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    # A torchrun worker that stopped ignores the SIGTERM torchrun sends once another worker has exited.
+    worker = StopSignals(ignore_after_stop=True).install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert worker.requested()
+    worker.restore()
+    try:
+        assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     assert Stopped(signal.SIGTERM).status == 143 and isinstance(Stopped(15), BaseException)
     assert not isinstance(Stopped(15), Exception)  # an `except Exception` on the way up does not swallow it
 

@@ -192,33 +192,34 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     model.train()  # the bridge and top blocks; the frozen encoder stays in eval mode (bridge/vlm.py)
     # SIGTERM, SIGUSR1 and Ctrl-C stop the run after the step it is in (runtime/signals.py): every process checks after
     # each step, together, and the run then writes a checkpoint at that step and exits with 128 + the signal.
-    signals = StopSignals(ignore_after_stop=dist.enabled)
+    signals = StopSignals(ignore_after_stop=dist.enabled).install()
     job.stop = lambda: signals.requested(dist)
     try:
-        with signals:
-            while at.epoch <= cfg.epochs:
-                started = time.perf_counter()
-                stopped = train_epoch(job, at, checkpoint, validate if cfg.eval_every and val_records else None)
-                train_seconds += time.perf_counter() - started
-                if job.stop():  # a signal during the epoch or its last step: no evaluation, a checkpoint, exit
-                    break
-                complete = at.batch >= batches_per_epoch
-                # With --eval-every, a run that --max-steps stops early is evaluated too: its curve gets a last point.
-                if (complete or (stopped and cfg.eval_every)) and val_records:
-                    last_eval = validate(shuffled_control=at.epoch == cfg.epochs or stopped)
-                    all_metrics[f"epoch_{at.epoch}/val"] = {**last_eval, "protocol": val_protocol.to_dict()}
-                    log(format_metrics(f"epoch {at.epoch} validation", last_eval), "green")
-                checkpoint(complete, last_eval if complete else {})
-                if stopped:
-                    log(f"stopped at --max-steps {cfg.max_steps}")
-                    break
-                at.epoch, at.batch = at.epoch + 1, 0
-            if signals.signum:  # still under the handlers: a second SIGTERM while saving changes nothing
-                stop_after_signal(signals, at, saved, lambda: checkpoint(False, {}), run_dir, all_metrics, cfg,
-                                  tracker, dist, log)  # fmt: skip
+        while at.epoch <= cfg.epochs:
+            started = time.perf_counter()
+            stopped = train_epoch(job, at, checkpoint, validate if cfg.eval_every and val_records else None)
+            train_seconds += time.perf_counter() - started
+            if job.stop():  # a signal during the epoch or its last step: no evaluation; a checkpoint, then exit
+                break
+            complete = at.batch >= batches_per_epoch
+            # With --eval-every, a run that --max-steps stops early is evaluated too: its curve gets a last point.
+            if (complete or (stopped and cfg.eval_every)) and val_records:
+                last_eval = validate(shuffled_control=at.epoch == cfg.epochs or stopped)
+                all_metrics[f"epoch_{at.epoch}/val"] = {**last_eval, "protocol": val_protocol.to_dict()}
+                log(format_metrics(f"epoch {at.epoch} validation", last_eval), "green")
+            checkpoint(complete, last_eval if complete else {})
+            if stopped:
+                log(f"stopped at --max-steps {cfg.max_steps}")
+                break
+            at.epoch, at.batch = at.epoch + 1, 0
+        if signals.signum:  # still under the handlers: a second SIGTERM while saving changes nothing
+            stop_after_signal(signals, at, saved, lambda: checkpoint(False, {}), run_dir, all_metrics, cfg, tracker,
+                              dist, log)  # fmt: skip
     except KeyboardInterrupt:  # a second Ctrl-C: at once, without a checkpoint (the last complete one stands)
         tracker.finish(exit_code=130)
         raise
+    finally:
+        signals.restore()
 
     if dist.is_main:
         write_metrics(run_dir, all_metrics, merge=cfg.resume)
