@@ -265,7 +265,11 @@ def build_app(captioner: Captioner):
             f"**prompt** `{prompt_text(question)}` · **decoding** {decoding.describe()} · "
             f"**score** {score:.3f} (mean log-probability per token)"
         )
-        return text, details
+        from explain.render import page_view  # where it looked, word by word (explain/)
+
+        with captioner.lock:
+            maps = page_view(captioner.model, captioner.tokenizer, image, prompt_text(question), text)
+        return text, details, maps
 
     with gr.Blocks(title="tiny-vlm: caption and ask") as app:
         gr.Markdown(f"## Caption an image, or ask about it\nCheckpoint {captioner.summary()}")
@@ -291,9 +295,10 @@ def build_app(captioner: Captioner):
             with gr.Column():
                 output = gr.Textbox(label="Caption or answer", interactive=False, elem_id="output")
                 details = gr.Markdown(elem_id="details")
+                maps = gr.HTML(elem_id="explain")
         inputs = [image, question, beams, length_penalty, temperature, top_k, top_p, seed, max_new_tokens]
         for event in (image.upload, run.click, question.submit):
-            event(respond, inputs, [output, details])
+            event(respond, inputs, [output, details, maps])
     return app
 
 
@@ -416,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", help="where 'latest' looks [env OUTPUT_DIR_MODELS; default ../.data/models]")
     p.add_argument("--out", metavar="FILE.jsonl", help="also write one JSON object per image (path, prompt, ...)")
+    p.add_argument("--explain", metavar="DIR", help="also write DIR/IMAGE.png and .json: a map over the image per word")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
     g = p.add_argument_group("decoding")
@@ -479,11 +485,17 @@ def caption_files(args: argparse.Namespace, decoding_options: dict[str, Any]) ->
                 generator = make_generator(decoding, captioner.device)
             results = captioner.run([image for _, image in good], args.question, decoding, generator)
             prompt = prompt_text(args.question)
-            for (path, _), (text, score) in zip(good, results, strict=True):
+            for (path, image), (text, score) in zip(good, results, strict=True):
                 print(text if len(paths) == 1 else f"{path}: {text}", flush=True)
                 if out is not None:
                     out.write(json.dumps({"path": str(path), "prompt": prompt, "output": text, "score": score}) + "\n")
                     out.flush()
+                if args.explain:  # where it looked, word by word (explain/)
+                    from explain import explain_and_write
+
+                    explain_and_write(
+                        captioner.model, captioner.tokenizer, image, prompt, text, Path(args.explain) / path.stem
+                    )
                 done += 1
     finally:
         if out is not None:
