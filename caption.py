@@ -236,7 +236,8 @@ def build_app(captioner: Captioner):
     Gradio Blocks lays components out in rows and columns and attaches Python functions to their events.
     Uploading an image captions it at once; the button (or Enter in the question box) runs again with the question
     and the decoding options. It is the same `Captioner.run` as the command line, so the page and
-    `caption.py IMAGE` give the same output for the same options. Gradio is imported here, not at the top: the
+    `caption.py IMAGE` give the same output for the same options. Under the output, each word shows its map over
+    the image on hover or click (`explain/render.py`). Gradio is imported here, not at the top: the
     command line does not need it and it takes seconds to import.
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports to Gradio's servers

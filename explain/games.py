@@ -42,6 +42,7 @@ from PIL import Image
 
 from bridge.adapters import build_bridge
 from data import CAPTION_PROMPT, ImageRecord, load_image, question_prompt
+from data.flickr30k import IMAGE_DIR_NAMES
 from data.flickr30k_entities import EntityImage, head_word
 from data.shapes import ANNOTATION_FILE, GRID, POSITION_ANSWERS
 from errors import UserError
@@ -324,10 +325,12 @@ def best_head(model, tokenizer, records: Sequence[ImageRecord], max_new_tokens: 
 
 
 def find_photo(images_dir: Path, image_id: str) -> Path | None:
-    for suffix in (".jpg", ".jpeg", ".png"):
-        path = images_dir / f"{image_id}{suffix}"
-        if path.is_file():
-            return path
+    """ID.jpg (or .jpeg, .png) in `images_dir` or in a Flickr30k image folder inside it (as the zips unpack)."""
+    for folder in ("", *IMAGE_DIR_NAMES):
+        for suffix in (".jpg", ".jpeg", ".png"):
+            path = images_dir / folder / f"{image_id}{suffix}"
+            if path.is_file():
+                return path
     return None
 
 
@@ -550,15 +553,12 @@ def flickr_table(results: dict) -> str:
 
 def figure(results: dict, path: Path) -> None:
     """Bars: kind words pointed right per method, trained beside the controls, chance as lines; one panel a view."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no window
 
     views = list(results["views"].items())
     widths = [max(1, len(r["methods"])) for _, r in views]
-    fig, axes = plt.subplots(1, len(views), figsize=(0.9 * sum(widths) + 2, 4.2), squeeze=False,
-                             gridspec_kw={"width_ratios": widths})  # fmt: skip
+    fig = Figure(figsize=(0.9 * sum(widths) + 2, 4.2))
+    axes = fig.subplots(1, len(views), squeeze=False, gridspec_kw={"width_ratios": widths})
     for ax, (view, r) in zip(axes[0], views, strict=True):
         names = list(r["methods"])
         x = np.arange(len(names))
@@ -574,7 +574,6 @@ def figure(results: dict, path: Path) -> None:
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,25 +70,21 @@ def overlay(
 
 def sheet(explanation: Explanation) -> Image.Image:
     """The PNG sheet (see the module docstring) as one image."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no window
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no window, and a notebook's plotting backend is left alone
 
     items: list[WordMaps | None] = [None, *explanation.words, explanation.whole]  # None: the image alone
     methods = list(explanation.methods) or [""]
     lines = math.ceil(len(items) / PANELS_PER_LINE)
     cols = min(len(items), PANELS_PER_LINE)
-    fig, axes = plt.subplots(
-        len(methods) * lines, cols, figsize=(1.9 * cols, 2.25 * len(methods) * lines), squeeze=False
-    )
+    fig = Figure(figsize=(1.9 * cols, 2.25 * len(methods) * lines))
+    axes = fig.subplots(len(methods) * lines, cols, squeeze=False)
     for m, method in enumerate(methods):
         for i, item in enumerate(items):
             ax = axes[m * lines + i // PANELS_PER_LINE, i % PANELS_PER_LINE]
             values = None if item is None or not method else item.maps.get(method)
             ax.imshow(overlay(explanation.image, explanation.box, values))
             if item is None:
-                ax.set_title(method or "no method applies", fontsize=8, loc="left")
+                ax.set_ylabel(method or "no method applies", fontsize=9)
                 label = "(the image)"
             elif item is explanation.whole:
                 label = "(whole output)"
@@ -104,7 +100,6 @@ def sheet(explanation: Explanation) -> Image.Image:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return Image.open(io.BytesIO(buffer.getvalue()))
 
 
@@ -141,7 +136,7 @@ PAGE_CSS = """
 .explain-word:hover, .explain-word:focus { background: #ccf; outline: none; }
 .explain-maps { display: flex; gap: 8px; margin-top: 6px; }
 .explain-maps figure { margin: 0; font-size: 12px; text-align: center; }
-.explain-word .explain-maps { display: none; position: absolute; left: 0; top: 2.4em; background: white; z-index: 2; }
+.explain-word .explain-maps { display: none; position: absolute; left: 0; right: 0; top: 2.4em; background: white; z-index: 2; }
 .explain-word:hover .explain-maps, .explain-word:focus .explain-maps { display: flex; }
 """
 
