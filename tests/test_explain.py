@@ -447,7 +447,7 @@ def test_caption_explain_writes_png_and_json(demo, tmp_path):
     assert data["prompt"] == "Question: where is the circle? Answer:" and data["output"] == answer.stdout.strip()
 
 
-def test_pointing_command_on_the_demo(demo, tmp_path):
+def test_pointing_command_on_the_demo(demo, entities, tmp_path):
     checkpoint, _ = demo
     result = subprocess.run(
         [sys.executable, "-m", "explain.pointing", "--checkpoint", str(checkpoint), "--limit", "12",
@@ -465,6 +465,16 @@ def test_pointing_command_on_the_demo(demo, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "occlusion:grey" in bad.stderr
+    flickr = [sys.executable, "-m", "explain.pointing", "--checkpoint", str(checkpoint.parent),
+              "--data", f"flickr30k-entities:{entities}"]  # fmt: skip
+    no_images = subprocess.run(flickr, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert no_images.returncode == 2 and "--images" in no_images.stderr
+    played = subprocess.run(
+        [*flickr, "--images", str(entities.parent / "photos"), "--grid", "3"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert played.returncode == 0, played.stderr
+    assert "| hidden | occlusion:background |" in played.stdout and "chance 3x3: centre cell | 0.00" in played.stdout
 
 
 def test_the_page_shows_a_map_for_each_word_in_a_headless_browser(demo, tmp_path):
