@@ -7,13 +7,15 @@ grid (`explain/maps.py`), so the N numbers form a map over the image; with the p
 and there is no attention map (use occlusion, `explain/occlusion.py`).
 
 The weights come from the decoder itself: `tiny_decoder.model.recording_attention` records softmax(q kᵀ / √d) in
-every layer during one teacher-forced forward pass of [visual][prompt][output], beside the normal computation.
+every layer during one teacher-forced forward pass of [visual][prompt][output] (and computes each layer's output
+from them, equal to the fused kernel's up to rounding).
 That gives L layers × H heads of weights per word, and a map needs one number per token. The choices:
 
 - `last`: the last layer, mean over heads. The layer closest to the output, and often the wrong one: by the last
   layer the visual tokens' content has already been copied into the text positions (the prompt, the words before),
   so the last layer can read it from there and its attention to the visual tokens says little about where the
-  information came from. On the demo it points *below* chance (EXPERIMENTS.md).
+  information came from. On the demo it points at the named shape less often than a random pick among the cells
+  that hold a shape (EXPERIMENTS.md, section 6).
 - `mean`: mean over all layers and heads.
 - `layer:I`: one layer, mean over heads (which layer reads the image is a property of the trained model).
 - `head:L.H`: one head of one layer. Heads specialise; `python -m explain.pointing --best-head` picks the head that
@@ -42,8 +44,9 @@ from tiny_decoder.model import recording_attention
 
 from .sequence import teacher_forced
 
-# The reductions `maps_from` knows, besides "layer:I". `DEFAULT` is the one caption.py --explain draws: the one that
-# pointed right most often on the demo (EXPERIMENTS.md, "Where the model looks").
+# The reductions `reduce` knows, besides "layer:I" and "head:L.H". `DEFAULT` is the one caption.py --explain draws:
+# of the choices that need no head selection on labelled data, the one that pointed right most often on the demo
+# (0.71; EXPERIMENTS.md, section 6).
 CHOICES = ("last", "mean", "rollout")
 DEFAULT = "rollout"
 

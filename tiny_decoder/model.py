@@ -18,6 +18,9 @@ What makes it *Qwen3* rather than any decoder:
 Module names follow transformers' `Qwen3ForCausalLM` exactly (`model.layers.3.self_attn.q_proj.weight`, ...), so the
 official safetensors load with an identity weight map (see `weights_loader.py`).
 
+The attention weights themselves are returned only when asked, by `recording_attention` (at the end of the model
+section): `explain/attention.py` draws them as maps over the image.
+
 References:
 - Qwen3 technical report, https://arxiv.org/abs/2505.09388
 - RMSNorm: Zhang & Sennrich 2019, https://arxiv.org/abs/1910.07467
@@ -394,8 +397,8 @@ def recording_attention(model: nn.Module) -> Iterator[list[list[torch.Tensor]]]:
     Each forward pass appends one tensor per layer (with a KV cache, S counts the cached keys too). Inside the block
     each layer computes its output *from these weights* (weights @ v) instead of calling
     `F.scaled_dot_product_attention`: the same numbers up to rounding (the tests check it), and the weights are part
-    of the autograd graph, so a gradient with respect to them can be taken (`explain/attention.py` does). Outside the
-    block the fused kernel runs as always and nothing is recorded or spent. Attention dropout is not applied while
+    of the autograd graph, so a gradient with respect to them can be taken (gradient-weighted attention; EXPERIMENTS.md
+    section 6). Outside the block the fused kernel runs as always and nothing is recorded or spent. Attention dropout is not applied while
     recording; do not use it with gradient checkpointing (which would run each block's forward twice).
     """
     layers = [m for m in model.modules() if isinstance(m, Qwen3Attention)]
