@@ -29,10 +29,11 @@ Read next: `EXPERIMENTS.md` ("Where the model looks") for the numbers.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from data.shapes import ANNOTATION_FILE, GRID, POSITION_ANSWERS
 from errors import UserError
 
 from . import attention as attention_maps
-from .maps import Grid, view_box
+from .maps import Grid, token_grid, view_box
 from .occlusion import model_log_probs, occlusion_drops
 from .pointing import Tally, point, uniform_chance
 from .words import clean, split_words
@@ -64,7 +65,7 @@ class Trial:
     start: int
     end: int
     inside: np.ndarray
-    group: str  # "kind" or "colour" (shapes); "head noun" (Flickr30k Entities)
+    group: str  # "kind" or "colour": what the word names of the shape
     shapes: int = 0  # shapes in the image (the "occupied" chance level)
 
 
@@ -115,14 +116,15 @@ def word_map(method: str, per_token: torch.Tensor, start: int, end: int) -> np.n
     return (span.mean(0) if method.startswith("attention") else span.sum(0)).float().numpy()
 
 
-def untrained_bridge(model, seed: int = 0):
-    """A copy of `model` whose bridge is re-initialised as `VisionLanguageModel.__init__` builds it (untrained)."""
-    clone = copy.deepcopy(model)
+@contextmanager
+def untrained_bridge(model, seed: int = 0) -> Iterator[None]:
+    """Within the block, `model`'s bridge is re-initialised as `VisionLanguageModel.__init__` builds it (untrained);
+    the trained one is put back afterwards. Nothing else is copied (a 0.6B decoder stays where it is)."""
     config, decoder, encoder = model.config, model.decoder, model.encoder
     in_dim = encoder.pooled_dim if config.view == "pooled" else encoder.hidden_dim
     target_rms = decoder.model.embed_tokens.weight.detach().float().pow(2).mean().sqrt().item()
     torch.manual_seed(seed)
-    bridge = build_bridge(
+    fresh = build_bridge(
         config.view,
         in_dim,
         decoder.config.hidden_size,
@@ -130,8 +132,12 @@ def untrained_bridge(model, seed: int = 0):
         target_rms=target_rms,
         hidden_dim=config.bridge_hidden_dim,
     )
-    clone.bridge = bridge.to(device=decoder.device).eval()
-    return clone
+    trained = model.bridge
+    model.bridge = fresh.to(device=decoder.device).eval()
+    try:
+        yield
+    finally:
+        model.bridge = trained
 
 
 def derangement(n: int, seed: int = 0) -> list[int]:
@@ -139,6 +145,10 @@ def derangement(n: int, seed: int = 0) -> list[int]:
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     return [int(order[(int(np.flatnonzero(order == i)[0]) + 1) % n]) for i in range(n)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def score(method: str, maps: list[torch.Tensor], trials: Sequence[Trial], group: str | None = None) -> Tally:
@@ -151,14 +161,8 @@ def score(method: str, maps: list[torch.Tensor], trials: Sequence[Trial], group:
 
 def methods_for(model, methods: Sequence[str]) -> list[str]:
     """`methods` without the attention ones when the view gives the visual tokens no place (the pooled view)."""
-    has_grid = model.config.view == "hidden" and attention_maps_grid(model) is not None
+    has_grid = model.config.view == "hidden" and token_grid(model.config.num_visual_tokens) is not None
     return [m for m in methods if has_grid or not m.startswith("attention")]
-
-
-def attention_maps_grid(model) -> tuple[int, int] | None:
-    from .maps import token_grid
-
-    return token_grid(model.config.num_visual_tokens)
 
 
 # ------------------------------------------------------------------------------------------------ the shapes set
@@ -233,26 +237,26 @@ def shapes_game(
         "words": {g: sum(t.group == g for t in trials) for g in ("kind", "colour")},
         "chance": {
             g: {
-                "uniform": float(np.mean([uniform_chance(t.inside) for t in trials if t.group == g])),
-                "occupied": float(np.mean([1 / t.shapes for t in trials if t.group == g])),
+                "uniform": _mean([uniform_chance(t.inside) for t in trials if t.group == g]),
+                "occupied": _mean([1 / t.shapes for t in trials if t.group == g]),
             }
             for g in ("kind", "colour")
         },
         "methods": {},
         "captions": [tokenizer.decode(ids).strip() for ids in outputs[:5]],
     }
-    variants = {"trained": (model, images, features)}
+    variants = {"trained": (contextlib.nullcontext, images, features)}
     if controls:
-        untrained = untrained_bridge(model, seed)
         order = derangement(len(images), seed)
-        variants["untrained bridge"] = (untrained, images, features)
-        variants["shuffled images"] = (model, [images[j] for j in order], features[order])
+        variants["untrained bridge"] = (lambda: untrained_bridge(model, seed), images, features)
+        variants["shuffled images"] = (contextlib.nullcontext, [images[j] for j in order], features[order])
     result["seconds_per_image"] = {}  # the trained model's maps for every caption word, one thread unless set
     for method in methods:
         result["methods"][method] = {}
-        for name, (m, ims, feats) in variants.items():
+        for name, (setting, ims, feats) in variants.items():
             started = time.perf_counter()
-            maps = token_maps(m, method, ims, feats, prompts, outputs, GRID)
+            with setting():
+                maps = token_maps(model, method, ims, feats, prompts, outputs, GRID)
             if name == "trained":
                 result["seconds_per_image"][method] = (time.perf_counter() - started) / len(records)
             result["methods"][method][name] = {g: score(method, maps, trials, g).to_dict() for g in ("kind", "colour")}
@@ -374,7 +378,7 @@ def flickr_game(
     result["methods"] = {}
     uniform_by_grid: dict[int, list[float]] = {}
     for method in methods:
-        side = attention_maps_grid(model)[0] if method.startswith("attention") else grid
+        side = token_grid(model.config.num_visual_tokens)[0] if method.startswith("attention") else grid
         maps = token_maps(model, method, row_images, features, prompts, targets, side)
         tally, uniform = Tally(), []
         for row, start, end, boxes in phrase_rows:
