@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.vlm import check_top_k
 from errors import UserError
 
 PRETRAINED, RANDOM = "pretrained", "random"  # the two language models of the transfer grid
@@ -56,8 +57,9 @@ def _k_value(k: str, depth: int) -> int:
         value = int(k)
     except ValueError:
         raise UserError(f"--k value {k!r} is invalid; accepted: integers 0..{depth} or 'all'") from None
-    if not 0 <= value <= depth:
-        raise UserError(f"--k value {value} is invalid: the decoder has {depth} blocks (accepted: 0..{depth} or 'all')")
+    if value < 0:
+        raise UserError(f"--k value {value} is invalid; accepted: integers 0..{depth} or 'all'")
+    check_top_k(value, depth)  # the one check of K against the decoder's blocks
     return value
 
 

@@ -31,6 +31,7 @@ EXPECTED = [
     "03_bridge_and_training",
     "04_evaluation",
     "05_experiments",
+    "06_where_it_looks",
 ]
 CELL_TIMEOUT_S = 300  # generous for a loaded CI machine; each notebook takes well under two minutes in all
 SWITCH_TITLE = "Switch to the real weights and data"
