@@ -13,13 +13,15 @@ One idea per file, in reading order:
 - `occlusion.py`   method 2: the drop in the word's log-probability when a cell is painted over (any view);
 - `explanation.py` one image, every word, every method -> an `Explanation`;
 - `render.py`      overlays, the PNG sheet and JSON file, and the web page's hover view;
-- `pointing.py`    the pointing game's scorer (hits, misses, ties) and chance; `python -m explain.pointing`;
-- `games.py`       the game played on the shapes set (with controls) and on Flickr30k Entities.
+- `scoring.py`     the pointing game's scorer (hits, misses, ties) and chance;
+- `games.py`       the game played on the shapes set (with controls) and on Flickr30k Entities;
+- `pointing.py`    its command line, `python -m explain.pointing`.
 
 docs/explain.md is the guide; notebooks/06_where_it_looks.ipynb runs both methods and says what attention maps can
 and cannot show; EXPERIMENTS.md ("Where the model looks") has the measured numbers.
 """
 
-from .explanation import Explanation, WordMaps, explain, explain_and_write
+from .explanation import Explanation, WordMaps, explain
+from .render import explain_and_write
 
 __all__ = ["Explanation", "WordMaps", "explain", "explain_and_write"]

@@ -28,7 +28,7 @@ That gives L layers × H heads of weights per word, and a map needs one number p
 
 Attention is not explanation (Jain & Wallace 2019, https://arxiv.org/abs/1902.10186; Wiegreffe & Pinter 2019,
 https://arxiv.org/abs/1908.04626): a weight says where a head read from, not what the value it read did to the
-output. The pointing game (`explain/pointing.py`) measures which choice points at the object the word names;
+output. The pointing game (`explain/scoring.py`) measures which choice points at the object the word names;
 occlusion measures the effect directly. notebooks/06_where_it_looks.ipynb compares them.
 
 Read next: `explain/occlusion.py`.

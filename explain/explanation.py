@@ -14,7 +14,7 @@ so the maps are those of the words the user sees, whichever decoding chose them.
 Besides one map per word there is one for the whole output (`whole`): the attention of all its tokens averaged, the
 drop of its whole log-probability. For a question, that is the answer's map.
 
-caption.py `--explain OUT` calls `explain_and_write`; its page draws the same maps (`explain/render.py`).
+caption.py `--explain OUT` calls `explain_and_write` (explain/render.py); its page draws the same maps (`explain/render.py`).
 
 Read next: `explain/render.py`.
 """
@@ -22,7 +22,6 @@ Read next: `explain/render.py`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -136,10 +135,3 @@ def explain(
             w.maps[name] = combine(per_token[w.tokens[0] : w.tokens[1]], 0).reshape(shape).float().numpy()
     box = view_box(model.encoder.preprocess, *image.size)
     return Explanation(image, prompt, output.strip(), box, methods, words, whole)
-
-
-def explain_and_write(model, tokenizer, image: Image.Image, prompt: str, output: str, stem: Path) -> list[Path]:
-    """`explain` with the default methods, then `write_explanation` to stem.png and stem.json; the paths written."""
-    from .render import write_explanation
-
-    return write_explanation(explain(model, tokenizer, image, prompt, output), Path(stem))

@@ -8,7 +8,7 @@
 **Shapes** (`shapes_game`). The model captions each held-out image greedily. Every caption word that names a shape in
 the picture, its kind ("circle") or its colour ("red"; each colour and kind occurs once per image), is a trial; the
 truth is that shape's grid cell (the image's `scene`), and a map is scored on the same 3 × 3 grid
-(`explain/pointing.py`). Each method is scored:
+(`explain/scoring.py`). Each method is scored:
 - on the trained model;
 - with the bridge untrained (re-initialised as before training): the same words, maps from a model whose visual
   tokens carry no learned meaning;
@@ -51,7 +51,7 @@ from errors import UserError
 from . import attention as attention_maps
 from .maps import Grid, token_grid, view_box
 from .occlusion import model_log_probs, occlusion_drops
-from .pointing import Tally, point, uniform_chance
+from .scoring import Tally, point, uniform_chance
 from .words import clean, split_words
 
 BATCH = 64  # rows per teacher-forced pass

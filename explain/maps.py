@@ -11,7 +11,7 @@ that crop in the original image's pixels from the transform itself, so a map can
 annotated on the photo can be compared with it. A transform that is not a resize-then-crop is taken to see the whole
 image.
 
-Read next: `explain/pointing.py` (is a map's peak inside the object?), `explain/render.py` (drawing it).
+Read next: `explain/scoring.py` (is a map's peak inside the object?), `explain/render.py` (drawing it).
 """
 
 from __future__ import annotations

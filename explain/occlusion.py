@@ -24,7 +24,7 @@ Cost: one image needs rows × cols + 1 teacher-forced passes (encoder and decode
 size (3 × 3 cells, a 3-block decoder of width 128) that is milliseconds; EXPERIMENTS.md gives the cost at
 Qwen3-0.6B's size.
 
-Read next: `explain/pointing.py` (does the map point at the object?).
+Read next: `explain/scoring.py` (does the map point at the object?).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ compare across words and methods.
 - `page_html(explanation)`: the page's view (caption.py --serve): the output's words, each showing its maps on hover
   or click (CSS only: no script runs), and the whole output's maps otherwise.
 
-Read next: `explain/pointing.py` (measuring whether the maps are right).
+Read next: `explain/scoring.py` (measuring whether the maps are right).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from PIL import Image, ImageDraw
 
 from runtime.files import write_atomically
 
-from .explanation import Explanation, WordMaps
+from .explanation import Explanation, WordMaps, explain
 from .maps import Box, Grid, normalise
-from .pointing import peak_cells
+from .scoring import peak_cells
 
 PANEL = 192  # pixels on the longer side of each drawn panel
 PANELS_PER_LINE = 10
@@ -162,3 +162,8 @@ def page_view(model, tokenizer, image: Image.Image, prompt: str, output: str) ->
     from .explanation import explain
 
     return page_html(explain(model, tokenizer, image, prompt, output))
+
+
+def explain_and_write(model, tokenizer, image: Image.Image, prompt: str, output: str, stem: Path) -> list[Path]:
+    """`explain` (explain/explanation.py) with the default methods, then `write_explanation` to stem.png and stem.json; the paths written."""
+    return write_explanation(explain(model, tokenizer, image, prompt, output), Path(stem))

@@ -1,6 +1,6 @@
 """The teacher-forced sequence both methods read: [visual tokens][prompt][output], one row per image.
 
-To explain words the model already wrote (or a human caption, `explain/pointing.py`), they are fed back in, as in
+To explain words the model already wrote (or a human caption, `explain/scoring.py`), they are fed back in, as in
 training: one forward pass over the whole sequence gives every position's attention and next-token probabilities.
 Rows are right-padded and need no mask: attention is causal, so no real position sees the padding after it
 (`VisionLanguageModel.forward` relies on the same fact).

@@ -27,8 +27,8 @@ from explain import attention, explain
 from explain.games import derangement, flickr_game
 from explain.maps import Grid, view_box
 from explain.occlusion import FILLS, model_log_probs, occlusion_drops, token_log_probs
-from explain.pointing import Tally, point
 from explain.render import page_html, write_explanation
+from explain.scoring import Tally, point
 from explain.words import split_words
 from tiny_decoder import Qwen3ForCausalLM
 from tiny_decoder.model import apply_rope, rope_cos_sin, rope_inverse_frequencies
