@@ -15,6 +15,8 @@ settings of the base configuration (the offline demo's, or a real run's when `--
 
 References: Tsimpoukelli et al. 2021, Frozen (https://arxiv.org/abs/2106.13884): a frozen LM + a trained vision
 prefix; Liu et al. 2023, LLaVA (https://arxiv.org/abs/2304.08485): stage 1 trains the projector, stage 2 more.
+
+Read next: `experiments/runner.py` (which trains every cell and writes what it measured).
 """
 
 from __future__ import annotations

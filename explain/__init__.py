@@ -19,6 +19,8 @@ One idea per file, in reading order:
 
 docs/explain.md is the guide; notebooks/06_where_it_looks.ipynb runs both methods and says what attention maps can
 and cannot show; EXPERIMENTS.md ("Where the model looks") has the measured numbers.
+
+Read next: `explain/words.py`, the first file of the list above.
 """
 
 from .explanation import Explanation, WordMaps, explain

@@ -1,10 +1,10 @@
 """Drawing the maps: overlays, the PNG sheet, the JSON file, and the web page's word-by-word view.
 
 A map is drawn where it lies (`explain/maps.py`): over the encoder's view of the image, one flat block per cell,
-coloured from dark (least) to bright (most) by its own range, with the peak cell outlined in cyan. Flat blocks rather than a
-smooth heat map: the method knows nothing finer than its cells, and a smooth picture would suggest it does. Colours
-compare cells within one map only; the JSON file holds the raw numbers (attention weights, log-probability drops) to
-compare across words and methods.
+coloured from dark (least) to bright (most) by its own range, with the peak cell outlined in cyan. Flat blocks rather
+than a smooth heat map: the method knows nothing finer than its cells, and a smooth picture would suggest it does.
+Colours compare cells within one map only; the JSON file holds the raw numbers (attention weights, log-probability
+drops) to compare across words and methods.
 
 - `overlay(image, box, values)`: one picture (PIL) of a map over its image.
 - `write_explanation(explanation, stem)`: stem.png, a sheet with one row of panels per method (the image, then one

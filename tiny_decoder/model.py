@@ -28,6 +28,8 @@ References:
 - GQA: Ainslie et al. 2023, https://arxiv.org/abs/2305.13245
 - SwiGLU: Shazeer 2020, https://arxiv.org/abs/2002.05202
 - transformers `models/qwen3/modeling_qwen3.py`; rasbt's "Qwen3 from scratch" (LLMs-from-scratch, ch05/11)
+
+Read next: `bridge/adapters.py` (image features become tokens this model reads), `weights_loader.py` (its weights).
 """
 
 from __future__ import annotations
