@@ -36,6 +36,8 @@ requests wait and `--concurrency` (1) run at once. See docs/reliability.md, "The
 
 References: Vinyals et al. 2015, "Show and Tell" (beam search for captions), https://arxiv.org/abs/1411.4555;
 Gradio Blocks, https://www.gradio.app/guides/blocks-and-event-listeners
+
+Read next: `checkpoints/restore.py` (how the model is rebuilt from a checkpoint), `explain/` (the maps of `--explain`).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ The text says what the repo holds and what it does not: a checkpoint of this pro
 bridge and the decoder's top K blocks); the frozen decoder and encoder are rebuilt from the sources the sidecar
 names. Every number in it comes from the sidecar (validation metrics of the checkpoint's epoch) or from the run's
 `metrics.json` (a `train.py --test` of this checkpoint), with the protocol they were measured under.
+
+Read next: `checkpoints/share.py`, which stages the card beside the checkpoint and uploads both.
 """
 
 from __future__ import annotations

@@ -20,9 +20,6 @@ MARK = "Read next"
 
 # Modules whose docstring does not name the file(s) to read next yet. Add the line, then delete the entry.
 NOT_YET = [
-    "caption.py",
-    "checkpoints/model_card.py",
-    "checkpoints/restore.py",
     "checkpoints/share.py",
     "data/__init__.py",
     "data/batches.py",
@@ -38,10 +35,8 @@ NOT_YET = [
     "runtime/distributed.py",
     "runtime/env.py",
     "train.py",
-    "training/__init__.py",
     "training/config.py",
     "training/preflight.py",
-    "training/pretrain.py",
     "training/tracking.py",
     "vision/__init__.py",
     "vision/cache.py",

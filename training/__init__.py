@@ -15,4 +15,6 @@ Read in this order:
 * `pretrain.py`: the demo's text-pretrained language model (`--decoder demo-pretrained`).
 
 Evaluation is `evaluation/`, checkpoints are `checkpoints/`, the machine (devices, processes, files) is `runtime/`.
+
+Read next: `training/step.py`.
 """
