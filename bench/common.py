@@ -50,6 +50,7 @@ SECTIONS = {
     "gpu": "CUDA GPU",
     "retrieval": "Retrieval scoring: FLOPs, and the old and new path",
     "feature_cache": "Memory-mapped feature cache",
+    "feature_extraction": "Feature extraction with DataLoader workers",
 }
 DEFAULT_WORK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "tiny_vlm_bench"
 

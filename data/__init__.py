@@ -13,7 +13,6 @@
 from .batches import (
     CAPTION_PROMPT,
     IGNORE_INDEX,
-    RecordImageLoader,
     Sample,
     VLMCollator,
     batch_order,
@@ -36,7 +35,6 @@ __all__ = [
     "IGNORE_INDEX",
     "ImageRecord",
     "LoadReport",
-    "RecordImageLoader",
     "Sample",
     "Splits",
     "VLMCollator",

@@ -11,7 +11,9 @@ Only the text after the prompt is learned. `VLMCollator` builds, for a list of `
     attention_mask  1 on real tokens, 0 on padding                                      LongTensor [B, T]
     labels          input_ids on the target tokens and the eos, -100 elsewhere          LongTensor [B, T]
     image_index     which image each row belongs to                                     LongTensor [B]
-    pixel_values    the images, when an image_loader is given                           FloatTensor [B, 3, H, W]
+
+Images are not loaded here: the frozen encoder's features of every image are computed once and cached
+(`vision/cache.py`), and the training loop gathers a batch's features by `image_index`.
 
 `labels` are aligned with `input_ids` (not shifted), as in Hugging Face models: the loss must compare the
 logits at position t with labels[t + 1]. -100 is `torch.nn.functional.cross_entropy`'s default
@@ -29,17 +31,15 @@ length share a batch, so little compute is spent on padding (as in fairseq and n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from tokenizers import Tokenizer
 
 from errors import UserError
 
-from .images import load_image
 from .records import ImageRecord
 
 CAPTION_PROMPT = "Caption:"
@@ -81,21 +81,6 @@ def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str]) -> list[list[in
     return [e.ids for e in tokenizer.encode_batch(list(prompts), add_special_tokens=False)]
 
 
-class RecordImageLoader:
-    """`image_loader` for `VLMCollator`: index -> `transform(RGB image)`, or None when the image is broken.
-
-    A class rather than a closure so that it pickles into DataLoader worker processes.
-    """
-
-    def __init__(self, records: Sequence[ImageRecord], transform: Callable[[Image.Image], torch.Tensor]):
-        self.paths = [r.path for r in records]
-        self.transform = transform
-
-    def __call__(self, index: int) -> torch.Tensor | None:
-        image = load_image(self.paths[index])
-        return None if image is None else self.transform(image)
-
-
 def pack(prompts: Sequence[list[int]], targets: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Rows of [prompt][target], right-padded to the longest: `input_ids`, `labels` (the target tokens; -100 on the
     prompt and the padding, so the loss reads the target only) and `attention_mask` (1 on real tokens), each [B, T]."""
@@ -114,11 +99,7 @@ def pack(prompts: Sequence[list[int]], targets: Sequence[list[int]], pad_id: int
 
 
 class VLMCollator:
-    """Turns a list of `Sample`s into padded tensors (see the module docstring for the layout).
-
-    `bad_images` counts the samples dropped because their image failed to load. With DataLoader workers each
-    worker process has its own copy of the collator, so the count stays in the workers.
-    """
+    """Turns a list of `Sample`s into padded tensors (see the module docstring for the layout)."""
 
     def __init__(
         self,
@@ -126,7 +107,6 @@ class VLMCollator:
         eos_id: int,
         pad_id: int,
         max_target_tokens: int = 64,
-        image_loader: Callable[[int], torch.Tensor | None] | None = None,
     ):
         if max_target_tokens < 1:
             raise UserError(f"max_target_tokens must be at least 1, got {max_target_tokens}")
@@ -134,39 +114,16 @@ class VLMCollator:
         self.eos_id = eos_id
         self.pad_id = pad_id
         self.max_target_tokens = max_target_tokens
-        self.image_loader = image_loader
-        self.bad_images = 0
         self._ids: dict[str, list[int]] = {}  # text -> token ids, memoised (see _encode)
 
-    def _load_images(self, samples: list[Sample]) -> tuple[list[Sample], list[torch.Tensor]]:
-        """Load each sample's image (once per image per batch); drop the samples whose image fails."""
-        assert self.image_loader is not None
-        loaded: dict[int, torch.Tensor | None] = {}
-        kept, images = [], []
-        for sample in samples:
-            if sample.image_index not in loaded:
-                loaded[sample.image_index] = self.image_loader(sample.image_index)
-            image = loaded[sample.image_index]
-            if image is None:
-                self.bad_images += 1
-                continue
-            kept.append(sample)
-            images.append(image)
-        return kept, images
-
     def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
-        """Collate; the batch is empty (B == 0) when every image failed to load, and should be skipped."""
-        images: list[torch.Tensor] = []
-        if self.image_loader is not None:
-            samples, images = self._load_images(samples)
+        """Collate `samples` into one right-padded batch."""
         prompts = self._encode([s.prompt for s in samples])
         targets = self._encode([s.target for s in samples])
 
         # Truncate each target, keep its end-of-text: the model learns to stop.
         batch = pack(prompts, [t[: self.max_target_tokens] + [self.eos_id] for t in targets], self.pad_id)
         batch["image_index"] = torch.tensor([s.image_index for s in samples], dtype=torch.long)  # [B]
-        if self.image_loader is not None:
-            batch["pixel_values"] = torch.stack(images) if images else torch.empty(0)  # [B, 3, H, W]
         return batch
 
     def _encode(self, texts: list[str]) -> list[list[int]]:

@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 from errors import UserError
+from runtime.files import file_lock
 
 from .flickr30k import DEFAULT_HUB_REPO, read_hub, read_local
 from .images import check_max_bad_fraction, drop_bad_images
@@ -53,7 +54,8 @@ def load_dataset(
     `source` is "shapes", "flickr30k", "hf:OWNER/REPO", "synthetic:PATH" (a folder written by `python -m synth`),
     a local path, or a comma-separated list of these, merged by image (see the module docstring).
     `split` is the scheme, "random" (80/10/10 from `seed`) or "karpathy" (the layout's own labels).
-    The shapes set is generated into `cache_dir/shapes-seed{seed}-n{shapes_images}` unless already there.
+    The shapes set is generated into `cache_dir/shapes-seed{seed}-n{shapes_images}` unless already there, by one
+    process at a time (a file lock; the others wait for it, then read).
     Raises `UserError` for an unknown source, a missing path, an unreadable layout, an unreachable hub, or
     more than `max_bad_fraction` broken images.
     """
@@ -101,7 +103,9 @@ def _read_source(source: str, cache_dir: Path, seed: int, shapes_images: int) ->
     if source == "shapes":
         folder = cache_dir / f"shapes-seed{seed}-n{shapes_images}"
         if not is_complete(folder, shapes_images):
-            generate_shapes(folder, n_images=shapes_images, seed=seed)
+            with file_lock(folder, f"the shapes set of {shapes_images:,} images (seed {seed})"):  # one builder
+                if not is_complete(folder, shapes_images):  # else made by the process that held the lock before us
+                    generate_shapes(folder, n_images=shapes_images, seed=seed)
         return read_local(folder)
     if source == "flickr30k" or source.startswith("hf:"):
         repo_id = DEFAULT_HUB_REPO if source == "flickr30k" else source.removeprefix("hf:")

@@ -23,7 +23,6 @@ reads both; each json entry also has `qa` (question-answer pairs) and `scene` (w
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from errors import UserError
+from runtime.files import WRITE_ERRORS, describe_write_error, write_text_atomically
 
 KINDS = ("circle", "square", "triangle", "star")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -205,42 +205,55 @@ def generate_shapes(out_dir: Path, n_images: int = 2000, seed: int = 0, image_si
     """Draw `n_images` shape images into `out_dir/images/` and write `out_dir/dataset_shapes.json`; return out_dir.
 
     Deterministic: the same (n_images, seed, image_size) gives byte-identical files. The json is written last
-    (atomically), so a folder with a json is complete.
+    (atomically), so a folder with a json is complete. When a write fails, the images this call wrote are removed
+    and a write the machine refused (disk full, file-size limit, ...) is one `UserError` line.
     """
     if n_images < 1:
         raise UserError(f"the shapes set needs at least 1 image, got n_images={n_images}")
     if image_size < 24:
         raise UserError(f"image_size must be at least 24 pixels for shapes to be recognisable, got {image_size}")
     out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    (out_dir / ANNOTATION_FILE).unlink(missing_ok=True)  # the folder is incomplete until the json is back
-    rng = np.random.default_rng(seed)
-    # The questions asked get their own random stream, so choosing them leaves the images as they were.
-    question_rng = np.random.default_rng([seed, 1])
-    entries = []
-    for i, split in enumerate(split_labels(n_images)):
-        shapes = sample_scene(rng, image_size)
-        background = tuple(int(v) for v in rng.integers(228, 251, size=3))
-        textured = bool(rng.random() < 0.5)
-        noise = rng.integers(-6, 7, size=(image_size, image_size, 1)) if textured else None  # [H, W, 1]
-        filename = f"shape_{i:05d}.png"
-        draw_scene(shapes, image_size, background, noise).save(out_dir / "images" / filename)
-        entries.append(
-            {
-                "imgid": i,
-                "filename": filename,
-                "split": split,
-                "sentences": [{"raw": c} for c in captions_for(shapes)],
-                "qa": [{"question": q, "answer": a} for q, a in qa_for(shapes, question_rng)],
-                "scene": {"background": background, "textured": textured, "shapes": [asdict(s) for s in shapes]},
-            }
-        )
-    # One image per line: readable with `head`, and far faster than json's pure-Python indent mode.
-    header = json.dumps({"dataset": "shapes", "version": FORMAT_VERSION, "seed": seed, "image_size": image_size})[:-1]
-    body = ",\n".join(json.dumps(e) for e in entries)
-    tmp = out_dir / f"{ANNOTATION_FILE}.tmp"
-    tmp.write_text(f'{header}, "images": [\n{body}\n]}}\n', encoding="utf-8")
-    os.replace(tmp, out_dir / ANNOTATION_FILE)  # atomic: readers see no json or the whole json
+    written: list[Path] = []  # the images this call wrote, removed again if it fails
+    try:
+        (out_dir / "images").mkdir(parents=True, exist_ok=True)
+        (out_dir / ANNOTATION_FILE).unlink(missing_ok=True)  # the folder is incomplete until the json is back
+        rng = np.random.default_rng(seed)
+        # The questions asked get their own random stream, so choosing them leaves the images as they were.
+        question_rng = np.random.default_rng([seed, 1])
+        entries = []
+        for i, split in enumerate(split_labels(n_images)):
+            shapes = sample_scene(rng, image_size)
+            background = tuple(int(v) for v in rng.integers(228, 251, size=3))
+            textured = bool(rng.random() < 0.5)
+            noise = rng.integers(-6, 7, size=(image_size, image_size, 1)) if textured else None  # [H, W, 1]
+            filename = f"shape_{i:05d}.png"
+            written.append(out_dir / "images" / filename)
+            draw_scene(shapes, image_size, background, noise).save(written[-1])
+            entries.append(
+                {
+                    "imgid": i,
+                    "filename": filename,
+                    "split": split,
+                    "sentences": [{"raw": c} for c in captions_for(shapes)],
+                    "qa": [{"question": q, "answer": a} for q, a in qa_for(shapes, question_rng)],
+                    "scene": {"background": background, "textured": textured, "shapes": [asdict(s) for s in shapes]},
+                }
+            )
+        # One image per line: readable with `head`, and far faster than json's pure-Python indent mode.
+        header = json.dumps({"dataset": "shapes", "version": FORMAT_VERSION, "seed": seed, "image_size": image_size})
+        body = ",\n".join(json.dumps(e) for e in entries)
+        # Atomic: readers see no json or the whole json (and a write the machine refuses is one UserError line).
+        write_text_atomically(out_dir / ANNOTATION_FILE, f'{header[:-1]}, "images": [\n{body}\n]}}\n')
+    except BaseException as exc:
+        sizes = [p.stat().st_size for p in written if p.is_file()]  # the last one may be half-written
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:
+            # About how much the whole set needs, from the images written before the failed one.
+            needed = sum(sizes[:-1]) * n_images // (len(sizes) - 1) if len(sizes) > 1 else None
+            written_bytes = sizes[-1] if sizes else None
+            raise describe_write_error(written[-1] if written else out_dir, exc, needed, written_bytes) from exc
+        raise
     return out_dir
 
 

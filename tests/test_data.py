@@ -278,7 +278,8 @@ def test_hub_download_extracts_once_and_parses(tmp_path, monkeypatch):
     # A fresh cache with the broken zip: a clear error, and no half-extracted folder left behind.
     with pytest.raises(UserError, match="not a valid zip"):
         load_dataset("hf:someone/flickr-copy", cache_dir=tmp_path / "cache2", max_bad_fraction=0.5)
-    assert not list((tmp_path / "cache2" / "hub" / "someone--flickr-copy").iterdir())
+    # (The extraction's lock file stays: lock files are never deleted, see runtime/files.py.)
+    assert [p.name for p in (tmp_path / "cache2" / "hub" / "someone--flickr-copy").iterdir()] == [".images.lock"]
 
 
 @pytest.mark.parametrize(
@@ -576,22 +577,6 @@ def test_collator_truncates_long_targets_but_keeps_eos(tokenizer_ids):
     learned = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX].tolist()
     assert len(learned) == 5 and learned[-1] == eos
     assert learned[:4] == tokenizer.encode(sample.target, add_special_tokens=False).ids[:4]
-
-
-def test_collator_drops_samples_whose_image_fails(tokenizer_ids):
-    tokenizer, eos, pad = tokenizer_ids
-
-    def loader(index: int) -> torch.Tensor | None:
-        return None if index % 2 else torch.full((3, 8, 8), float(index))
-
-    collator = VLMCollator(tokenizer, eos_id=eos, pad_id=pad, image_loader=loader)
-    samples = [Sample(i, CAPTION_PROMPT, f" caption {i}", "caption") for i in range(5)]
-    batch = collator(samples)
-    assert batch["image_index"].tolist() == [0, 2, 4] and collator.bad_images == 2
-    assert batch["pixel_values"].shape == (3, 3, 8, 8) and batch["input_ids"].shape[0] == 3
-    assert batch["pixel_values"][:, 0, 0, 0].tolist() == [0.0, 2.0, 4.0]
-    empty = collator([samples[1]])
-    assert empty["input_ids"].shape[0] == 0 and collator.bad_images == 3
 
 
 @pytest.mark.parametrize("bucket", [True, False])

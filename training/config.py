@@ -213,7 +213,7 @@ HELP = {
     "max_target_tokens": "target text longer than this many tokens is truncated",
     "max_bad_fraction": "stop loading when more than this share of the images (0-1; default 0.01) is missing or "
     "unreadable; below it, bad images are skipped and counted [env MAX_BAD_FRACTION]",
-    "num_workers": "DataLoader worker processes for image loading",
+    "num_workers": "DataLoader worker processes that decode and resize images while features are extracted",
     "epochs": "passes over the training split [env EPOCHS]",
     "batch_size": "samples per step (per optimizer step: batch_size x grad_accum) [env BATCH_SIZE]",
     "grad_accum": "micro-batches accumulated per optimizer step",

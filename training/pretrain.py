@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from data import CAPTION_PROMPT, EOS_TOKEN, ImageRecord, question_prompt
 from data.batches import encode_prompts
 from demo.decoders import demo_config, demo_tokenizer
+from runtime.files import file_lock
 from tiny_decoder import Qwen3ForCausalLM
 from training.optim import lr_lambda
 from weights_loader import TextTokenizer, load_qwen3, load_tokenizer, save_qwen3
@@ -214,14 +215,31 @@ def pretrained_demo_lm(
     settings: PretrainSettings | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """The directory of the demo's text-pretrained LM: built from `train`'s text on first use, then reused."""
+    """The directory of the demo's text-pretrained LM: built from `train`'s text on first use, then reused.
+
+    One process builds it; others that need it at the same time (`python -m experiments --jobs 2`) wait for it on
+    a file lock, then reuse it.
+    """
     settings = settings or DEFAULT_SETTINGS
     directory = Path(cache_dir) / "demo-lm" / f"seed{seed}-{cache_key(train, settings, seed)}"
-    if (directory / INFO_FILE).exists():  # written last: its presence means the directory is complete
-        info = json.loads((directory / INFO_FILE).read_text())
-        log(f"reusing the pretrained demo LM {directory} (held-out text perplexity {info['val_perplexity']:.2f})")
-        return directory
+    if not (directory / INFO_FILE).exists():  # written last: its presence means the directory is complete
+        with file_lock(directory, "the demo's text-pretrained LM"):
+            if not (directory / INFO_FILE).exists():  # else built by the process that held the lock before us
+                return _pretrain_demo_lm(train, val, directory, seed, settings, log)
+    info = json.loads((directory / INFO_FILE).read_text())
+    log(f"reusing the pretrained demo LM {directory} (held-out text perplexity {info['val_perplexity']:.2f})")
+    return directory
 
+
+def _pretrain_demo_lm(
+    train: Sequence[ImageRecord],
+    val: Sequence[ImageRecord],
+    directory: Path,
+    seed: int,
+    settings: PretrainSettings,
+    log: Callable[[str], None],
+) -> Path:
+    """Pretrain the demo LM and save it into `directory` (see `pretrained_demo_lm`)."""
     started = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
