@@ -21,6 +21,8 @@ What it does:
    processes' start included), alternating the worker counts (0 2, 2 0, ...) so that a neighbour's load falls on
    both; the median and min-max of the repeats. The features of every N are checked to be identical to N = 0.
 4. Writes the table into BENCHMARKS.md (section "feature_extraction"), unless `--no-write`.
+
+Read next: `vision/cache.py` (the extraction measured here), BENCHMARKS.md (the measured rows).
 """
 
 from __future__ import annotations

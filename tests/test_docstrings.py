@@ -21,16 +21,6 @@ MARK = "Read next"
 # Modules whose docstring does not name the file(s) to read next yet. Add the line, then delete the entry.
 NOT_YET = [
     "checkpoints/share.py",
-    "data/__init__.py",
-    "data/batches.py",
-    "data/flickr30k.py",
-    "data/images.py",
-    "data/loading.py",
-    "data/records.py",
-    "data/shapes.py",
-    "data/splits.py",
-    "data/synthetic.py",
-    "data/tokenizer.py",
     "runtime/devices.py",
     "runtime/distributed.py",
     "runtime/env.py",
@@ -38,10 +28,6 @@ NOT_YET = [
     "training/config.py",
     "training/preflight.py",
     "training/tracking.py",
-    "vision/__init__.py",
-    "vision/cache.py",
-    "vision/encoders.py",
-    "vision/mapped.py",
 ]
 
 
