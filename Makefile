@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh clone; each creates the virtual environment it needs.
 #   make demo   train and evaluate the offline demo (shapes set, tiny decoder): a few minutes on a laptop CPU
-#   make test   run the test suite (parity with transformers' Qwen3, data, vision, training, ...)
+#   make test   run the test suite (parity with transformers' Qwen3, data, vision, training, ...), two workers
+#   make test-fast   the tests that take seconds (no training runs, notebooks or browsers), for the edit-run loop
 
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint clean-venv
+.PHONY: demo test test-fast lint clean-venv
 
 # OpenMP threads that wait by spinning make small CPU models 10-20x slower as soon as anything else runs on the
 # machine (a browser, a second job); PASSIVE lets them sleep. Set it yourself when calling python directly.
@@ -20,8 +21,12 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	OMP_WAIT_POLICY=PASSIVE $(PY) train.py --demo
 
+# Two pytest-xdist workers; --dist loadfile keeps each file's tests on one worker (they share module fixtures).
 test: $(VENV)/.installed
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile
+
+test-fast: $(VENV)/.installed
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

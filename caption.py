@@ -36,6 +36,8 @@ requests wait and `--concurrency` (1) run at once. See docs/reliability.md, "The
 
 References: Vinyals et al. 2015, "Show and Tell" (beam search for captions), https://arxiv.org/abs/1411.4555;
 Gradio Blocks, https://www.gradio.app/guides/blocks-and-event-listeners
+
+Read next: `checkpoints/restore.py` (how the model is rebuilt from a checkpoint), `explain/` (the maps of `--explain`).
 """
 
 from __future__ import annotations
@@ -238,7 +240,8 @@ def build_app(captioner: Captioner):
     Gradio Blocks lays components out in rows and columns and attaches Python functions to their events.
     Uploading an image captions it at once; the button (or Enter in the question box) runs again with the question
     and the decoding options. It is the same `Captioner.run` as the command line, so the page and
-    `caption.py IMAGE` give the same output for the same options. Gradio is imported here, not at the top: the
+    `caption.py IMAGE` give the same output for the same options. Under the output, each word shows its map over
+    the image on hover or click (`explain/render.py`). Gradio is imported here, not at the top: the
     command line does not need it and it takes seconds to import.
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports to Gradio's servers
@@ -267,7 +270,11 @@ def build_app(captioner: Captioner):
             f"**prompt** `{prompt_text(question)}` · **decoding** {decoding.describe()} · "
             f"**score** {score:.3f} (mean log-probability per token)"
         )
-        return text, details
+        from explain.render import page_view  # where it looked, word by word (explain/)
+
+        with captioner.lock:
+            maps = page_view(captioner.model, captioner.tokenizer, image, prompt_text(question), text)
+        return text, details, maps
 
     with gr.Blocks(title="tiny-vlm: caption and ask") as app:
         gr.Markdown(f"## Caption an image, or ask about it\nCheckpoint {captioner.summary()}")
@@ -293,9 +300,10 @@ def build_app(captioner: Captioner):
             with gr.Column():
                 output = gr.Textbox(label="Caption or answer", interactive=False, elem_id="output")
                 details = gr.Markdown(elem_id="details")
+                maps = gr.HTML(elem_id="explain")
         inputs = [image, question, beams, length_penalty, temperature, top_k, top_p, seed, max_new_tokens]
         for event in (image.upload, run.click, question.submit):
-            event(respond, inputs, [output, details])
+            event(respond, inputs, [output, details, maps])
     return app
 
 
@@ -468,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", help="where 'latest' looks [env OUTPUT_DIR_MODELS; default ../.data/models]")
     p.add_argument("--out", metavar="FILE.jsonl", help="also write one JSON object per image (path, prompt, ...)")
+    p.add_argument("--explain", metavar="DIR", help="also write DIR/IMAGE.png and .json: a map over the image per word")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
     g = p.add_argument_group("decoding")
@@ -544,11 +553,17 @@ def caption_files(args: argparse.Namespace, decoding_options: dict[str, Any]) ->
                 generator = make_generator(decoding, captioner.device)
             results = captioner.run([image for _, image in good], args.question, decoding, generator)
             prompt = prompt_text(args.question)
-            for (path, _), (text, score) in zip(good, results, strict=True):
+            for (path, image), (text, score) in zip(good, results, strict=True):
                 print(text if len(paths) == 1 else f"{path}: {text}", flush=True)
                 if out is not None:
                     out.write(json.dumps({"path": str(path), "prompt": prompt, "output": text, "score": score}) + "\n")
                     out.flush()
+                if args.explain:  # where it looked, word by word (explain/)
+                    from explain import explain_and_write
+
+                    explain_and_write(
+                        captioner.model, captioner.tokenizer, image, prompt, text, Path(args.explain) / path.stem
+                    )
                 done += 1
     finally:
         if out is not None:

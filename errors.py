@@ -4,6 +4,8 @@ Bad input (an unknown encoder name, a malformed `config.json`, a missing file, a
 local copy) is not a bug, so it should not end in a traceback. Library code raises `UserError` with a
 one-line message that says what is wrong and what is accepted; the command-line entry points
 (`train.py`, `caption.py`, ...) catch it, print the line, and exit with status 2.
+
+Read next: `train.py`, an entry point that turns a `UserError` into its one line and exit status 2.
 """
 
 import argparse

@@ -15,6 +15,8 @@ no permission) the files stay on disk, the user gets one line saying so, and can
 Downloading is `snapshot_download` (https://huggingface.co/docs/huggingface_hub/guides/download): files go to the
 hub cache (`HF_HOME/hub/models--OWNER--NAME/snapshots/<commit>/...`), `HF_TOKEN` opens private repos, and with
 `HF_HUB_OFFLINE=1` the cached snapshot that `refs/main` points at is used without any connection.
+
+Read next: `checkpoints/share.py` (a checkpoint as a model repo), `synth/hub.py` (a synthetic dataset as a dataset one).
 """
 
 from __future__ import annotations

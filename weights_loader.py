@@ -16,6 +16,8 @@ The weights stream in one tensor at a time from memory-mapped safetensors into a
 References:
 - safetensors format: https://huggingface.co/docs/safetensors
 - huggingface_hub downloads: https://huggingface.co/docs/huggingface_hub/guides/download
+
+Read next: `training/decoders.py` (a run picks these weights or the demo's), `tests/test_decoder.py` (parity).
 """
 
 from __future__ import annotations

@@ -11,4 +11,6 @@ the command behind every row). Run them from the repository root:
 
 The weights are random (the timing of a matmul does not depend on its values) but identical for both models: ours
 are saved once in the hub's layout and both models load that directory.
+
+Read next: `bench/common.py` (how every benchmark times, and its two models with the same weights).
 """

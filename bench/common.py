@@ -11,6 +11,8 @@ How the timings are taken (and why):
 References:
 - PyTorch benchmarking recipe, https://pytorch.org/tutorials/recipes/recipes/benchmark.html
 - transformers `Qwen3ForCausalLM`, https://huggingface.co/docs/transformers/model_doc/qwen3
+
+Read next: `bench/decoder.py` (the simplest benchmark built on it), `BENCHMARKS.md` (the results).
 """
 
 from __future__ import annotations

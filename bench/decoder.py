@@ -7,6 +7,8 @@ Both models compute the logits of every position (the usual forward). Forward+ba
 cross-entropy over all positions, F.cross_entropy(logits[:, :-1], ids[:, 1:]), the same loss for both, and a
 backward pass into every weight (all parameters train, as in pre-training). The speed-up is transformers' median
 time divided by ours (> 1: ours is faster). Before timing, the script checks that both models give the same logits.
+
+Read next: `bench/generation.py` (decoding speed), `tiny_decoder/model.py` (what is timed).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ What it does:
    and `RssFile` (pages of mapped files: the kernel's page cache, dropped when memory is needed, so not counted
    against the target). The target: RssAnon below 2 GB while training reads a Flickr30k-sized cache.
 3. Deletes both caches (unless `--keep`), and writes the table into BENCHMARKS.md.
+
+Read next: `vision/mapped.py` (the memory-mapped reading it measures), `BENCHMARKS.md` (the results).
 """
 
 from __future__ import annotations

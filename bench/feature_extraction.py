@@ -21,6 +21,8 @@ What it does:
    processes' start included), alternating the worker counts (0 2, 2 0, ...) so that a neighbour's load falls on
    both; the median and min-max of the repeats. The features of every N are checked to be identical to N = 0.
 4. Writes the table into BENCHMARKS.md (section "feature_extraction"), unless `--no-write`.
+
+Read next: `vision/cache.py` (the extraction measured here), BENCHMARKS.md (the measured rows).
 """
 
 from __future__ import annotations
@@ -76,36 +78,42 @@ def light_encoder(vit: VisionEncoder) -> VisionEncoder:
     return TimmViTEncoder(model, name="vit-light", weights="none", preprocess=vit.preprocess)
 
 
-def extract(encoder: VisionEncoder, paths: list[Path], workers: int, work_dir: Path) -> tuple[float, torch.Tensor]:
-    """Seconds to extract the pooled features of `paths` into a fresh cache, and the features."""
+def extract(
+    encoder: VisionEncoder, paths: list[Path], workers: int, work_dir: Path
+) -> tuple[float, float, torch.Tensor]:
+    """(wall seconds, the main process's CPU seconds) to extract the pooled features of `paths` into a fresh cache,
+    and the features. The workers' CPU time is not in the second number: it is what they take off the main process."""
     root = Path(tempfile.mkdtemp(dir=work_dir, prefix="cache-"))
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         features, _ = FeatureCache(root, progress=False).features(
             encoder, paths, "pooled", batch_size=64, num_workers=workers, in_memory=True
         )
-        return time.perf_counter() - start, features
+        return time.perf_counter() - start, time.process_time() - cpu, features
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 def measure(
     encoder: VisionEncoder, paths: list[Path], workers: list[int], repeats: int, work_dir: Path
-) -> dict[int, tuple[list[float], bool]]:
-    """workers -> (images/s of each repeat, features identical to 0 workers), with the worker counts alternating."""
+) -> dict[int, tuple[list[float], list[float], bool]]:
+    """workers -> (images/s of each repeat, main-process CPU ms per image of each, features identical to the first
+    worker count's), with the worker counts alternating."""
     rates: dict[int, list[float]] = {w: [] for w in workers}
+    cpu_ms: dict[int, list[float]] = {w: [] for w in workers}
     reference: torch.Tensor | None = None
     same = dict.fromkeys(workers, True)
     for r in range(repeats):
         for w in workers if r % 2 == 0 else workers[::-1]:
-            seconds, features = extract(encoder, paths, w, work_dir)
+            seconds, cpu, features = extract(encoder, paths, w, work_dir)
             rates[w].append(len(paths) / seconds)
+            cpu_ms[w].append(1000 * cpu / len(paths))
             if w == workers[0] and reference is None:
                 reference = features
             if reference is not None:
                 same[w] = same[w] and torch.equal(features, reference)
             print(f"  {encoder.name}, {w} workers: {len(paths) / seconds:.1f} images/s", flush=True)
-    return {w: (rates[w], same[w]) for w in workers}
+    return {w: (rates[w], cpu_ms[w], same[w]) for w in workers}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, n, by_workers in results:
         base = median(by_workers[args.workers[0]][0])
-        for w, (rates, same) in by_workers.items():
+        for w, (rates, cpu, same) in by_workers.items():
             rows.append(
                 [
                     label,
@@ -149,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
                     str(w),
                     f"{median(rates):.1f} ({min(rates):.1f}-{max(rates):.1f})",
                     f"{median(rates) / base:.2f}x",
+                    f"{median(cpu):.1f} ({min(cpu):.1f}-{max(cpu):.1f})",
                     "yes" if same else "**no**",
                     f"`{command}`",
                 ]
             )
-    headers = ["encoder", "images", "workers", "images/s", "speed-up", "same features", "command"]
+    headers = ["encoder", "images", "workers", "images/s", "speed-up", "main-process CPU ms/image", "same features"]
+    headers.append("command")
     body = f"""Run {today()}. Machine: {machine_line(info, load_after)}.
 
 Settings: `FeatureCache.features(encoder, paths, "pooled", batch_size=64, num_workers=N)` into a fresh cache folder
@@ -162,7 +172,9 @@ photo-like (smooth colour fields with grain; {mean_kb:.0f} kB on average), read 
 is ViT-B/16's eval transform (decode, resize to 248, centre crop 224, normalise). The light encoder (one ViT block of
 width 64 at 224 px) costs little, as a GPU's encoder would: its rows measure the image work that workers take off
 the main process. Median (min-max) of {args.repeats} repeats, worker counts alternating; speed-up = images/s over
-{args.workers[0]} workers'. Same features = bit-identical to {args.workers[0]} workers.
+{args.workers[0]} workers'. Main-process CPU = `time.process_time()` of the process that runs the encoder, per image:
+the work left on the process that, on a GPU machine, has to keep the GPU fed (the workers' own CPU time is not in
+it). Same features = bit-identical to {args.workers[0]} workers.
 
 {markdown_table(headers, rows)}"""
     print(body)

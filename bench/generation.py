@@ -11,6 +11,8 @@ Two sizes, because they measure different things. At Qwen3-0.6B's size one decod
 2.4 GB of fp32 weights to produce one token, so both implementations wait on memory and the code around the
 matmuls hardly matters. The demo decoder (d=128, a few blocks) does almost no arithmetic per token: its speed is the
 per-token overhead of the decoding loop itself (cache updates, masks, logits processing, Python).
+
+Read next: `bench/train_step.py` (a training step: time and memory), `tiny_decoder/generate.py` (what is timed).
 """
 
 from __future__ import annotations

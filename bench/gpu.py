@@ -25,6 +25,8 @@ K = 3 blocks train, cached pooled features (random here), captions of Flickr30k'
   with Qwen3's tokenizer: `--tokenizer` takes the hub id or a local folder holding `tokenizer.json`), by the old path
   (the prefix's KV cache copied to every pair's row) and the new one (a shared prefix), with the FLOPs of
   `bench.retrieval.retrieval_flops` and the fraction of the bf16 peak they reach.
+
+Read next: `bench/retrieval.py` (the retrieval FLOPs it reuses), `BENCHMARKS.md` (the results).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ Both are timed on the same gallery, interleaved, and their scores compared.
 
 Captions are Flickr30k-length (10-16 words of everyday caption words, `bench.common.flickr_like_captions`), tokenised
 with Qwen3's tokenizer; features are random pooled ViT-B/16 vectors.
+
+Read next: `tiny_decoder/shared_prefix.py` (the new path it times), `BENCHMARKS.md` (the results).
 """
 
 from __future__ import annotations

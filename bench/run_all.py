@@ -5,6 +5,8 @@
 
 The common arguments are --threads, --work-dir and --no-write; each script's own settings stay at their defaults
 (run a script alone to change them).
+
+Read next: `BENCHMARKS.md` (what it rewrites), `bench/common.py` (how every script times).
 """
 
 from __future__ import annotations

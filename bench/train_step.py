@@ -27,6 +27,8 @@ memory between steps: what the passes allocate (activations, the loss, gradients
 glibc's malloc is told to give every block of 64 KiB or more back to the OS when freed
 (MALLOC_MMAP_THRESHOLD_=65536), so resident memory follows the live tensors instead of the largest heap ever held.
 Without /proc (not Linux) the peak is `resource.getrusage(RUSAGE_SELF).ru_maxrss`, which also counts loading.
+
+Read next: `bench/gpu.py` (the same step on a GPU: tokens/s, MFU), `training/step.py` (the real step).
 """
 
 from __future__ import annotations

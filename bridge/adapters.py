@@ -18,6 +18,8 @@ Two designs, for the encoder's two views:
 Both end with an RMS normalisation whose gain starts at the RMS of the decoder's token embeddings: at
 initialisation the visual tokens have the same scale as word embeddings, so the frozen decoder neither ignores
 them (too small) nor is swamped by them (too large), whatever the encoder's feature scale.
+
+Read next: `bridge/vlm.py` (where the visual tokens meet the prompt, the target and the loss).
 """
 
 from __future__ import annotations

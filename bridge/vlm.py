@@ -19,6 +19,8 @@ References:
 - Alayrac et al. 2022, Flamingo (frozen LM + vision), https://arxiv.org/abs/2204.14198
 - Liu et al. 2023, LLaVA (projector + decoder, two-stage training), https://arxiv.org/abs/2304.08485
 - Mokady et al. 2021, ClipCap (a CLIP prefix for a language model), https://arxiv.org/abs/2111.09734
+
+Read next: `data/batches.py` (where a batch's prompt, target and -100 labels come from).
 """
 
 from __future__ import annotations

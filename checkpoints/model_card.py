@@ -9,6 +9,8 @@ The text says what the repo holds and what it does not: a checkpoint of this pro
 bridge and the decoder's top K blocks); the frozen decoder and encoder are rebuilt from the sources the sidecar
 names. Every number in it comes from the sidecar (validation metrics of the checkpoint's epoch) or from the run's
 `metrics.json` (a `train.py --test` of this checkpoint), with the protocol they were measured under.
+
+Read next: `checkpoints/share.py`, which stages the card beside the checkpoint and uploads both.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from data.flickr30k import DEFAULT_HUB_REPO
 
 LIBRARY_NAME = "tiny-vlm"
 LICENSE = "apache-2.0"  # the project's licence (pyproject.toml); Qwen3-0.6B-Base is Apache-2.0 too
-ENCODERS = {  # --encoder -> what it is, and what its "default" weights are (vision/encoders.py)
+ENCODER_DESCRIPTIONS = {  # --encoder -> what it is, and what its "default" weights are (vision/encoders.py)
     "vit": ("timm `vit_base_patch16_224` (ViT-B/16)", "augreg2_in21k_ft_in1k"),
     "clip": ("the image tower of open_clip `ViT-B-32` (CLIP ViT-B/32)", "openai"),
     "tiny": ("a 1-layer, 192-wide timm ViT (the tests' and offline demo's encoder)", "seeded random"),
 }
-VIEWS = {
+VIEW_DESCRIPTIONS = {
     "pooled": "one pooled embedding per image (CLS token / CLIP image embedding) -> 2-layer MLP -> visual tokens",
     "hidden": "all last-layer tokens -> per-token MLP, the patch grid pooled to the number of visual tokens",
 }
@@ -144,7 +146,7 @@ def model_card(
     `trainable_parameters` counts the tensors in the uploaded weights.
     """
     model, cfg = sidecar["model"], sidecar.get("train_config", {})
-    encoder, default_weights = ENCODERS.get(model["encoder"], (model["encoder"], "?"))
+    encoder, default_weights = ENCODER_DESCRIPTIONS.get(model["encoder"], (model["encoder"], "?"))
     weights = model.get("encoder_weights", "default")
     weights_text = f"weights `{weights}`" + (f" ({default_weights})" if weights == "default" else "")
     if weights == "none":
@@ -173,7 +175,7 @@ def model_card(
         f"- **Decoder**: {decoder_note}; {blocks} blocks, width {decoder_config.get('hidden_size', '?')}, the top "
         f"{model['top_k']} trained (K={model['top_k']}), the rest frozen.",
         f"- **Vision encoder** (frozen): {encoder}, {weights_text}.",
-        f"- **View**: `{model['view']}`: {VIEWS.get(model['view'], model['view'])}.",
+        f"- **View**: `{model['view']}`: {VIEW_DESCRIPTIONS.get(model['view'], model['view'])}.",
         f"- **Visual tokens**: {model['num_visual_tokens']} per image, prepended to the prompt "
         "(`Caption:` or `Question: ... Answer:`).",
         f"- **Trained weights** (`{HUB_WEIGHTS}`): the bridge and the top {model['top_k']} decoder blocks, "

@@ -24,6 +24,8 @@ Where the frozen decoder comes from, first match wins:
    copied, the recorded absolute path no longer exists, and a folder of the same name in the moved output folder (or
    beside a checkpoint of the old flat layout) is used.
 A local decoder or encoder-weights file that is not on this machine is one line naming it and how to point at a copy.
+
+Read next: `caption.py` (the model at work on your images), `checkpoints/share.py` (sharing a checkpoint).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@
 - `split_records`, `Splits` (`splits.py`): random 80/10/10 or Karpathy's split, always by image.
 - `make_samples`, `VLMCollator`, `batch_order`, `encode_prompts`, prompts (`batches.py`).
 - `train_bpe_tokenizer` (`tokenizer.py`): a small byte-level BPE for the offline demo.
+
+Read next: `data/records.py` (one image and its texts), then `data/batches.py` (from texts to tensors).
 """
 
 from .batches import (

@@ -27,6 +27,8 @@ the space to the following word ("Ġred"), which is how the word appears in runn
 
 `batch_order` gives each epoch a deterministic shuffled order with length bucketing: samples of similar
 length share a batch, so little compute is spent on padding (as in fairseq and nanoVLM).
+
+Read next: `training/step.py` (the step that consumes these batches), then `training/loop.py`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ annotation CSV and `flickr30k-images.zip` into the usual Hugging Face cache (it 
 the `datasets` library: this repo ships a loading script, which `datasets>=4` refuses to run.
 
 Parsing never decodes images; missing or broken files are dropped afterwards by `images.drop_bad_images`.
+
+Read next: `data/splits.py` (train/val/test), `data/images.py` (what happens to a bad image).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ folder or an unfinished download, which a user wants to hear about rather than t
 
 Reference: Pillow docs, "Image.open" and "DecompressionBombWarning",
 https://pillow.readthedocs.io/en/stable/reference/Image.html#PIL.Image.open
+
+Read next: `vision/encoders.py` (the preprocessing that follows), `vision/cache.py` (features, once per image).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ one split. Two images are the same when their file names are equal (Flickr30k's 
 in every layout, while the folder differs from machine to machine); the merged record keeps the first listed
 source's path that exists on this machine, and the first split label it meets (so `split="karpathy"` works for
 `flickr30k,synthetic:...` when every synthetic image is a Flickr30k image).
+
+Read next: `data/flickr30k.py` or `data/shapes.py` (the two built-in sources), `data/splits.py`.
 """
 
 from __future__ import annotations

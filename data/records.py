@@ -8,6 +8,8 @@ splits are made by image (never by caption) so no test image is ever seen in tra
 Real datasets are a little broken: files go missing, downloads get cut short, a CSV row loses a separator.
 The loaders do not crash on those; they skip (or repair) the item and count it in a `LoadReport`, whose
 `summary()` tells the user in one paragraph what was dropped, with example paths to go and look at.
+
+Read next: `data/loading.py` (where records come from), `data/batches.py` (what training makes of them).
 """
 
 from __future__ import annotations

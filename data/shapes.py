@@ -18,6 +18,8 @@ Design choices that keep every sentence unambiguous and true:
 Everything comes from one `numpy.random.default_rng(seed)`: the same seed gives byte-identical files.
 The output uses the Karpathy layout of Flickr30k (`dataset_shapes.json` + `images/`), so the same loader
 reads both; each json entry also has `qa` (question-answer pairs) and `scene` (what was drawn, for checking).
+
+Read next: `demo/decoders.py` (the demo's tokenizer and decoder, learned from this text), `data/batches.py`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Two schemes:
 - `karpathy`: keep the layout's own labels. For Flickr30k this is the standard split of Karpathy & Fei-Fei
   2015 (https://arxiv.org/abs/1412.2306): 29,000 / 1,014 / 1,000 images, used by most published captioning
   results, so use it when comparing with papers. ("restval", which only COCO has, counts as train.)
+
+Read next: `data/batches.py` (a split's samples as tensors).
 """
 
 from __future__ import annotations

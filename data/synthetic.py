@@ -25,6 +25,8 @@ off on resume and this reader skips (and counts). The Hugging Face hub reads the
 so `data.load_dataset("synthetic:OUT")` trains on them like on any other source, alone or merged with the
 source of the images (`"flickr30k,synthetic:OUT"`: see `loading.py`). Image paths are stored absolute; a
 relative path is read relative to OUT (for a dataset shipped with its images).
+
+Read next: `synth/` (how these files are written by a teacher model), `data/loading.py`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ library, on the demo's captions and questions:
 - one special token, `<|endoftext|>` (id 0), used as end-of-text and padding, as in Qwen3-Base.
 
 Reference: https://huggingface.co/docs/tokenizers/quicktour
+
+Read next: `demo/decoders.py` (the demo's tokenizer is trained here), `weights_loader.py` (Qwen3's own).
 """
 
 from __future__ import annotations

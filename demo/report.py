@@ -1,4 +1,7 @@
-"""The demo's verdict: did it learn, and does it use the image? One table, printed when `--demo` finishes."""
+"""The demo's verdict: did it learn, and does it use the image? One table, printed when `--demo` finishes.
+
+Read next: `docs/demo.md` (the recipe and what made the demo learn), `train.py` (which prints this table).
+"""
 
 from __future__ import annotations
 

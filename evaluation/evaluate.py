@@ -14,6 +14,8 @@
 
 Features are the frozen encoder's, computed once (see `vision/cache.py`), so evaluation never re-runs the encoder.
 They may be memory-mapped (`vision/mapped.py`): everything here indexes them a batch at a time, never whole.
+
+Read next: `evaluation/protocol.py` (which images, which settings), then `checkpoints/__init__.py` (the README's next).
 """
 
 from __future__ import annotations

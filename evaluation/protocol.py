@@ -14,6 +14,8 @@ Two protocols, chosen by cost (docs/evaluation.md, "Comparing with published res
   the validation split, the same every epoch, so epochs are comparable), for the loss, generation and one retrieval
   gallery. Sized so that validation costs at most a quarter of a Flickr30k training epoch (the projection is in the
   docs/evaluation.md); `--eval-images N` changes it.
+
+Read next: `checkpoints/__init__.py` (a run's checkpoints: the README's next stop), then `caption.py` (your images).
 """
 
 from __future__ import annotations

@@ -11,4 +11,6 @@ figures. The grids (experiments/grids.py):
 - smoke: two short cells, for CI.
 
 The results measured on the shapes set are in EXPERIMENTS.md, and the records behind them in experiments/results/.
+
+Read next: `experiments/grids.py` (the configurations compared), `experiments/runner.py` (how they run).
 """

@@ -4,6 +4,8 @@ python -m experiments transfer                       # the transfer grid on the 
 python -m experiments transfer views two-stage       # all three
 python -m experiments smoke --results-dir /tmp/r     # two short cells (what CI runs)
 python -m experiments transfer --decoder Qwen/Qwen3-0.6B-Base --encoder vit --data flickr30k --jobs 1
+
+Read next: `experiments/runner.py` (what this command runs), `experiments/grids.py` (the grids it names).
 """
 
 from __future__ import annotations

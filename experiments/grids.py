@@ -15,6 +15,8 @@ settings of the base configuration (the offline demo's, or a real run's when `--
 
 References: Tsimpoukelli et al. 2021, Frozen (https://arxiv.org/abs/2106.13884): a frozen LM + a trained vision
 prefix; Liu et al. 2023, LLaVA (https://arxiv.org/abs/2304.08485): stage 1 trains the projector, stage 2 more.
+
+Read next: `experiments/runner.py` (which trains every cell and writes what it measured).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.vlm import check_top_k
 from errors import UserError
 
 PRETRAINED, RANDOM = "pretrained", "random"  # the two language models of the transfer grid
@@ -56,8 +59,9 @@ def _k_value(k: str, depth: int) -> int:
         value = int(k)
     except ValueError:
         raise UserError(f"--k value {k!r} is invalid; accepted: integers 0..{depth} or 'all'") from None
-    if not 0 <= value <= depth:
-        raise UserError(f"--k value {value} is invalid: the decoder has {depth} blocks (accepted: 0..{depth} or 'all')")
+    if value < 0:
+        raise UserError(f"--k value {value} is invalid; accepted: integers 0..{depth} or 'all'")
+    check_top_k(value, depth)  # the one check of K against the decoder's blocks
     return value
 
 

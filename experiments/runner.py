@@ -13,6 +13,8 @@ also goes to Weights & Biases, grouped by grid, so the dashboard compares them.
 A rerun skips every cell whose record exists with the same configuration (so an interrupted grid resumes, and a grid
 run with other settings reruns only what changed). Checkpoints, W&B files and logs of the runs go to the work
 directory (`../.data/experiments/` by default), never into the results.
+
+Read next: `training/run.py` (the run each cell is), `EXPERIMENTS.md` (the results).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
 * `qa`: SQuAD-style exact match and token F1 for short answers.
 
 Every function returns plain Python floats in a flat dict, ready for `training.tracking.Tracker.log`.
+
+Read next: `metrics/captioning.py` (BLEU-4 and CIDEr-D), then `evaluation/evaluate.py` (which uses all three).
 """
 
 from metrics.captioning import caption_metrics, tokenize_caption

@@ -38,6 +38,8 @@ Tokenisation. The COCO evaluation code tokenises with Stanford's PTBTokenizer (J
 drops the punctuation tokens in `PTBTokenizer.PUNCTUATIONS`. `tokenize_caption` is a pure-Python
 approximation that needs no Java; `caption_metrics(..., use_ptb=True)` uses the real one when Java is
 installed. See `tokenize_caption` for the (small) differences.
+
+Read next: `metrics/qa.py` (scoring short answers), `evaluation/evaluate.py` (which scores a whole split at once).
 """
 
 from __future__ import annotations

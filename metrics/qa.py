@@ -11,6 +11,8 @@ https://arxiv.org/abs/1606.05250; script: https://rajpurkar.github.io/SQuAD-expl
 
 Several gold answers may be valid (annotators disagree), so each question takes the *maximum* over its
 golds. Scores are fractions in [0, 1] (SQuAD reports them x100).
+
+Read next: `metrics/retrieval.py` (the third task's scores), `evaluation/evaluate.py` (where answers are scored).
 """
 
 from __future__ import annotations

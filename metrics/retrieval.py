@@ -27,6 +27,8 @@ Details a reader of the numbers should know:
 * Scores from a generative model cost one forward pass per (image, caption) pair, so the usual protocol is
   to split the test images into galleries (e.g. 5 x 1k images for COCO 5k) and average:
   `gallery_indices` makes the splits and `mean_over_galleries` averages the per-gallery results.
+
+Read next: `evaluation/evaluate.py` (the likelihood scores these rank), `docs/evaluation.md` (published results).
 """
 
 from __future__ import annotations

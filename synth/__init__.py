@@ -13,6 +13,8 @@ and ShareGPT4V's detailed captions (Chen et al. 2023, https://arxiv.org/abs/2311
 - `__main__.py`: the command line, `python -m synth --images flickr30k --out DIR`.
 
 The data is read back for training by `data/synthetic.py`: `data.load_dataset("flickr30k,synthetic:DIR")`.
+
+Read next: `synth/prompt.py` (what the teacher is asked, and the checks), then `synth/run.py` (the loop).
 """
 
 from .dataset import ShardWriter, card_counts, done_images, read_all, write_card

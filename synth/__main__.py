@@ -8,6 +8,8 @@
 
 Run it again with the same arguments to carry on after an interruption (or with a larger --limit to add
 images): the images already in --out are skipped. Expected mistakes end with one line and exit status 2.
+
+Read next: `synth/run.py` (the loop this command runs), `synth/prompt.py` (how each answer is checked).
 """
 
 from __future__ import annotations

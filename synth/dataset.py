@@ -15,6 +15,8 @@ that make a long generation run safe to interrupt and rerun:
 
 Dataset cards are the hub's README.md with YAML metadata ("front matter") between `---` lines:
 https://huggingface.co/docs/hub/datasets-cards. We write it with huggingface_hub's `DatasetCard`.
+
+Read next: `data/synthetic.py` (the same files read back for training), `synth/hub.py` (uploading them).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ What goes up: the card, the shards and the rejected log, in one commit to a data
 creation, privacy, the token, offline mode, one-line errors) is the project's one hub helper, `hub.upload_folder`,
 shared with `python train.py --push-to-hub`. When the upload fails the data stays on disk and the user can run it
 again later. `--dry-run` shows what would be sent without touching the network.
+
+Read next: `hub.py` (the upload itself), `data/synthetic.py` (training on the data).
 """
 
 from __future__ import annotations

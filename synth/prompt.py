@@ -22,6 +22,8 @@ clean dataset beats a larger noisy one (see e.g. the filtering steps of LLaVA's 
 
 `PROMPT_VERSION` is stored with every record; change it whenever `PROMPT_TEMPLATE` changes, so data made with
 different prompts is never mixed silently.
+
+Read next: `synth/teacher.py` (the model that answers this prompt).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ ask again for the images that failed (sampling this time, since greedy decoding 
 append the accepted records to a shard and the twice-failed ones to `rejected.jsonl`, flush. An image that
 cannot be decoded is rejected without asking. Ctrl-C stops cleanly: what was flushed stays, the card is
 rewritten, and the next run carries on from there.
+
+Read next: `synth/dataset.py` (how the records are written, so that a rerun carries on).
 """
 
 from __future__ import annotations

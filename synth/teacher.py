@@ -20,6 +20,8 @@ How transformers (5.x) turns an image and a text into the model's inputs, and wh
 Reference: the transformers Qwen2.5-VL documentation,
 https://huggingface.co/docs/transformers/model_doc/qwen2_5_vl, and the model card,
 https://huggingface.co/Qwen/Qwen2.5-VL-3B-Instruct.
+
+Read next: `synth/run.py` (the loop that asks it, checks its answers and asks again).
 """
 
 from __future__ import annotations

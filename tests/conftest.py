@@ -35,6 +35,13 @@ def tiny_qwen3_config(**overrides):
     return Qwen3Config(**{**shape, **overrides})
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that needs the session's demo run is slow (it trains first); `make test-fast` skips them."""
+    for item in items:
+        if "trained_demo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def worker_id(request) -> str:
     """pytest-xdist's worker id ("gw0", "gw1", ...), or "master" without xdist (its own fixture when installed)."""

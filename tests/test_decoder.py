@@ -146,6 +146,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_checkpoint):
         torch.testing.assert_close(checkpointed[name], plain[name])
 
 
+@pytest.mark.slow
 def test_full_qwen3_0_6b_configuration_matches_transformers(tmp_path):
     """Random weights at the real size: 28 layers, d=1024, 16x128 query heads, 8 KV heads, 151,936 rows."""
     ref = Qwen3Config.qwen3_0_6b()

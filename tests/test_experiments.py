@@ -126,7 +126,7 @@ def run_experiments(*argv: str) -> subprocess.CompletedProcess:
         (["nosuch"], "error: grid 'nosuch' is unknown; accepted: transfer, views, two-stage, smoke"),
         (
             ["transfer", "--k", "0,5"],
-            "error: --k value 5 is invalid: the decoder has 3 blocks (accepted: 0..3 or 'all')",
+            "error: top_k=5 is invalid; the decoder has 3 blocks (accepted: 0..3)",
         ),
         (["transfer", "--k", "two"], "error: --k value 'two' is invalid; accepted: integers 0..3 or 'all'"),
         (["views", "--views", "pooled,patches"], "error: --views value 'patches' is invalid; accepted: pooled, hidden"),

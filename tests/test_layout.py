@@ -17,7 +17,7 @@ LAYERS = [
     {"bridge"},
     {"evaluation", "checkpoints", "demo"},
     {"training"},
-    {"experiments", "synth", "bench"},
+    {"experiments", "synth", "bench", "explain"},
     {"train", "caption"},  # the entry points: nothing imports them
 ]
 LAYER = {package: i for i, packages in enumerate(LAYERS) for package in packages}
@@ -37,11 +37,14 @@ def project_modules() -> dict[str, Path]:
 
 def imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The project modules that `name` imports anywhere in its file (inside functions too; not the imports for type
-    checkers only, under `if TYPE_CHECKING:`, which never run)."""
+    checkers only, under `if TYPE_CHECKING:`, which never run, nor those of a script's `if __name__ == "__main__":`
+    block, which runs as the module `__main__`, after the module's own imports)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+        if isinstance(node, ast.If) and (
+            "TYPE_CHECKING" in ast.unparse(node.test) or "__main__" in ast.unparse(node.test)
+        ):
             node.body = []
     found = set()
     for node in ast.walk(tree):
@@ -52,7 +55,8 @@ def imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             if node.level:  # relative: from .adapters import ...
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            # `from pkg import sub` imports the module pkg.sub; `from pkg import name` imports pkg
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
         else:
             continue
         for target in targets:
@@ -104,3 +108,5 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     assert "bridge.adapters" in imports("bridge.vlm", modules["bridge.vlm"], modules)  # from .adapters import
     assert "checkpoints.restore" in imports("caption", modules["caption"], modules)  # inside a method
     assert "tiny_decoder.generate" in imports("tiny_decoder.model", modules["tiny_decoder.model"], modules)
+    explanation = imports("explain.explanation", modules["explain.explanation"], modules)
+    assert "explain.attention" in explanation and "explain" not in explanation  # from . import attention

@@ -31,6 +31,7 @@ EXPECTED = [
     "03_bridge_and_training",
     "04_evaluation",
     "05_experiments",
+    "06_where_it_looks",
 ]
 CELL_TIMEOUT_S = 300  # generous for a loaded CI machine; each notebook takes well under two minutes in all
 SWITCH_TITLE = "Switch to the real weights and data"
@@ -84,6 +85,7 @@ def test_each_notebook_has_the_switch_cell_at_the_top():
         assert "REAL = False" in cells[switch[0]].source, f"{path.name}: the switch cell must default to REAL = False"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_runs_top_to_bottom(name):
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)

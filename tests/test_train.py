@@ -418,3 +418,18 @@ def test_ptb_with_java_scores_on_the_java_tokenizer(trained_demo, monkeypatch):
     assert tokenized == [12, 12]
     metrics = json.loads((output_dir / "runs" / "session-demo" / "metrics.json").read_text())
     assert metrics[f"test/{checkpoint.stem}"]["protocol"]["tokenizer"] == "ptb"
+
+
+def test_num_workers_reaches_the_feature_extraction(tmp_path, trained_demo, monkeypatch):
+    """--num-workers is the DataLoader workers of feature extraction (vision/cache.py), not a dead flag."""
+    seen = []
+    features = training.run.FeatureCache.features
+
+    def recording(self, *args, **kwargs):
+        seen.append(kwargs.get("num_workers"))
+        return features(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.run.FeatureCache, "features", recording)
+    args = demo_args(tmp_path, trained_demo[1], "--num-workers", "2", "--max-steps", "1", "--run-name", "workers")
+    assert train.main(args) == 0
+    assert seen and set(seen) == {2}

@@ -3,6 +3,8 @@
 - `Qwen3Config`: the validated configuration (field names = `config.json` keys).
 - `Qwen3ForCausalLM`: the model (`model.py`, one file to read top to bottom).
 - `generate`: greedy and sampled decoding with a KV cache (`generate.py`).
+
+Read next: `tiny_decoder/model.py`, the model in one file (the first stop of the README's reading order).
 """
 
 from .config import Qwen3Config

@@ -30,6 +30,8 @@ References:
 - Graves 2012, "Sequence Transduction with Recurrent Neural Networks", https://arxiv.org/abs/1211.3711 (sec. 3.2)
 - Wu et al. 2016, "Google's Neural Machine Translation System" (length normalisation), https://arxiv.org/abs/1609.08144
 - https://huggingface.co/blog/how-to-generate (beam search section)
+
+Read next: `caption.py` (`--beams N`), `evaluation/evaluate.py` (captions scored with `beams` > 1).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ References:
 - Qwen3 technical report: https://arxiv.org/abs/2505.09388
 - Qwen/Qwen3-0.6B-Base `config.json` on the Hugging Face Hub
 - transformers `models/qwen3/configuration_qwen3.py`
+
+Read next: `tiny_decoder/model.py` (the model these fields build), `weights_loader.py` (reads `config.json`).
 """
 
 from __future__ import annotations

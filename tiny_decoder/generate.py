@@ -13,6 +13,8 @@ References:
 - Holtzman et al. 2019, "The Curious Case of Neural Text Degeneration" (top-p / nucleus sampling),
   https://arxiv.org/abs/1904.09751
 - transformers `generation/utils.py` and `generation/logits_process.py`
+
+Read next: `tiny_decoder/beam.py` (several candidates instead of one), `caption.py` (where a user picks one).
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ What makes it *Qwen3* rather than any decoder:
 Module names follow transformers' `Qwen3ForCausalLM` exactly (`model.layers.3.self_attn.q_proj.weight`, ...), so the
 official safetensors load with an identity weight map (see `weights_loader.py`).
 
+The attention weights themselves are returned only when asked, by `recording_attention` (at the end of the model
+section): `explain/attention.py` draws them as maps over the image.
+
 References:
 - Qwen3 technical report, https://arxiv.org/abs/2505.09388
 - RMSNorm: Zhang & Sennrich 2019, https://arxiv.org/abs/1910.07467
@@ -25,9 +28,14 @@ References:
 - GQA: Ainslie et al. 2023, https://arxiv.org/abs/2305.13245
 - SwiGLU: Shazeer 2020, https://arxiv.org/abs/2002.05202
 - transformers `models/qwen3/modeling_qwen3.py`; rasbt's "Qwen3 from scratch" (LLMs-from-scratch, ch05/11)
+
+Read next: `bridge/adapters.py` (image features become tokens this model reads), `weights_loader.py` (its weights).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -119,8 +127,31 @@ class KVCache:
         self.v = [v.index_select(0, index) for v in self.v]
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+    """softmax(q kᵀ / √head_dim) over the keys each query may see: [B, H, T, S], in fp32.
+
+    What `F.scaled_dot_product_attention` computes inside and never returns (its fused kernels never hold the
+    [T, S] matrix). q: [B, H, T, hd]; k: [B, KV, S, hd], each key head shared by H / KV query heads (GQA, as
+    `enable_gqa` broadcasts it); mask: bool [B or 1, 1, T, S], True where a query may attend, or None with
+    `is_causal` for plain causal attention. Used only inside `recording_attention`.
+    """
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # [B, H, S, hd]: query head h reads key head h // group
+    scores = (q.float() @ k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5  # [B, H, T, S]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    elif is_causal:
+        T, S = scores.shape[-2:]
+        future = torch.ones(T, S, dtype=torch.bool, device=scores.device).triu(1)  # key j > query i: not seen
+        scores = scores.masked_fill(future, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
 class Qwen3Attention(nn.Module):
     """Grouped-query self-attention with QK-norm and RoPE."""
+
+    # A list while `recording_attention` is active: each forward appends its attention weights [B, H, T, S] to it.
+    # None otherwise, and then the only cost is this one test per forward.
+    recorded: list[torch.Tensor] | None = None
 
     def __init__(self, config: Qwen3Config, layer_idx: int) -> None:
         super().__init__()
@@ -153,16 +184,21 @@ class Qwen3Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # [B, KV, past + T, hd]
-        # GQA: scaled_dot_product_attention broadcasts each key/value head over its group of query heads.
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=mask is None and T > 1,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.num_kv_heads != self.num_heads,
-        )  # [B, H, T, hd], scaled by 1/sqrt(head_dim)
+        if self.recorded is not None:  # asked for (`recording_attention`): the weights, and the output from them
+            weights = attention_weights(q, k, mask, is_causal=mask is None and T > 1)  # [B, H, T, S]
+            self.recorded.append(weights)
+            out = weights.to(v.dtype) @ v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+        else:
+            # GQA: scaled_dot_product_attention broadcasts each key/value head over its group of query heads.
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                is_causal=mask is None and T > 1,
+                dropout_p=self.dropout if self.training else 0.0,
+                enable_gqa=self.num_kv_heads != self.num_heads,
+            )  # [B, H, T, hd], scaled by 1/sqrt(head_dim)
         out = out.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # [B, T, H*hd]
         return self.o_proj(out)
 
@@ -350,6 +386,32 @@ class Qwen3ForCausalLM(nn.Module):
         from .generate import generate
 
         return generate(self, *args, **kwargs)
+
+
+@contextmanager
+def recording_attention(model: nn.Module) -> Iterator[list[list[torch.Tensor]]]:
+    """Record the attention weights of every attention layer in `model` while the block runs.
+
+        with recording_attention(decoder) as weights:
+            decoder(input_ids)
+        weights[layer][call]  # [B, H, T, S]: query position t's weights over the S keys, per head (fp32)
+
+    Each forward pass appends one tensor per layer (with a KV cache, S counts the cached keys too). Inside the block
+    each layer computes its output *from these weights* (weights @ v) instead of calling
+    `F.scaled_dot_product_attention`: the same numbers up to rounding (the tests check it), and the weights are part
+    of the autograd graph, so a gradient with respect to them can be taken (gradient-weighted attention; EXPERIMENTS.md
+    section 6). Outside the block the fused kernel runs as always and nothing is recorded or spent. Attention dropout is not applied while
+    recording; do not use it with gradient checkpointing (which would run each block's forward twice).
+    """
+    layers = [m for m in model.modules() if isinstance(m, Qwen3Attention)]
+    records: list[list[torch.Tensor]] = [[] for _ in layers]
+    for layer, record in zip(layers, records, strict=True):
+        layer.recorded = record
+    try:
+        yield records
+    finally:
+        for layer in layers:
+            del layer.recorded  # back to the class default, None
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ read once per image, never copied. The softmax over the concatenated scores is t
 takes over [prefix ; text], so the result equals running every row after its own copy of the prefix (a test checks
 it). Continuations are right-padded; padding comes after every real token, so causal attention never lets a real
 token see it, and no padding mask is needed.
+
+Read next: `bridge/vlm.py` (`shared_prefix_log_likelihood` calls it), `evaluation/evaluate.py` (retrieval).
 """
 
 from __future__ import annotations

@@ -18,4 +18,6 @@ Read in this order:
 
 Evaluation is `evaluation/`, checkpoints are `checkpoints/`, the machine (devices, processes, files, signals) is
 `runtime/`.
+
+Read next: `training/step.py`.
 """

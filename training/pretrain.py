@@ -34,6 +34,8 @@ training texts, the sizes, the settings and the seed), so a second run reuses th
 References: Radford et al. 2019 (GPT-2: language models learn tasks from context,
 https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf); Tsimpoukelli
 et al. 2021, Frozen (a frozen pretrained LM prompted by image features, https://arxiv.org/abs/2106.13884).
+
+Read next: `training/decoders.py` (where `--decoder demo-pretrained` is chosen), `experiments/` (what it shows).
 """
 
 from __future__ import annotations

@@ -295,7 +295,8 @@ def image_features(
     """Frozen-encoder features of `records`, computed once, cached on disk and read from it a batch at a time
     (`features[batch_indices]` is a tensor of those rows; see vision/cache.py and vision/mapped.py)."""
     cache = FeatureCache(Path(cfg.cache_dir).expanduser() / "features")
-    features, valid = cache.features(model.encoder, [r.path for r in records], view or cfg.view, device=device)
+    paths = [r.path for r in records]
+    features, valid = cache.features(model.encoder, paths, view or cfg.view, device=device, num_workers=cfg.num_workers)
     if not valid.all():  # data loading already dropped unreadable images; this is a last guard
         raise UserError(f"{int((~valid).sum())} images could not be encoded; see the cache manifest in {cache.root}")
     return features

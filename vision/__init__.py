@@ -5,6 +5,8 @@
 - `FeatureCache(root).features(encoder, image_paths, view)` -> (features, valid), computed once and reused
   (see `vision.cache`); the features are a `MappedFeatures`, read from disk pages a batch at a time
   (see `vision.mapped`).
+
+Read next: `vision/encoders.py`, then `vision/cache.py`.
 """
 
 from vision.cache import FeatureCache

@@ -36,6 +36,8 @@ constants by hand: timm's transform comes from the model's data config (`resolve
 
 Pretrained weights are downloaded from the Hugging Face hub by timm / open_clip. Where the hub cannot be
 reached, `build_encoder` raises a `UserError` that says which file is missing and how to pass a local copy.
+
+Read next: `vision/cache.py` (the encoder runs once per image), `bridge/adapters.py` (what reads its output).
 """
 
 from __future__ import annotations

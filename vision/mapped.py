@@ -26,6 +26,8 @@ References:
 - safetensors format: https://github.com/huggingface/safetensors#format
 - numpy.memmap: https://numpy.org/doc/stable/reference/generated/numpy.memmap.html
 - /proc/[pid]/status (RssAnon, RssFile): https://man7.org/linux/man-pages/man5/proc.5.html
+
+Read next: `training/loop.py` (where features are indexed a batch at a time), `evaluation/evaluate.py`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,604 @@
+"""The pointing game, played: on the shapes set (with chance and controls) and on Flickr30k Entities.
+
+    python -m explain.pointing --checkpoint RUN/3_tiny_top2.safetensors                      # the demo model
+    python -m explain.pointing --checkpoint HIDDEN.safetensors --checkpoint POOLED.safetensors --best-head \\
+        --out experiments/results/pointing                                                    # EXPERIMENTS.md
+    python -m explain.pointing --checkpoint CKPT --data flickr30k-entities:ENTITIES_DIR --images FLICKR_IMAGES
+
+**Shapes** (`shapes_game`). The model captions each held-out image greedily. Every caption word that names a shape in
+the picture, its kind ("circle") or its colour ("red"; each colour and kind occurs once per image), is a trial; the
+truth is that shape's grid cell (the image's `scene`), and a map is scored on the same 3 × 3 grid
+(`explain/scoring.py`). Each method is scored:
+- on the trained model;
+- with the bridge untrained (re-initialised as before training): the same words, maps from a model whose visual
+  tokens carry no learned meaning;
+- with the images shuffled: the same words, maps computed on another test image, truth from the word's own image.
+  A map that points right here points by habit (a favourite cell), not by looking.
+Beside the chance levels: uniform over the 9 cells, and uniform over the cells that hold a shape.
+
+"Where is the X?": the model answers each held-out question of that form; the map of its whole answer is scored
+against X's cell, and the answers' accuracy is split by whether the map's peak was in that cell.
+
+**Flickr30k Entities** (`flickr_game`). Each test caption is fed to the model as if it had written it (teacher
+forcing); for each marked phrase whose entity has boxes, the map of its head noun (`data.flickr30k_entities`) is a hit
+when its peak cell's centre lies in one of the entity's boxes. Chance: a uniform cell; and the centre cell, a strong
+baseline on photos, which are framed around their subject.
+
+Read next: `EXPERIMENTS.md` ("Where the model looks") for the numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bridge.adapters import build_bridge
+from data import CAPTION_PROMPT, ImageRecord, load_image, question_prompt
+from data.flickr30k import IMAGE_DIR_NAMES
+from data.flickr30k_entities import EntityImage, head_word
+from data.shapes import ANNOTATION_FILE, GRID, POSITION_ANSWERS
+from errors import UserError
+
+from . import attention as attention_maps
+from .maps import Grid, token_grid, view_box
+from .occlusion import model_log_probs, occlusion_drops
+from .scoring import Tally, point, uniform_chance
+from .words import clean, split_words
+
+BATCH = 64  # rows per teacher-forced pass
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One word to point at: image `image`, output tokens [start, end), the cells it names (bool [rows, cols])."""
+
+    image: int
+    start: int
+    end: int
+    inside: np.ndarray
+    group: str  # "kind" or "colour": what the word names of the shape
+    shapes: int = 0  # shapes in the image (the "occupied" chance level)
+
+
+# ------------------------------------------------------------------------------------------------ maps, in batches
+
+
+def features_of(model, images: Sequence[Image.Image]) -> torch.Tensor:
+    """The frozen encoder's features of `images` in the model's view, BATCH at a time."""
+    chunks = []
+    for start in range(0, len(images), BATCH):
+        pixels = torch.stack([model.encoder.preprocess(im) for im in images[start : start + BATCH]])
+        chunks.append(model.encoder(pixels.to(model.encoder.device), view=model.config.view))
+    return torch.cat(chunks)
+
+
+def token_maps(
+    model,
+    method: str,
+    images: Sequence[Image.Image],
+    features: torch.Tensor,
+    prompts: Sequence[list[int]],
+    targets: Sequence[list[int]],
+    grid: int,
+) -> list[torch.Tensor]:
+    """Each row's per-token map [T, cells] by `method` ("attention:CHOICE" or "occlusion:FILL"); row i reads
+    images[i] / features[i] with prompts[i] and targets[i]."""
+    kind, _, option = method.partition(":")
+    maps: list[torch.Tensor] = []
+    if kind == "attention":
+        N = model.config.num_visual_tokens
+        for start in range(0, len(targets), BATCH):
+            rows = slice(start, start + BATCH)
+            weights = attention_maps.attention_weights_per_row(model, features[rows], prompts[rows], targets[rows])
+            maps += [
+                attention_maps.token_maps(w, option, N, len(p), len(t))
+                for w, p, t in zip(weights, prompts[rows], targets[rows], strict=True)
+            ]
+        return maps
+    if kind == "occlusion":
+        log_probs = model_log_probs(model, prompts, targets)
+        return occlusion_drops(images, log_probs, grid, option, model.encoder.preprocess, batch_size=BATCH)
+    raise ValueError(f"unknown method {method!r}; expected attention:CHOICE or occlusion:FILL")
+
+
+def word_map(method: str, per_token: torch.Tensor, start: int, end: int) -> np.ndarray:
+    """A word's map from its tokens' maps: attention averaged, log-probability drops added."""
+    span = per_token[start:end]
+    return (span.mean(0) if method.startswith("attention") else span.sum(0)).float().numpy()
+
+
+@contextmanager
+def untrained_bridge(model, seed: int = 0) -> Iterator[None]:
+    """Within the block, `model`'s bridge is re-initialised as `VisionLanguageModel.__init__` builds it (untrained);
+    the trained one is put back afterwards. Nothing else is copied (a 0.6B decoder stays where it is)."""
+    config, decoder, encoder = model.config, model.decoder, model.encoder
+    in_dim = encoder.pooled_dim if config.view == "pooled" else encoder.hidden_dim
+    target_rms = decoder.model.embed_tokens.weight.detach().float().pow(2).mean().sqrt().item()
+    torch.manual_seed(seed)
+    fresh = build_bridge(
+        config.view,
+        in_dim,
+        decoder.config.hidden_size,
+        config.num_visual_tokens,
+        target_rms=target_rms,
+        hidden_dim=config.bridge_hidden_dim,
+    )
+    trained = model.bridge
+    model.bridge = fresh.to(device=decoder.device).eval()
+    try:
+        yield
+    finally:
+        model.bridge = trained
+
+
+def derangement(n: int, seed: int = 0) -> list[int]:
+    """A shuffled order of range(n) in which no index stays in place (n >= 2)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    return [int(order[(int(np.flatnonzero(order == i)[0]) + 1) % n]) for i in range(n)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def score(method: str, maps: list[torch.Tensor], trials: Sequence[Trial], group: str | None = None) -> Tally:
+    tally = Tally()
+    for t in trials:
+        if group is None or t.group == group:
+            tally.add(word_map(method, maps[t.image], t.start, t.end).reshape(t.inside.shape), t.inside)
+    return tally
+
+
+def methods_for(model, methods: Sequence[str]) -> list[str]:
+    """`methods` without the attention ones when the view gives the visual tokens no place (the pooled view)."""
+    has_grid = model.config.view == "hidden" and token_grid(model.config.num_visual_tokens) is not None
+    return [m for m in methods if has_grid or not m.startswith("attention")]
+
+
+# ------------------------------------------------------------------------------------------------ the shapes set
+
+
+def shapes_scenes(records: Sequence[ImageRecord]) -> dict[str, dict]:
+    """The `scene` of every image of the shapes set the records come from, by file name."""
+    folder = records[0].path.parents[1]
+    annotation = folder / ANNOTATION_FILE
+    if not annotation.is_file():
+        raise UserError(
+            f"no {ANNOTATION_FILE} beside {records[0].path.parent}: the checkpoint was not trained on shapes"
+        )
+    return {e["filename"]: e["scene"] for e in json.loads(annotation.read_text())["images"]}
+
+
+def cell_mask(cell: Sequence[int]) -> np.ndarray:
+    mask = np.zeros((GRID, GRID), dtype=bool)
+    mask[cell[0], cell[1]] = True
+    return mask
+
+
+def greedy(
+    model, tokenizer, features: torch.Tensor, prompts: Sequence[list[int]], max_new_tokens: int
+) -> list[list[int]]:
+    out = []
+    for start in range(0, len(prompts), BATCH):
+        rows = slice(start, start + BATCH)
+        out += model.generate(
+            list(prompts[rows]), features=features[rows], max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_id
+        )
+    return out
+
+
+def caption_trials(tokenizer, outputs: Sequence[list[int]], scenes: Sequence[dict]) -> list[Trial]:
+    """Every caption word that names a shape in its image (its kind or its colour), with that shape's cell."""
+    trials = []
+    for i, (ids, scene) in enumerate(zip(outputs, scenes, strict=True)):
+        shapes = scene["shapes"]
+        names = {s["kind"]: ("kind", s["cell"]) for s in shapes} | {s["colour"]: ("colour", s["cell"]) for s in shapes}
+        for word in split_words(tokenizer, ids):
+            if word.key in names:
+                group, cell = names[word.key]
+                trials.append(Trial(i, word.start, word.end, cell_mask(cell), group, len(shapes)))
+    return trials
+
+
+@torch.no_grad()
+def shapes_game(
+    model,
+    tokenizer,
+    records: Sequence[ImageRecord],
+    methods: Sequence[str],
+    *,
+    controls: bool = True,
+    where: bool = True,
+    max_new_tokens: int = 24,
+    seed: int = 0,
+) -> dict:
+    """The pointing game on held-out shapes images (see the module docstring); a JSON-ready dict of results."""
+    scenes_by_name = shapes_scenes(records)
+    scenes = [scenes_by_name[r.path.name] for r in records]
+    images = [load_image(r.path) for r in records]
+    features = features_of(model, images)
+    prompt = tokenizer.encode(CAPTION_PROMPT)
+    prompts = [prompt] * len(records)
+    outputs = greedy(model, tokenizer, features, prompts, max_new_tokens)
+    trials = caption_trials(tokenizer, outputs, scenes)
+    methods = methods_for(model, methods)
+    result: dict = {
+        "images": len(records),
+        "words": {g: sum(t.group == g for t in trials) for g in ("kind", "colour")},
+        "chance": {
+            g: {
+                "uniform": _mean([uniform_chance(t.inside) for t in trials if t.group == g]),
+                "occupied": _mean([1 / t.shapes for t in trials if t.group == g]),
+            }
+            for g in ("kind", "colour")
+        },
+        "methods": {},
+        "captions": [tokenizer.decode(ids).strip() for ids in outputs[:5]],
+    }
+    variants = {"trained": (contextlib.nullcontext, images, features)}
+    if controls:
+        order = derangement(len(images), seed)
+        variants["untrained bridge"] = (lambda: untrained_bridge(model, seed), images, features)
+        variants["shuffled images"] = (contextlib.nullcontext, [images[j] for j in order], features[order])
+    result["seconds_per_image"] = {}  # the trained model's maps for every caption word, one thread unless set
+    for method in methods:
+        result["methods"][method] = {}
+        for name, (setting, ims, feats) in variants.items():
+            started = time.perf_counter()
+            with setting():
+                maps = token_maps(model, method, ims, feats, prompts, outputs, GRID)
+            if name == "trained":
+                result["seconds_per_image"][method] = (time.perf_counter() - started) / len(records)
+            result["methods"][method][name] = {g: score(method, maps, trials, g).to_dict() for g in ("kind", "colour")}
+    if where:
+        result["where"] = where_is(model, tokenizer, records, images, scenes, methods, max_new_tokens)
+    return result
+
+
+def where_is(model, tokenizer, records, images, scenes, methods: Sequence[str], max_new_tokens: int) -> dict:
+    """ "Where is the X?": the answers' exact match, split by whether the answer's map peaks in X's cell."""
+    rows, prompts, truths, masks = [], [], [], []
+    for i, (record, scene) in enumerate(zip(records, scenes, strict=True)):
+        cells = {s["kind"]: s["cell"] for s in scene["shapes"]}
+        for question, answer in record.qa:
+            kind = question.removeprefix("where is the ").removesuffix("?")
+            if question.startswith("where is the ") and kind in cells:
+                rows.append(i)
+                prompts.append(tokenizer.encode(question_prompt(question)))
+                truths.append(answer)
+                masks.append(cell_mask(cells[kind]))
+    if not rows:
+        return {}
+    row_images = [images[i] for i in rows]
+    features = features_of(model, row_images)
+    answers = greedy(model, tokenizer, features, prompts, max_new_tokens)
+    correct = [clean(tokenizer.decode(a)) == clean(t) for a, t in zip(answers, truths, strict=True)]
+    out = {"questions": len(rows), "exact_match": float(np.mean(correct)), "by_peak": {}}
+    for method in methods:
+        maps = token_maps(model, method, row_images, features, prompts, answers, GRID)
+        groups: dict[str, list[bool]] = {"hit": [], "miss": [], "tie": []}
+        for per_token, answer, mask, ok in zip(maps, answers, masks, correct, strict=True):
+            outcome, _ = point(word_map(method, per_token, 0, len(answer)).reshape(mask.shape), mask)
+            groups[outcome].append(ok)
+        out["by_peak"][method] = {
+            k: {"answers": len(v), "exact_match": float(np.mean(v)) if v else None} for k, v in groups.items()
+        }
+    out["answer_positions"] = sorted({a for row in POSITION_ANSWERS for a in row})
+    return out
+
+
+def best_head(model, tokenizer, records: Sequence[ImageRecord], max_new_tokens: int = 24) -> tuple[str, dict]:
+    """The attention head that points right most often at kind words on `records` (the validation split):
+    ("head:L.H", {choice: accuracy})."""
+    scenes_by_name = shapes_scenes(records)
+    scenes = [scenes_by_name[r.path.name] for r in records]
+    images = [load_image(r.path) for r in records]
+    features = features_of(model, images)
+    prompts = [tokenizer.encode(CAPTION_PROMPT)] * len(records)
+    outputs = greedy(model, tokenizer, features, prompts, max_new_tokens)
+    trials = caption_trials(tokenizer, outputs, scenes)
+    cfg = model.decoder.config
+    N = model.config.num_visual_tokens
+    weights = []
+    for start in range(0, len(records), BATCH):
+        rows = slice(start, start + BATCH)
+        weights += attention_maps.attention_weights_per_row(model, features[rows], prompts[rows], outputs[rows])
+    scores = {}
+    for layer in range(cfg.num_hidden_layers):
+        for head in range(cfg.num_attention_heads):
+            choice = f"head:{layer}.{head}"
+            maps = [
+                attention_maps.token_maps(w, choice, N, len(p), len(o))
+                for w, p, o in zip(weights, prompts, outputs, strict=True)
+            ]
+            scores[choice] = score("attention:" + choice, maps, trials, "kind").accuracy
+    return max(scores, key=scores.get), scores
+
+
+# ------------------------------------------------------------------------------------------------ Flickr30k Entities
+
+
+def find_photo(images_dir: Path, image_id: str) -> Path | None:
+    """ID.jpg (or .jpeg, .png) in `images_dir` or in a Flickr30k image folder inside it (as the zips unpack)."""
+    for folder in ("", *IMAGE_DIR_NAMES):
+        for suffix in (".jpg", ".jpeg", ".png"):
+            path = images_dir / folder / f"{image_id}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+@torch.no_grad()
+def flickr_game(
+    model, tokenizer, entity_images: Sequence[EntityImage], images_dir: Path, methods: Sequence[str], grid: int
+) -> dict:
+    """The pointing game on Flickr30k Entities (see the module docstring); a JSON-ready dict of results."""
+    methods = methods_for(model, methods)
+    prompt = tokenizer.encode(CAPTION_PROMPT)
+    photos, rows, targets = [], [], []
+    skipped = {"no photo": 0, "words and tokens differ": 0}
+    phrase_rows: list[tuple[int, int, int, list]] = []  # (row, start, end, boxes)
+    for entry in entity_images:
+        path = find_photo(Path(images_dir), entry.image_id)
+        image = load_image(path) if path else None
+        if image is None:
+            skipped["no photo"] += 1
+            continue
+        photos.append(image)
+        for sentence in entry.sentences:
+            ids = tokenizer.encode(" " + sentence.text)
+            words = split_words(tokenizer, ids)
+            if len(words) != len(sentence.text.split()):
+                skipped["words and tokens differ"] += 1
+                continue
+            row = len(targets)
+            rows.append(len(photos) - 1)
+            targets.append(ids)
+            for phrase in sentence.phrases:
+                boxes = entry.boxes.get(phrase.entity)
+                if boxes:
+                    word = words[phrase.first_word + head_word(phrase)]
+                    phrase_rows.append((row, word.start, word.end, boxes))
+    if not targets:
+        raise UserError(f"no Flickr30k Entities caption could be scored (skipped: {skipped})")
+    row_images = [photos[i] for i in rows]
+    features = features_of(model, row_images)
+    prompts = [prompt] * len(targets)
+    result: dict = {"images": len(photos), "captions": len(targets), "phrases": len(phrase_rows), "skipped": skipped}
+    result["methods"] = {}
+    uniform_by_grid: dict[int, list[float]] = {}
+    for method in methods:
+        side = token_grid(model.config.num_visual_tokens)[0] if method.startswith("attention") else grid
+        maps = token_maps(model, method, row_images, features, prompts, targets, side)
+        tally, uniform = Tally(), []
+        for row, start, end, boxes in phrase_rows:
+            image = row_images[row]
+            inside = Grid(view_box(model.encoder.preprocess, *image.size), side, side).inside(boxes)
+            tally.add(word_map(method, maps[row], start, end).reshape(side, side), inside)
+            uniform.append(uniform_chance(inside))
+        result["methods"][method] = tally.to_dict()
+        uniform_by_grid[side] = uniform
+    for side, uniform in uniform_by_grid.items():
+        centre = Tally()
+        for row, _, _, boxes in phrase_rows:
+            image = row_images[row]
+            g = Grid(view_box(model.encoder.preprocess, *image.size), side, side)
+            centres = g.centres()
+            x0, y0, x1, y1 = g.box
+            closeness = -np.hypot(centres[:, 0] - (x0 + x1) / 2, centres[:, 1] - (y0 + y1) / 2).reshape(side, side)
+            centre.add(closeness, g.inside(boxes))
+        result[f"chance {side}x{side}"] = {"uniform": float(np.mean(uniform)), "centre": centre.to_dict()}
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+DEFAULT_METHODS = ("attention:last", "attention:mean", "attention:rollout", "occlusion:background", "occlusion:mean",
+                   "occlusion:blur")  # fmt: skip
+
+
+def default_methods(model) -> list[str]:
+    """DEFAULT_METHODS plus each layer's attention alone."""
+    layers = [f"attention:layer:{i}" for i in range(model.decoder.config.num_hidden_layers)]
+    return [*DEFAULT_METHODS[:3], *layers, *DEFAULT_METHODS[3:]]
+
+
+def check_methods(methods: Sequence[str], model) -> None:
+    from .occlusion import FILLS
+
+    cfg = model.decoder.config
+    for method in methods:
+        kind, _, option = method.partition(":")
+        try:
+            if kind == "attention":
+                attention_maps.check_choice(option, cfg.num_hidden_layers, cfg.num_attention_heads)
+            elif kind != "occlusion" or option not in FILLS:
+                raise ValueError(f"expected attention:CHOICE or occlusion:{{{','.join(FILLS)}}}")
+        except ValueError as e:
+            raise UserError(f"--methods: {method!r} is invalid ({e})") from None
+
+
+def build_parser():
+    from errors import OneLineArgumentParser
+
+    p = OneLineArgumentParser(prog="python -m explain.pointing", description="The pointing game (explain/games.py).")
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="a trained checkpoint, or a training output folder (its newest); repeat for each view")  # fmt: skip
+    p.add_argument("--data", default="shapes",
+                   help="shapes (the checkpoint's own held-out split) or flickr30k-entities:DIR (Sentences/, Annotations/)")  # fmt: skip
+    p.add_argument("--images", help="with flickr30k-entities: the folder of Flickr30k photos (ID.jpg)")
+    p.add_argument("--split", default="test", help="the split to score (default test)")
+    p.add_argument("--limit", type=int, help="score only the first N images of the split")
+    p.add_argument("--methods", help="comma-separated attention:CHOICE / occlusion:FILL (default: all of them)")
+    p.add_argument("--best-head", action="store_true", help="also score the head that points best on the val split")
+    p.add_argument("--no-controls", action="store_true", help="skip the untrained-bridge and shuffled-image controls")
+    p.add_argument("--grid", type=int, help="occlusion cells per side on Flickr30k (default: explain.explanation)")
+    p.add_argument("--cache-dir", help="where the shapes set is (default: the checkpoint's training setting)")
+    p.add_argument("--out", help="also write results.json, table.md and pointing.png into this folder")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: fastest for the demo's sizes)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    return p
+
+
+def run(args) -> dict:
+    from checkpoints.restore import load_trained
+    from checkpoints.store import find_checkpoint, list_checkpoints
+    from data import load_dataset
+    from data.flickr30k_entities import read_entities
+
+    from .explanation import default_grid
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit {args.limit} is invalid; expected an integer >= 1")
+    if args.data != "shapes" and not args.data.startswith("flickr30k-entities:"):
+        raise UserError(f"--data {args.data!r} is invalid; expected shapes or flickr30k-entities:DIR")
+    if args.data.startswith("flickr30k-entities:") and not args.images:
+        raise UserError("--data flickr30k-entities:DIR needs --images FOLDER (the Flickr30k photos)")
+    results: dict = {"data": args.data, "split": args.split, "views": {}}
+    for checkpoint in args.checkpoint:
+        path = Path(checkpoint).expanduser()
+        if path.is_dir():  # a run's folder (its newest checkpoint), or an output folder (its newest run's)
+            found = list_checkpoints(path)
+            path = found[-1] if found else find_checkpoint(path)
+        elif not path.is_file():
+            raise UserError(f"checkpoint not found: {checkpoint}")
+        model, tokenizer, sidecar = load_trained(path, args.device)
+        methods = args.methods.split(",") if args.methods else default_methods(model)
+        check_methods(methods, model)
+        view = model.config.view if model.config.view not in results["views"] else f"{model.config.view} ({path})"
+        if args.data == "shapes":
+            data = sidecar.get("data", {})
+            if data.get("source") != "shapes":
+                raise UserError(f"{checkpoint} was not trained on the shapes set; use --data flickr30k-entities:DIR")
+            cache = args.cache_dir or sidecar.get("train_config", {}).get("cache_dir", "../.data/cache")
+            splits, _ = load_dataset("shapes", cache_dir=Path(cache), split=data["split"], seed=data["seed"])
+            if args.split not in ("train", "val", "test"):
+                raise UserError(f"--split {args.split!r} is invalid; expected train, val or test")
+            records = getattr(splits, args.split)[: args.limit]
+            extra = {}
+            if args.best_head and model.config.view == "hidden":
+                choice, scores = best_head(model, tokenizer, splits.val[: args.limit])
+                methods = [*methods, "attention:" + choice]
+                extra = {"best_head": choice, "head_accuracy_on_val": scores}
+            outcome = shapes_game(model, tokenizer, records, methods, controls=not args.no_controls)
+            results["views"][view] = {"checkpoint": path.name, "epoch": sidecar.get("epoch"), **outcome, **extra}
+        else:
+            root = Path(args.data.removeprefix("flickr30k-entities:"))
+            entries = read_entities(root, args.split, args.limit)
+            grid = args.grid or default_grid(model)
+            results["views"][view] = flickr_game(model, tokenizer, entries, Path(args.images), methods, grid)
+    return results
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{x:.2f}"
+
+
+def shapes_table(results: dict) -> str:
+    """The markdown tables of a shapes run (EXPERIMENTS.md)."""
+    lines = [
+        "| view | method | kind words: points right | hits / misses / ties | untrained bridge | shuffled images | "
+        "colour words: points right |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for view, r in results["views"].items():
+        for method, variants in r["methods"].items():
+            k = variants["trained"]["kind"]
+            lines.append(
+                f"| {view} | {method} | **{pct(k['accuracy'])}** | {k['hits']} / {k['misses']} / {k['ties']} | "
+                f"{pct(variants.get('untrained bridge', {}).get('kind', {}).get('accuracy'))} | "
+                f"{pct(variants.get('shuffled images', {}).get('kind', {}).get('accuracy'))} | "
+                f"{pct(variants['trained']['colour']['accuracy'])} |"
+            )
+        c = r["chance"]
+        lines.append(
+            f"| {view} | chance: uniform over the 9 cells | {pct(c['kind']['uniform'])} | | | | {pct(c['colour']['uniform'])} |"
+        )
+        lines.append(
+            f"| {view} | chance: uniform over the occupied cells | {pct(c['kind']['occupied'])} | | | | {pct(c['colour']['occupied'])} |"
+        )
+    lines += ["", "| view | method | \"where is the X?\" questions | map peak in X's cell: answers, exact match | "
+              "peak elsewhere: answers, exact match | tied peak: answers, exact match |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for view, r in results["views"].items():
+        w = r.get("where") or {}
+        for method, groups in w.get("by_peak", {}).items():
+            cells = [f"{groups[g]['answers']}, {pct(groups[g]['exact_match'])}" for g in ("hit", "miss", "tie")]
+            lines.append(
+                f"| {view} | {method} | {w['questions']} (exact match {pct(w['exact_match'])}) | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def flickr_table(results: dict) -> str:
+    lines = ["| view | method | head nouns: points right | hits / misses / ties |", "|---|---|---|---|"]
+    for view, r in results["views"].items():
+        for method, t in r["methods"].items():
+            lines.append(
+                f"| {view} | {method} | **{pct(t['accuracy'])}** | {t['hits']} / {t['misses']} / {t['ties']} |"
+            )
+        for key, c in r.items():
+            if key.startswith("chance"):
+                lines.append(f"| {view} | {key}: uniform cell | {pct(c['uniform'])} | |")
+                lines.append(f"| {view} | {key}: centre cell | {pct(c['centre']['accuracy'])} | |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(results: dict, path: Path) -> None:
+    """Bars: kind words pointed right per method, trained beside the controls, chance as lines; one panel a view."""
+    from matplotlib.figure import Figure  # not pyplot: no window
+
+    views = list(results["views"].items())
+    widths = [max(1, len(r["methods"])) for _, r in views]
+    fig = Figure(figsize=(0.9 * sum(widths) + 2, 4.2))
+    axes = fig.subplots(1, len(views), squeeze=False, gridspec_kw={"width_ratios": widths})
+    for ax, (view, r) in zip(axes[0], views, strict=True):
+        names = list(r["methods"])
+        x = np.arange(len(names))
+        for offset, variant, colour in ((-0.27, "trained", "C0"), (0, "untrained bridge", "C7"), (0.27, "shuffled images", "C1")):  # fmt: skip
+            values = [r["methods"][m].get(variant, {}).get("kind", {}).get("accuracy", np.nan) for m in names]
+            ax.bar(x + offset, values, 0.27, label=variant, color=colour)
+        for key, style in (("uniform", ":"), ("occupied", "--")):
+            ax.axhline(r["chance"]["kind"][key], color="k", linestyle=style, linewidth=1, label=f"chance ({key} cells)")
+        ax.set_xticks(x, [m.replace("attention:", "attn ").replace("occlusion:", "occl ") for m in names], rotation=40, ha="right", fontsize=8)  # fmt: skip
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{view}: {r['words']['kind']} kind words, {r['images']} images", fontsize=9)
+        ax.set_ylabel("map peak in the named shape's cell")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from runtime.files import write_text_atomically
+
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        results = run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    table = shapes_table(results) if args.data == "shapes" else flickr_table(results)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        write_text_atomically(out / "results.json", json.dumps(results, indent=1) + "\n")
+        write_text_atomically(out / "table.md", table)
+        if args.data == "shapes":
+            figure(results, out / "pointing.png")
+        print(f"wrote {out}/results.json, table.md" + (", pointing.png" if args.data == "shapes" else ""))
+    return 0

@@ -1,0 +1,29 @@
+"""The teacher-forced sequence both methods read: [visual tokens][prompt][output], one row per image.
+
+To explain words the model already wrote (or a human caption, `explain/scoring.py`), they are fed back in, as in
+training: one forward pass over the whole sequence gives every position's attention and next-token probabilities.
+Rows are right-padded and need no mask: attention is causal, so no real position sees the padding after it
+(`VisionLanguageModel.forward` relies on the same fact).
+
+Read next: `explain/attention.py`, `explain/occlusion.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def teacher_forced(
+    model, features: torch.Tensor, prompts: Sequence[list[int]], targets: Sequence[list[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings [B, N + W, d], token ids [B, W]) of [visual][prompt][target] per row, right-padded with id 0."""
+    rows = [list(p) + list(t) for p, t in zip(prompts, targets, strict=True)]
+    width = max(len(r) for r in rows)
+    input_ids = torch.zeros(len(rows), width, dtype=torch.long, device=features.device)  # [B, W]
+    for b, row in enumerate(rows):
+        input_ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+    visual = model.visual_tokens(features=features)  # [B, N, d]
+    text = model.decoder.model.embed_tokens(input_ids)  # [B, W, d]
+    return torch.cat([visual.to(text.dtype), text], dim=1), input_ids
