@@ -188,6 +188,7 @@ def test_stop_signals_record_only_and_agree(monkeypatch):
     assert not isinstance(Stopped(15), Exception)  # an `except Exception` on the way up does not swallow it
 
 
+@pytest.mark.slow  # trains (a few steps on a small data folder)
 def test_a_signal_at_the_epochs_last_step_closes_the_epoch_on_resume(tmp_path, monkeypatch):
     """Stopped after the epoch's last step but before its evaluation, the run resumes into that evaluation and the
     epoch's own checkpoint, then goes on (a small data folder: an epoch of a few steps)."""
