@@ -10,8 +10,12 @@ This file is the command line only: parse, check, run, report. Settings come fro
 (`training/config.py`, `.env.example`); the run itself is `training.run` (read `training/__init__.py` for the
 order), and everything a run writes goes to its own folder, `OUTPUT_DIR_MODELS/runs/RUN_NAME/`.
 
-Exit status: 0 done, 2 a mistake in the input (one line on stderr says what and what is accepted), 130 Ctrl-C
-(after a checkpoint to resume from).
+Exit status: 0 done; 2 a mistake in the input, or a file that could not be written (one line on stderr says what);
+and 128 + the signal's number for a run stopped by a signal after the step it was in, with a checkpoint at that step
+to `--resume` from: 143 SIGTERM (a scheduler preempting the job), 138 SIGUSR1 (`sbatch --signal=USR1@90`: the time
+limit is near), 130 Ctrl-C. These are the statuses the shell reports for a process killed by the signal, so wrappers
+read them as before; a batch script requeues on them (docs/reliability.md). A second Ctrl-C stops at once, without a
+checkpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from rich.console import Console
 from checkpoints.share import push_checkpoint
 from demo.report import report_demo
 from errors import UserError
+from runtime.signals import Stopped
 from training.config import load_config
 from training.preflight import checkpoint_to_share
 from training.run import run
@@ -54,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         console.print(f"[red]error:[/] {e}", soft_wrap=True)
         return 2
+    except Stopped as stopped:  # a signal, after the checkpoint to resume from (runtime/signals.py)
+        return stopped.status
     except KeyboardInterrupt:
         return 130
     return 0

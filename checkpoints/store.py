@@ -7,6 +7,7 @@ checkpoint there is three files named after the epoch, the encoder and K:
         3_vit_top3.safetensors     bridge + top-K decoder blocks (megabytes, not the 0.6B decoder)
         3_vit_top3.json            sidecar: configuration, decoder/encoder sources, tokenizer, step, metrics
         3_vit_top3.state.pt        training state: optimizer, schedule, RNG states, data position
+        4_vit_top3_step2150.*      a checkpoint written mid-epoch (--save-every, --max-steps, a signal): its step
 
 so two runs in one output folder never overwrite, prune or resume each other's files. `find_run` picks a run by its
 settings (`RUN_KEYS`): the newest run whose settings match what the command asked for, and one line naming the
@@ -22,9 +23,12 @@ repo holding `checkpoint.safetensors`, `checkpoint.json` and a model card; `hf:O
 checkpoint path is accepted (`--checkpoint`, `--init-from`, `load_trained`), and `local_checkpoint` downloads it into
 the hub cache and returns the local path of its weights.
 
-Every file is written to a temporary name in the same directory and then renamed (`runtime/files.py`): a crash
-mid-write leaves the previous checkpoint intact. Old checkpoints are deleted only after the new one is complete, and
-the sidecar is written last, so a checkpoint without its sidecar is never picked up.
+A checkpoint is one unit (`save_checkpoint`): its three files are written in full under temporary names, then
+renamed with the sidecar last, and each records the step, so the files of two saves are never taken for one
+checkpoint. A write that fails (a full disk, a file-size limit, no permission, an I/O error) is one line naming the
+file, and leaves the previous checkpoints as they were and nothing of the new one. A checkpoint written mid-epoch has
+its own name (`..._step{N}`), so it never replaces the epoch's checkpoint; once a newer checkpoint is complete, the
+older mid-epoch ones are deleted, and then all but the `--keep-checkpoints` newest.
 
 Read next: `checkpoints/restore.py` (a trained model from a checkpoint alone), `checkpoints/share.py` (the hub).
 """
@@ -32,16 +36,18 @@ Read next: `checkpoints/restore.py` (a trained model from a checkpoint alone), `
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from errors import UserError
-from runtime.files import write_atomically
+from runtime.files import describe_write_error, os_error_of, write_atomically
 
 HUB_PREFIX = "hf:"  # --checkpoint hf:OWNER/NAME: a checkpoint pushed to the Hugging Face Hub
 HUB_WEIGHTS = "checkpoint.safetensors"  # the file names of a pushed checkpoint in its repo
@@ -49,6 +55,9 @@ HUB_SIDECAR = "checkpoint.json"
 HUB_DECODER_DIR = "decoder"  # a small local decoder carried in the repo (the demo's), see checkpoints/share.py
 DEFAULT_OUTPUT_DIR = "../.data/models"  # --output-dir / OUTPUT_DIR_MODELS when unset (train.py and caption.py)
 RUNS_DIR = "runs"  # {output_dir}/runs/{run_name}/: one run's checkpoints, metrics.json and W&B files
+SUFFIXES = (".safetensors", ".state.pt", ".json")  # a checkpoint's files: weights, training state, sidecar
+STAGED = ".staged.tmp"  # a file of a checkpoint being written: `.{stem}{suffix}.staged.tmp` (see save_checkpoint)
+STEP_METADATA = "global_step"  # the weights' safetensors metadata key holding the checkpoint's step
 
 # The settings that make a model: a checkpoint resumed or loaded into a model with other values does not fit it (or,
 # worse, fits its tensor shapes and silently means something else: 4 or 9 hidden-view tokens have the same bridge).
@@ -58,8 +67,11 @@ RUN_KEYS = (*MODEL_KEYS, "data", "split", "tasks", "seed", "max_target_tokens", 
             "lr_adapter", "lr_qwen", "weight_decay", "warmup_steps", "grad_clip")  # fmt: skip
 
 
-def checkpoint_stem(epoch: int, encoder: str, top_k: int) -> str:
-    return f"{epoch}_{encoder}_top{top_k}"
+def checkpoint_stem(epoch: int, encoder: str, top_k: int, step: int | None = None) -> str:
+    """`{epoch}_{encoder}_top{K}` for the checkpoint that closes an epoch (the seed's name); `..._step{N}` for one
+    written mid-epoch (--save-every, --max-steps, a signal), so that it never replaces the epoch's checkpoint."""
+    stem = f"{epoch}_{encoder}_top{top_k}"
+    return stem if step is None else f"{stem}_step{step}"
 
 
 def save_checkpoint(
@@ -69,38 +81,150 @@ def save_checkpoint(
     sidecar: dict[str, Any],
     state: dict[str, Any] | None,
 ) -> Path:
-    """Write weights, training state, then the sidecar (last: it marks the checkpoint complete)."""
+    """Write a checkpoint as one unit: its weights, training state and sidecar become visible together or not at all.
+
+    1. Stage: each file is written in full, flushed to disk, under a temporary name (`.{name}.staged.tmp`), smallest
+       first (sidecar, weights, state). A write the machine refuses (disk full, file-size limit, no permission, I/O
+       error) raises the one-line `UserError` of `runtime.files.describe_write_error`, after removing every staged
+       file: nothing of the new checkpoint is left, and nothing of the old ones was touched.
+    2. Commit: the staged files are renamed to their names, the sidecar last. `list_checkpoints` counts a checkpoint
+       only with its sidecar, so the sidecar's rename is the commit. When a checkpoint of the same name is replaced,
+       its sidecar is removed first: between the renames the name is an incomplete checkpoint, never a mixed one.
+
+    Every file carries the step (`global_step`: the sidecar's field, the weights' safetensors metadata, the training
+    state's entry), and `read_checkpoint` / `read_training_state` refuse files of different steps. A process killed
+    mid-save leaves staged files at worst; the next save in the folder removes them.
+    """
     directory = Path(directory)
+    step = sidecar.get("global_step")
     weights = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
-    write_atomically(directory / f"{stem}.safetensors", lambda p: save_file(weights, p, metadata={"format": "pt"}))
+    metadata = {"format": "pt"} if step is None else {"format": "pt", STEP_METADATA: str(step)}
+    text = json.dumps(sidecar, indent=2, default=str).encode()
+    final = {suffix: directory / f"{stem}{suffix}" for suffix in SUFFIXES}
+    staged = {suffix: directory / f".{stem}{suffix}{STAGED}" for suffix in SUFFIXES}
+    remove_stale_files(directory)
+
+    def save_state(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # an open file keeps the OSError of a failed write in the exception chain
+            torch.save(state, f)
+
+    writes = [(".json", lambda p: p.write_bytes(text), len(text))]
+    writes.append((".safetensors", lambda p: save_file(weights, p, metadata=metadata), tensor_bytes(weights)))
     if state is not None:
-        write_atomically(directory / f"{stem}.state.pt", lambda p: torch.save(state, p))
-    write_atomically(directory / f"{stem}.json", lambda p: p.write_text(json.dumps(sidecar, indent=2, default=str)))
-    return directory / f"{stem}.safetensors"
+        writes.append((".state.pt", save_state, tensor_bytes(state)))
+    try:
+        for suffix, write, size in writes:
+            _stage(staged[suffix], final[suffix], write, size)
+        _commit(staged, final, with_state=state is not None)
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+    return final[".safetensors"]
+
+
+def _stage(staged: Path, final: Path, write, size: int) -> None:
+    """`write` the file `final` will be, complete and on disk, under the name `staged`; a write the machine refuses is
+    the one-line error of `describe_write_error`, naming `final` (the file the user knows) rather than `staged`."""
+    try:
+        write_atomically(staged, write, size=size)
+    except UserError as exc:
+        error = os_error_of(exc)  # the OSError behind write_atomically's line
+        if error is None:
+            raise
+        raise describe_write_error(final, error, size) from exc
+
+
+def _commit(staged: dict[str, Path], final: dict[str, Path], with_state: bool) -> None:
+    """Rename the staged files to their names, the sidecar last (see `save_checkpoint`)."""
+    try:
+        final[".json"].unlink(missing_ok=True)  # an old checkpoint of this name is incomplete from here on
+        os.replace(staged[".safetensors"], final[".safetensors"])
+        if with_state:
+            os.replace(staged[".state.pt"], final[".state.pt"])
+        else:
+            final[".state.pt"].unlink(missing_ok=True)  # an old checkpoint's state would not match these weights
+        os.replace(staged[".json"], final[".json"])  # the commit
+        _sync_directory(final[".json"].parent)
+    except OSError as err:
+        raise describe_write_error(final[".json"], err) from err
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flush the directory's entries (the renames) to disk, where the file system allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_files(directory: Path) -> None:
+    """Remove what a save killed mid-way left in a run folder: staged files and `write_atomically`'s temporary files
+    of checkpoint names (`.{stem}...tmp`). One process writes a run's folder, so none of them is in use."""
+    for path in Path(directory).glob(".*_top*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def tensor_bytes(value: Any) -> int:
+    """The bytes of the tensors in `value` (nested dicts, lists and tuples): about the size of its file."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 8
 
 
 def run_directory(output_dir: str | Path, run_name: str) -> Path:
     return Path(output_dir).expanduser() / RUNS_DIR / run_name
 
 
-def list_checkpoints(directory: Path) -> list[Path]:
-    """Complete checkpoints (with a readable sidecar) in one folder, oldest first by training step."""
+def weights_step(weights: Path) -> int | None:
+    """The step recorded in a checkpoint's weights (safetensors metadata; None for checkpoints written before it
+    was recorded). Reads the header only. Raises `SafetensorError` or `OSError` for a file that is not readable."""
+    with safe_open(str(weights), framework="pt") as f:
+        value = (f.metadata() or {}).get(STEP_METADATA)
+    return int(value) if value is not None else None
+
+
+def _scan(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(weights path, sidecar) of the complete checkpoints in one folder, oldest first by training step.
+
+    Complete: a readable sidecar (the commit marker), the weights beside it, and the same step in both (a checkpoint
+    whose files come from two saves is left out: `read_checkpoint` would refuse it)."""
     found = []
     for sidecar in Path(directory).glob("*_top*.json"):
         weights = sidecar.with_suffix(".safetensors")
-        if not weights.exists():
-            continue
         try:
             meta = json.loads(sidecar.read_text())
-        except json.JSONDecodeError:
+            recorded = weights_step(weights)
+            mtime = sidecar.stat().st_mtime
+        except (OSError, ValueError, SafetensorError):
             continue
-        found.append((meta.get("global_step", -1), sidecar.stat().st_mtime, weights))
-    return [w for *_, w in sorted(found)]
+        if recorded is not None and recorded != meta.get("global_step"):
+            continue
+        found.append((meta.get("global_step", -1), mtime, weights, meta))
+    return [(w, meta) for *_, w, meta in sorted(found, key=lambda x: x[:2])]
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints (see `_scan`) in one folder, oldest first by training step."""
+    return [weights for weights, _ in _scan(directory)]
 
 
 def prune_checkpoints(directory: Path, keep: int) -> None:
-    """Delete all but the `keep` newest checkpoints of one run's folder (after a new one is complete)."""
-    for weights in list_checkpoints(directory)[:-keep]:
+    """After a new checkpoint is complete: delete the mid-epoch checkpoints it supersedes (a resume always takes the
+    newest), then all but the `keep` newest of what is left, in this run's folder only."""
+    found = _scan(directory)
+    superseded = [w for w, meta in found[:-1] if meta.get("complete_epoch") is False]  # mid-epoch ones
+    kept = [w for w, _ in found if w not in superseded]
+    for weights in superseded + kept[:-keep]:
         for suffix in (".json", ".state.pt", ".safetensors"):  # sidecar first: a half-deleted one is ignored
             weights.with_suffix(suffix).unlink(missing_ok=True)
 
@@ -215,7 +339,8 @@ def local_checkpoint(spec: str | Path) -> Path:
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and sidecar of a checkpoint (`.safetensors` path, or `hf:OWNER/NAME`)."""
+    """Weights and sidecar of a checkpoint (`.safetensors` path, or `hf:OWNER/NAME`); a checkpoint whose weights and
+    sidecar are of different steps is refused (`save_checkpoint`)."""
     path = local_checkpoint(path)
     sidecar = path.with_suffix(".json")
     if not path.exists():
@@ -223,14 +348,33 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not sidecar.exists():
         raise UserError(f"checkpoint {path.name} has no sidecar {sidecar.name}; it is incomplete or not one of ours")
     try:
-        weights = load_file(path)
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            weights = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except Exception as e:
         raise UserError(f"checkpoint {path} is not a readable safetensors file ({e})") from None
-    return weights, json.loads(sidecar.read_text())
+    meta = json.loads(sidecar.read_text())
+    if STEP_METADATA in metadata:
+        _check_step(path, "weights file", int(metadata[STEP_METADATA]), meta)
+    return weights, meta
 
 
 def read_training_state(path: str | Path) -> dict[str, Any]:
+    """The training state of a checkpoint (optimizer, schedule, RNG, data position), refused when it is not of the
+    sidecar's step."""
     state_path = Path(path).with_suffix(".state.pt")
     if not state_path.exists():
         raise UserError(f"checkpoint {Path(path).name} has no training state {state_path.name}; cannot resume")
-    return torch.load(state_path, map_location="cpu", weights_only=True)
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    sidecar = Path(path).with_suffix(".json")
+    if sidecar.exists() and "global_step" in state:
+        _check_step(Path(path), "training state file", state["global_step"], json.loads(sidecar.read_text()))
+    return state
+
+
+def _check_step(path: Path, part: str, step: int, sidecar: dict[str, Any]) -> None:
+    if sidecar.get("global_step") is not None and step != sidecar["global_step"]:
+        raise UserError(
+            f"checkpoint {path} is mixed: its {part} is of step {step} and its sidecar of step "
+            f"{sidecar['global_step']} (files of two saves); use another checkpoint of the run"
+        )

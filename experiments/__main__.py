@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 from errors import OneLineArgumentParser, UserError  # noqa: E402
 from experiments.grids import ALL, GRIDS, GridOptions, build_grid  # noqa: E402
 from experiments.runner import Setup, cell_configs, demo_base, run_grid, write_figures, write_table  # noqa: E402
+from runtime.signals import Stopped  # noqa: E402
 from training.decoders import RANDOM_INIT  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Stopped as stopped:  # a signal stopped the cell's run after its checkpoint (runtime/signals.py)
+        return stopped.status
     except KeyboardInterrupt:
         return 130
     return 0

@@ -8,6 +8,7 @@ Nothing here knows about models. Read these when a run has to survive something 
   for caption.py alike.
 * `distributed`: `Distributed`, this process's place among torchrun's processes, passed to whatever needs it.
 * `env`: `dotenv_values`, the one reader of the `.env` file.
+* `signals`: `StopSignals`, SIGTERM/SIGUSR1/Ctrl-C turned into "stop after this step" (preemption).
 
-Read next: `training/` (the loop that uses all four), or `caption.py` (inference).
+Read next: `training/` (the loop that uses them), or `caption.py` (inference).
 """

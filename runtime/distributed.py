@@ -64,6 +64,14 @@ class Distributed:
         dist.all_reduce(t)
         return t.item()
 
+    def max(self, value: float | int) -> float:
+        """The largest `value` over all processes."""
+        if not self.enabled:
+            return value
+        t = torch.tensor(float(value), dtype=torch.float64, device=_collective_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.item()
+
     def any(self, flag: bool) -> bool:
         """True when `flag` is true on any process (for decisions every process must take together)."""
         return self.sum(1.0 if flag else 0.0) > 0

@@ -58,9 +58,9 @@ def test_only_rank_zero_writes(two_process_run):
     root, _ = two_process_run
     run = root / "models" / "runs" / "ddp"
     files = sorted(p.name for p in run.iterdir() if p.is_file() and "tiny_top" in p.name)
-    # Checkpoints at steps 2 and 4 (--save-every 2), one set of files each, no temporary files left.
-    assert files == ["1_tiny_top2.json", "1_tiny_top2.safetensors", "1_tiny_top2.state.pt"]
-    assert json.loads((run / "1_tiny_top2.json").read_text())["global_step"] == 4
+    # Checkpoints at steps 2 and 4 (--save-every 2): step 4's supersedes step 2's; no temporary files left.
+    assert files == ["1_tiny_top2_step4.json", "1_tiny_top2_step4.safetensors", "1_tiny_top2_step4.state.pt"]
+    assert json.loads((run / "1_tiny_top2_step4.json").read_text())["global_step"] == 4
     assert [p.name for p in (root / "models" / "runs").iterdir()] == ["ddp"]
     assert len(list_checkpoints(run)) == 1 and not list(run.glob(".*.tmp"))
 

@@ -503,7 +503,7 @@ def test_train_runs_on_a_merged_source(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert code == 0, err
     assert "Loaded 25 of 25 images (karpathy-json + synthetic-jsonl" in err
-    assert list((tmp_path / "models" / "runs").glob("*/*_tiny_top2.safetensors"))
+    assert list((tmp_path / "models").glob("runs/*/1_tiny_top2_step2.safetensors"))  # in its run folder, mid-epoch
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -99,15 +99,17 @@ def test_two_runs_in_one_folder_never_touch_each_others_files(tmp_path, trained_
     common = ("--max-steps", "3", "--keep-checkpoints", "1")
     assert train.main(demo_args(tmp_path, cache_dir, *common, "--run-name", "nine")) == 0
     assert train.main(demo_args(tmp_path, cache_dir, *common, "--num-visual-tokens", "4", "--run-name", "four")) == 0
-    four = (runs / "four" / "1_tiny_top2.safetensors").read_bytes()
-    nine = runs / "nine" / "1_tiny_top2.safetensors"
+    four = (runs / "four" / "1_tiny_top2_step3.safetensors").read_bytes()  # mid-epoch: named with its step
+    nine = runs / "nine" / "1_tiny_top2_step3.safetensors"
     assert nine.read_bytes() != four  # both survive: same stem, own folders
 
     # --resume with the first run's settings continues the first run (the newest run, "four", does not match) ...
     assert train.main(demo_args(tmp_path, cache_dir, "--max-steps", "6", "--keep-checkpoints", "1", "--resume")) == 0
-    assert read_checkpoint(nine)[1]["global_step"] == 6 and sorted(train_losses(runs / "nine")) == [1, 2, 3, 4, 5, 6]
-    assert (runs / "four" / "1_tiny_top2.safetensors").read_bytes() == four  # ... and never touches the second
-    assert [p.name for p in list_checkpoints(runs / "four")] == ["1_tiny_top2.safetensors"]
+    assert [p.name for p in list_checkpoints(runs / "nine")] == ["1_tiny_top2_step6.safetensors"]
+    assert read_checkpoint(runs / "nine" / "1_tiny_top2_step6.safetensors")[1]["global_step"] == 6
+    assert sorted(train_losses(runs / "nine")) == [1, 2, 3, 4, 5, 6]
+    assert (runs / "four" / "1_tiny_top2_step3.safetensors").read_bytes() == four  # ... and never touches the second
+    assert [p.name for p in list_checkpoints(runs / "four")] == ["1_tiny_top2_step3.safetensors"]
 
     # Resuming a run with other model settings is refused in one line, naming the difference.
     capsys.readouterr()
@@ -123,7 +125,7 @@ def test_two_runs_in_one_folder_never_touch_each_others_files(tmp_path, trained_
     assert "differ in num_visual_tokens" in error and "four" in error and "nine" in error
     assert len(error.splitlines()) == 1
     chosen = train.main([*test, "--num-visual-tokens", "4", "--eval-images", "4", "--cache-dir", str(cache_dir)])
-    assert chosen == 0 and "test/1_tiny_top2" in json.loads((runs / "four" / "metrics.json").read_text())
+    assert chosen == 0 and "test/1_tiny_top2_step3" in json.loads((runs / "four" / "metrics.json").read_text())
 
 
 def test_an_old_flat_checkpoint_still_loads_by_its_path(tmp_path, trained_demo):

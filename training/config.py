@@ -82,7 +82,7 @@ class TrainConfig:
     run_name: str | None = None
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at the end of each epoch only)
     keep_checkpoints: int = 2
-    resume: bool = False
+    resume: bool | str = False  # True (--resume), "auto" (--resume auto: also a first start), False
     init_from: str | None = None
     checkpoint: str = "latest"  # for --test and --push-to-hub: a .safetensors path, hf:OWNER/NAME or "latest"
     # sharing on the Hugging Face Hub (checkpoints/share.py): upload a checkpoint instead of training
@@ -139,6 +139,12 @@ class TrainConfig:
             raise UserError("--push-to-hub uploads a checkpoint and trains or tests nothing; run --test separately")
         else:
             hub.check_repo_id(self.push_to_hub)  # before anything is read
+        if self.resume not in (False, True, "auto"):
+            raise UserError(f"--resume {self.resume!r} is invalid; accepted: --resume, or --resume auto")
+        if self.resume == "auto" and not self.run_name:
+            raise UserError(
+                "--resume auto needs --run-name NAME: a requeued job must find its own run, not the newest of its kind"
+            )
         unknown_tasks = set(self.task_list) - {"caption", "qa"}
         if unknown_tasks or not self.task_list:
             raise UserError(f"tasks={self.tasks!r} is invalid; accepted: caption, qa, or caption,qa")
@@ -246,7 +252,8 @@ HELP = {
     "save_every": "also checkpoint every N optimizer steps (0: only at the end of each epoch)",
     "keep_checkpoints": "how many of the newest checkpoints to keep",
     "resume": "continue the newest run with these settings (or --run-name) exactly where it stopped; a run whose "
-    "model settings differ is refused",
+    "model settings differ is refused. --resume auto --run-name NAME: continue NAME, or start it when it has no "
+    "checkpoint yet (for jobs a scheduler requeues)",
     "init_from": "start from another run's trained weights (e.g. stage 1 with --top-k 0, then stage 2)",
     "checkpoint": "with --test or --push-to-hub: a .safetensors checkpoint, hf:OWNER/NAME (test), or 'latest' (the "
     "newest run of this encoder and K, and of any other run setting typed)",
@@ -277,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "mode":
             continue
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool",):  # never type=bool: bool("False") is True
+        if f.name == "resume":  # --resume, --resume auto, --no-resume
+            parser.add_argument(flag, nargs="?", const=True, default=None, metavar="auto", help=HELP[f.name])
+            parser.add_argument("--no-resume", dest="resume", action="store_false", help="do not resume (default)")
+        elif f.type in ("bool",):  # never type=bool: bool("False") is True
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
         else:
             parser.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=HELP[f.name])

@@ -4,8 +4,9 @@ For each step it takes the next `grad_accum` micro-batches of the epoch's order 
 seed and the epoch: `data.batch_order`), weights each by its share of the step's target tokens, and calls
 `train_step`. Around that: a step whose loss is not finite is skipped (and the run stops after `MAX_BAD_STEPS` in a
 row); the loss, gradient norm, learning rates and throughput go to the tracker; the progress bar moves; a
-checkpoint is written every `--save-every` steps; a validation point is taken every `--eval-every` steps; and
-`--max-steps` ends the run. `Position` is where the loop is: a checkpoint stores it and `--resume` starts there.
+checkpoint is written every `--save-every` steps; a validation point is taken every `--eval-every` steps;
+`--max-steps` ends the run; and between steps, a signal (SIGTERM, SIGUSR1, Ctrl-C: `runtime/signals.py`) ends it
+after the step it arrived in. `Position` is where the loop is: a checkpoint stores it and `--resume` starts there.
 
 Read next: `training/run.py`, which builds what the loop needs (`Job`) and calls `train_epoch` for each epoch.
 """
@@ -58,6 +59,8 @@ class Job:
     tracker: Any  # training.tracking.Tracker (rank 0) or SilentTracker
     dist: Distributed
     log: Log
+    # Whether a signal asks the run to stop (runtime/signals.py: every process together); checked after each step.
+    stop: Callable[[], bool] = lambda: False
 
 
 def micro_batches(job: Job, batches: list[dict[str, torch.Tensor]]) -> list[MicroBatch]:
@@ -104,7 +107,8 @@ def train_epoch(
     checkpoint: Callable[[bool, dict], None],
     validate: Callable[..., dict] | None = None,
 ) -> bool:
-    """Train from `at` to the end of its epoch (or --max-steps, then return True), moving `at` with every step."""
+    """Train from `at` to the end of its epoch, moving `at` with every step. Returns True when the run stops early:
+    at --max-steps, or after a step when `job.stop()` says a signal asks it to."""
     cfg, dist = job.cfg, job.dist
     order = batch_order(job.lengths, cfg.batch_size, cfg.seed, at.epoch)
     progress = Progress(
@@ -121,6 +125,8 @@ def train_epoch(
     with progress:
         task = progress.add_task("train", total=len(order), completed=at.batch, info="")
         while at.batch < len(order):
+            if job.stop():  # a signal arrived: the last step is finished, the run checkpoints it and exits
+                return True
             # One optimizer step = grad_accum micro-batches of one global batch each; with torchrun every process
             # takes its share (every world_size-th sample) of each global batch.
             batches = [

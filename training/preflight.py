@@ -15,7 +15,8 @@ after all of that. `check_run(cfg)` looks at every argument that names something
 - `--ptb`: Java on the PATH (pycocoevalcap's PTB tokenizer is a Java program), checked first;
 - `--init-from`: the checkpoint it names exists; with `--test`, the checkpoint to evaluate (`checkpoint_to_test`).
   A checkpoint on the hub (`hf:OWNER/NAME`) is checked for its form only; it is fetched when it is read;
-- `--resume`: a run to continue exists, trained with the same model settings (`run_to_resume`).
+- `--resume`: a run to continue exists, trained with the same model settings (`run_to_resume`); `--resume auto`
+  also accepts a named run that has no checkpoint yet (it starts).
 
 Each failure is a `UserError`: one line, exit status 2 from train.py. Value ranges (`--top-k -1`,
 `--max-bad-fraction 2`) are refused earlier still, when the configuration is built (`training/config.py`).
@@ -112,8 +113,10 @@ def checkpoint_to_share(cfg: TrainConfig) -> Path:
     return complete[-1]
 
 
-def run_to_resume(cfg: TrainConfig) -> Run:
-    """--resume: the run `--run-name` names, or the newest run trained with this command's settings.
+def run_to_resume(cfg: TrainConfig) -> Run | None:
+    """--resume: the run `--run-name` names, or the newest run trained with this command's settings. With
+    `--resume auto --run-name NAME`, None when that run has no checkpoint yet (a first start, say of a job that a
+    scheduler will requeue); plain `--resume` refuses that in one line.
 
     A run whose model settings differ from the command's is refused, naming the difference: its checkpoint may even
     fit the model's tensor shapes (the hidden-view bridge is the same for 4 or 9 visual tokens) and silently continue
@@ -124,7 +127,12 @@ def run_to_resume(cfg: TrainConfig) -> Run:
     directory = run_directory(cfg.output_dir, cfg.run_name)
     checkpoints = list_checkpoints(directory)
     if not checkpoints:
-        raise UserError(f"--resume --run-name {cfg.run_name}: no checkpoint in {directory} to resume")
+        if cfg.resume == "auto":
+            return None
+        raise UserError(
+            f"--resume --run-name {cfg.run_name}: no checkpoint in {directory} to resume (--resume auto starts the "
+            "run when it has none)"
+        )
     settings = json.loads(checkpoints[-1].with_suffix(".json").read_text()).get("train_config", {})
     changed = differences(cfg.run_settings(), settings, MODEL_KEYS)
     if changed:

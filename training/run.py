@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,11 +52,13 @@ from evaluation import VAL_IMAGES_PER_EPOCH, EvalSettings, evaluate, protocol
 from metrics.captioning import require_java
 from runtime.devices import resolve_device
 from runtime.distributed import Distributed, setup_distributed, teardown_distributed
+from runtime.signals import Stopped, StopSignals, signal_name
 from training.config import TrainConfig, test_config
 from training.decoders import build_decoder_and_tokenizer
 from training.loop import Job, Position, train_epoch
 from training.optim import build_optimizer, lr_lambda
 from training.preflight import check_run, checkpoint_to_test, run_to_resume
+from training.space import check_space
 from training.tracking import Log, SilentTracker, Tracker, format_metrics, log_samples, print_samples, write_metrics
 from vision import FeatureCache, MappedFeatures, build_clip_text
 
@@ -114,6 +117,9 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     log(val_protocol.describe())
 
     # --- 4. features: the frozen encoder runs once per image ------------------------------------------------------------
+    if dist.is_main:  # one line when the disks lack room for the features and checkpoints ahead (training/space.py)
+        for line in check_space(cfg, model, [splits.train, val_records]):
+            log(line, "yellow")
     train_features, val_features = dist.main_first(
         lambda: (
             image_features(cfg, model, splits.train, device),
@@ -134,7 +140,7 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     # --- 6. resume and tracking: a run's files are its own folder's ------------------------------------------------------
     at, run_name = Position(), cfg.run_name or f"{cfg.encoder}_top{cfg.top_k}_{datetime.now():%Y%m%d-%H%M%S}"
     if cfg.resume:
-        at, run_name = resume(cfg, model, optimizer, scheduler, batches_per_epoch, log)
+        at, run_name = resume(cfg, model, optimizer, scheduler, batches_per_epoch, log) or (at, run_name)
     run_dir = run_directory(cfg.output_dir, run_name)
     tracker = make_tracker(cfg, run_dir, run_name) if dist.is_main else SilentTracker()
     log(f"run directory {run_dir} (W&B {tracker.mode})")
@@ -150,14 +156,18 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
               tracker, dist, log)  # fmt: skip
     data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": tasks}
 
+    saved = Position(step=-1)  # where the last checkpoint was written
+
     def checkpoint(complete: bool, metrics: dict) -> None:
         if not dist.is_main:  # every process holds the same weights; one writes them
             return
         meta = sidecar(cfg, model, decoder_source, tokenizer, data_info, at, complete, metrics, run_dir)
         state = training_state(optimizer, scheduler, at)
-        stem = checkpoint_stem(at.epoch, cfg.encoder, cfg.top_k)
-        path = save_checkpoint(run_dir, stem, model.trainable_state_dict(), meta, state)
+        # The epoch's own name when it closes the epoch; mid-epoch, a name with the step, never the epoch's.
+        stem = checkpoint_stem(at.epoch, cfg.encoder, cfg.top_k, step=None if complete else at.step)
+        path = save_checkpoint(run_dir, stem, model.trainable_state_dict(), meta, state)  # one unit, or a UserError
         prune_checkpoints(run_dir, cfg.keep_checkpoints)  # this run's folder only
+        saved.step = at.step
         log(f"checkpoint {path}")
 
     history: list[dict] = []
@@ -180,11 +190,17 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     last_eval: dict = {}
     train_seconds = 0.0
     model.train()  # the bridge and top blocks; the frozen encoder stays in eval mode (bridge/vlm.py)
+    # SIGTERM, SIGUSR1 and Ctrl-C stop the run after the step it is in (runtime/signals.py): every process checks after
+    # each step, together, and the run then writes a checkpoint at that step and exits with 128 + the signal.
+    signals = StopSignals(ignore_after_stop=dist.enabled).install()
+    job.stop = lambda: signals.requested(dist)
     try:
         while at.epoch <= cfg.epochs:
             started = time.perf_counter()
             stopped = train_epoch(job, at, checkpoint, validate if cfg.eval_every and val_records else None)
             train_seconds += time.perf_counter() - started
+            if job.stop():  # a signal during the epoch or its last step: no evaluation; a checkpoint, then exit
+                break
             complete = at.batch >= batches_per_epoch
             # With --eval-every, a run that --max-steps stops early is evaluated too: its curve gets a last point.
             if (complete or (stopped and cfg.eval_every)) and val_records:
@@ -196,12 +212,14 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
                 log(f"stopped at --max-steps {cfg.max_steps}")
                 break
             at.epoch, at.batch = at.epoch + 1, 0
-    except KeyboardInterrupt:
-        # Keep the work: the weights and optimizer are those of the last finished step.
-        log("interrupted: saving a checkpoint to resume from", "yellow")
-        checkpoint(False, {})
+        if signals.signum:  # still under the handlers: a second SIGTERM while saving changes nothing
+            stop_after_signal(signals, at, saved, lambda: checkpoint(False, {}), run_dir, all_metrics, cfg, tracker,
+                              dist, log)  # fmt: skip
+    except KeyboardInterrupt:  # a second Ctrl-C: at once, without a checkpoint (the last complete one stands)
         tracker.finish(exit_code=130)
         raise
+    finally:
+        signals.restore()
 
     if dist.is_main:
         write_metrics(run_dir, all_metrics, merge=cfg.resume)
@@ -292,20 +310,27 @@ def clip_zero_shot_inputs(cfg: TrainConfig, model: VisionLanguageModel, records,
     return text_tower, image_features(cfg, model, records, device, view="pooled").tensor()  # [N, 512], small
 
 
-def resume(cfg: TrainConfig, model, optimizer, scheduler, batches_per_epoch: int, log: Log) -> tuple[Position, str]:
+def resume(
+    cfg: TrainConfig, model, optimizer, scheduler, batches_per_epoch: int, log: Log
+) -> tuple[Position, str] | None:
     """--resume: the run's newest checkpoint's weights, optimizer, schedule, RNG and data position, and its name (the
-    run goes on in its own folder)."""
+    run goes on in its own folder). None with `--resume auto` when the run has no checkpoint yet: a first start."""
     found = run_to_resume(cfg)  # checked before any work too (check_run); it may have gained a checkpoint since
+    if found is None:
+        log(f"--resume auto: run {cfg.run_name} has no checkpoint yet; starting it", "yellow")
+        return None
     for change in differences(cfg.run_settings(), found.settings):  # the model's were refused by run_to_resume
         log(f"resuming {found.name} with {change}", "yellow")
     path = found.latest
-    weights, _ = read_checkpoint(path)
+    weights, meta = read_checkpoint(path)
     model.load_trainable_state_dict(weights)
     state = read_training_state(path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     at = Position(state["epoch"], state["position"], state["global_step"], state["bad_steps"])
-    if at.batch >= batches_per_epoch:  # the checkpoint closed its epoch
+    # A checkpoint that closed its epoch starts the next one. One written after the epoch's last step but before its
+    # evaluation (a signal) stays in it: the loop has no step left, and evaluates and closes the epoch.
+    if at.batch >= batches_per_epoch and meta.get("complete_epoch", True):
         at.epoch, at.batch = at.epoch + 1, 0
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
@@ -357,6 +382,22 @@ def training_state(optimizer, scheduler, at: Position) -> dict:
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
+
+
+def stop_after_signal(signals: StopSignals, at: Position, saved: Position, checkpoint, run_dir: Path,
+                      all_metrics: dict, cfg: TrainConfig, tracker, dist: Distributed, log: Log) -> None:  # fmt: skip
+    """A signal stopped the loop after a finished step: write a checkpoint at that step (unless one was just written
+    there), the evaluations so far to metrics.json, mark the W&B run preempted (SIGTERM, SIGUSR1) or stopped (Ctrl-C),
+    and raise `Stopped`: train.py exits with 128 + the signal's number. `--resume` continues from here exactly."""
+    assert signals.signum is not None
+    log(f"{signal_name(signals.signum)}: stopping after step {at.step}; writing a checkpoint to resume from", "yellow")
+    if saved.step != at.step:
+        checkpoint()
+    if dist.is_main and all_metrics:
+        write_metrics(run_dir, all_metrics, merge=bool(cfg.resume))
+    tracker.stopped(signals.status, preempted=signals.signum != signal.SIGINT)
+    dist.barrier()  # no process leaves before rank 0 has written: torchrun stops the others when one exits
+    raise Stopped(signals.signum)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

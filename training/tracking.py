@@ -33,6 +33,7 @@ Tip: set WANDB_SILENT=true to hide wandb's own console messages (the tests do).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import netrc
@@ -48,7 +49,7 @@ from PIL import Image
 from rich.console import Console
 
 from errors import UserError
-from runtime.files import write_text_atomically
+from runtime.files import describe_write_error, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,22 @@ class Tracker:
             return wandb.init(mode="offline", **kwargs)
 
     def _append_jsonl(self, record: dict[str, Any]) -> None:
-        # Append + close on every call: the file stays valid even if training crashes mid-run.
-        with self.metrics_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=_json_value) + "\n")
+        # Append + close on every call: the file stays valid even if training crashes mid-run. A line that cannot be
+        # written whole (a full disk) is cut off again, and the run ends with one line saying why. Unbuffered, so
+        # that nothing of a failed line is left in a buffer to be written when the file closes.
+        line = (json.dumps(record, default=_json_value) + "\n").encode()
+        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            rest = memoryview(line)
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise describe_write_error(self.metrics_path, err, needed=len(line)) from err
+        finally:
+            os.close(fd)
 
     def log(self, metrics: Mapping[str, Any], step: int, to_wandb: bool = True) -> None:
         """Log scalar metrics at a training step (W&B needs steps that never decrease).
@@ -213,7 +227,7 @@ class Tracker:
     def summary(self, values: Mapping[str, Any]) -> None:
         """Record final / best values (W&B run summary, and merged into run_dir/summary.json)."""
         self._summary.update(values)
-        self.summary_path.write_text(json.dumps(self._summary, indent=2, default=_json_value) + "\n")
+        write_text_atomically(self.summary_path, json.dumps(self._summary, indent=2, default=_json_value) + "\n")
         if self._run is not None:
             self._run.summary.update(dict(values))
 
@@ -231,6 +245,14 @@ class Tracker:
             # for it, so the run folder is complete -- ready for `wandb sync` -- when finish() returns.
             # The next wandb.init starts a new service.
             wandb.teardown()
+
+    def stopped(self, exit_code: int, preempted: bool = True) -> None:
+        """Close the W&B run of a run stopped by a signal, after its checkpoint: `preempted` (SIGTERM, SIGUSR1)
+        marks it preempted with wandb's `run.mark_preempting()` rather than crashed, and `exit_code` (128 + the
+        signal, non-zero as W&B's preemption contract asks) is the exit code it records."""
+        if self._run is not None and not self._finished and preempted:
+            self._run.mark_preempting()
+        self.finish(exit_code=exit_code)
 
     def __enter__(self) -> Tracker:
         return self
@@ -270,7 +292,7 @@ class SilentTracker:
     def log(self, *args, **kwargs) -> None:
         pass
 
-    log_table = summary = finish = log
+    log_table = summary = finish = stopped = log
 
 
 def format_metrics(title: str, metrics: Mapping[str, float]) -> str:
