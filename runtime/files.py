@@ -156,6 +156,13 @@ def os_error_of(exc: BaseException, tmp: Path | None = None) -> OSError | None:
     return None
 
 
+def new_file_mode() -> int:
+    """The permissions `open(path, "w")` would give a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomically(path: str | Path, write: Callable[[Path], object], *, size: int | None = None) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, flush it to disk, then rename it to `path`.
 
@@ -175,6 +182,7 @@ def write_atomically(path: str | Path, write: Callable[[Path], object], *, size:
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0o600 would hide checkpoints from the machine's other users
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -146,3 +147,20 @@ def test_a_waiting_process_says_so_then_goes_on(tmp_path: Path, caplog: pytest.L
     with caplog.at_level(logging.INFO, logger="runtime.files"), file_lock(entry, "the shapes set"):
         assert holder.result() == ("ok", None)  # the holder had finished when we got the lock
     assert f"another process is building the shapes set in {entry}; waiting for it" in caplog.text
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
+    """A checkpoint or metrics file is readable by whom the umask allows, as `open(path, "w")` would make it (not the
+    0o600 of the temporary file it was written under)."""
+    import stat
+
+    from runtime.files import write_text_atomically
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomically(tmp_path / "metrics.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
