@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -308,7 +309,8 @@ def test_torchrun_processes_stop_together_and_rank_zero_writes(tmp_path, trained
     step = assert_one_checkpoint_at_the_last_step(run_dir)  # rank 0 wrote it, at the step rank 1 stopped after
     flat = " ".join(stderr.split())
     assert f"SIGTERM: stopping after step {step}; writing a checkpoint" in flat
-    assert f'File "{REPO}' not in stderr  # no traceback from the workers (torchrun prints its own report)
+    # No traceback from the workers' code (torchrun prints its own report, from the virtual environment's torch).
+    assert not re.search(rf'File "{re.escape(str(REPO))}/(?!\.venv/)', stderr), stderr[-3000:]
     # Both workers exited with 143 on their own (torchrun reports each worker's exit code); none was killed.
     assert flat.count("exitcode : 143") == 2, stderr[-3000:]
 
