@@ -50,19 +50,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import huggingface_hub.errors
-import timm
-import timm.data
 import torch
 from PIL import Image
-from timm.models import load_state_dict as timm_load_state_dict
-from timm.models._hub import HF_SAFE_WEIGHTS_NAME as TIMM_SAFE_WEIGHTS_NAME
-from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
 from errors import UserError
 
 if TYPE_CHECKING:  # open_clip is imported where CLIP is built: it pulls in transformers (~1.5 s) that "vit" never needs
     import open_clip
+    import timm  # imported where a ViT is built (`_timm`)
 
 ENCODER_NAMES = ("vit", "clip", "tiny")
 VIEWS = ("pooled", "hidden")
@@ -71,6 +67,17 @@ VIT_ARCH = "vit_base_patch16_224"  # timm architecture behind "vit"
 CLIP_ARCH = "ViT-B-32"  # open_clip architecture behind "clip"
 CLIP_DEFAULT_TAG = "openai"  # the weights "default" means for "clip"
 RANDOM_INIT_SEED = 0  # "none" means random weights drawn with this seed, so they are the same every run
+
+
+def _timm():
+    """timm, imported where a ViT is built or its tags are checked: it imports torchvision (~2.5 s on a small CPU),
+    which a command that fails on a bad flag never needs."""
+    import timm
+    import timm.data
+    import timm.models
+
+    return timm
+
 
 # Raised (directly or as the cause of another error) when weights cannot be fetched from the hub.
 _DOWNLOAD_ERRORS = (
@@ -346,6 +353,7 @@ def _timm_preprocess(
     model: nn.Module, input_size: tuple[int, int, int] | None = None, crop_pct: float | None = None
 ) -> RGBPreprocess:
     """timm's eval transform for `model`, from its pretrained config (optionally at another input size / crop)."""
+    timm = _timm()
     args = {"input_size": input_size} if input_size is not None else {}
     if crop_pct is not None:
         args["crop_pct"] = crop_pct
@@ -355,8 +363,11 @@ def _timm_preprocess(
 
 def _load_timm_file(model: nn.Module, path: Path, what: str) -> None:
     """Load a local weights file into a timm ViT, strictly (every weight must be there)."""
+    timm = _timm()
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
     try:
-        state = timm_load_state_dict(str(path))  # .safetensors, or torch.load(weights_only=True)
+        state = timm.models.load_state_dict(str(path))  # .safetensors, or torch.load(weights_only=True)
         # The classifier head is not used (features stop before it), so drop it whatever its size.
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         # timm's own converter: original Google/JAX/CLIP layouts, position embeddings at another size.
@@ -368,6 +379,7 @@ def _load_timm_file(model: nn.Module, path: Path, what: str) -> None:
 
 def _vit_tags() -> tuple[str, list[str]]:
     """timm's default pretrained tag of the ViT, and all its tags."""
+    timm = _timm()
     default_tag = timm.models.get_pretrained_cfg(VIT_ARCH).tag
     return default_tag, [name.split(".", 1)[1] for name in timm.list_pretrained(f"{VIT_ARCH}.*")]
 
@@ -412,6 +424,7 @@ def check_weights(name: str, weights: str | None) -> None:
 
 
 def _build_vit(weights: str) -> VisionEncoder:
+    timm = _timm()
     default_tag, tags = _vit_tags()
     tag = default_tag if weights == "default" else weights
     what = f"vit (timm {VIT_ARCH})"
@@ -427,7 +440,7 @@ def _build_vit(weights: str) -> VisionEncoder:
             if (cause := _download_error(exc)) is not None:
                 repo = f"timm/{VIT_ARCH}.{tag}"
                 is_default = tag == default_tag
-                raise _offline_error(what, tag, repo, TIMM_SAFE_WEIGHTS_NAME, is_default, cause) from exc
+                raise _offline_error(what, tag, repo, timm.models._hub.HF_SAFE_WEIGHTS_NAME, is_default, cause) from exc
             raise
     elif (path := _local_file(tag)) is not None:
         with _seeded(RANDOM_INIT_SEED):
@@ -442,6 +455,7 @@ def _build_vit(weights: str) -> VisionEncoder:
 def _build_tiny(weights: str, config: TinyViTConfig = TINY_CONFIG) -> VisionEncoder:
     # vit_base_patch16_224 with smaller sizes: same code, and the same preprocessing config (normalisation,
     # interpolation) as "vit", at 48x48 and without the centre crop.
+    timm = _timm()
     with _seeded(config.seed):
         model = timm.create_model(
             VIT_ARCH,
