@@ -31,10 +31,11 @@ def quick_pretraining(monkeypatch):
     monkeypatch.setattr(pretrain, "DEFAULT_SETTINGS", QUICK)
 
 
-def test_pretrained_lm_loads_like_a_checkpoint_and_predicts_held_out_text(trained_demo, tmp_path):
+def test_pretrained_lm_loads_like_a_checkpoint_and_predicts_held_out_text(trained_demo):
     splits, _ = load_dataset("shapes", cache_dir=trained_demo[1], split="random", seed=0)
     messages = []
-    directory = pretrain.pretrained_demo_lm(splits.train, splits.val, tmp_path, seed=0, settings=QUICK,
+    # Built into the session's cache, where the next tests of this file find it (the same texts, settings and seed).
+    directory = pretrain.pretrained_demo_lm(splits.train, splits.val, trained_demo[1], seed=0, settings=QUICK,
                                             log=messages.append)  # fmt: skip
     model, tokenizer = load_qwen3(directory), load_tokenizer(directory)  # the hub's layout, read the usual way
     documents = pretrain.encode_documents(splits.val, tokenizer, pretrain.np.random.default_rng(7))
@@ -47,7 +48,7 @@ def test_pretrained_lm_loads_like_a_checkpoint_and_predicts_held_out_text(traine
     assert info["val_perplexity"] < 3.0 and info["random_init_val_perplexity"] > 100
 
     # Cached by content: the same call reuses it; another seed is another model.
-    assert pretrain.pretrained_demo_lm(splits.train, splits.val, tmp_path, seed=0, settings=QUICK,
+    assert pretrain.pretrained_demo_lm(splits.train, splits.val, trained_demo[1], seed=0, settings=QUICK,
                                        log=messages.append) == directory  # fmt: skip
     assert messages[-1].startswith("reusing the pretrained demo LM")
     assert pretrain.cache_key(splits.train, QUICK, 1) != pretrain.cache_key(splits.train, QUICK, 0)
