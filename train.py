@@ -16,6 +16,8 @@ to `--resume` from: 143 SIGTERM (a scheduler preempting the job), 138 SIGUSR1 (`
 limit is near), 130 Ctrl-C. These are the statuses the shell reports for a process killed by the signal, so wrappers
 read them as before; a batch script requeues on them (docs/reliability.md). A second Ctrl-C stops at once, without a
 checkpoint.
+
+Read next: `training/__init__.py` (the reading order of the training code), then `training/step.py`.
 """
 
 from __future__ import annotations

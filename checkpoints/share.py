@@ -36,6 +36,8 @@ its paths. See docs/reliability.md, "What a pushed repo contains".
 
 Nothing local changes: the files are staged in a temporary folder (hard links or copies), the uploaded sidecar is a
 rewritten copy, and a failed upload (offline, no token, no network, no permission) is one line, exit status 2.
+
+Read next: `checkpoints/model_card.py` (the card), docs/sharing.md (using a shared checkpoint).
 """
 
 from __future__ import annotations

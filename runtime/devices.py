@@ -3,6 +3,8 @@
 `auto` picks CUDA when a GPU is visible, else the CPU. On CUDA the forward pass runs under bf16 autocast (the
 weights stay fp32, the matrix multiplications run in bf16); on the CPU it stays fp32, where bf16 is slower on most
 machines. Under torchrun, each process takes the GPU of its LOCAL_RANK.
+
+Read next: `runtime/distributed.py` (several processes), `training/run.py` (where the device is chosen).
 """
 
 from __future__ import annotations

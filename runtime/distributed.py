@@ -7,6 +7,8 @@ step and the copies stay identical (https://pytorch.org/docs/stable/notes/ddp.ht
 
 Run on one process (plain `python train.py`), every helper here is a no-op, so the single-process path is unchanged.
 NCCL is the backend on GPUs, gloo on CPUs.
+
+Read next: `training/loop.py` (the token weights and the shared stop decision across processes).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 `.env.example` documents the keys. Precedence everywhere: command-line flag > environment variable > `.env` >
 default. Values are never printed: the file may hold HF_TOKEN or WANDB_API_KEY.
+
+Read next: `training/config.py` (the settings it fills), `.env.example` (the keys).
 """
 
 from __future__ import annotations

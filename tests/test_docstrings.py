@@ -3,9 +3,6 @@
 A reader who opens any file of the project can tell from its first screen what it is for and where to go after it
 (the README's "Reading the code" gives the path through the core; the other files point at the file that uses them
 or the one they build on).
-
-`NOT_YET` lists the modules that still lack their `Read next` line. It may only shrink: a module not on it must have
-the line, and a module on it must not have it yet (so whoever adds the line also takes the module off the list).
 """
 
 from __future__ import annotations
@@ -17,18 +14,6 @@ import pytest
 from conftest import REPO
 
 MARK = "Read next"
-
-# Modules whose docstring does not name the file(s) to read next yet. Add the line, then delete the entry.
-NOT_YET = [
-    "checkpoints/share.py",
-    "runtime/devices.py",
-    "runtime/distributed.py",
-    "runtime/env.py",
-    "train.py",
-    "training/config.py",
-    "training/preflight.py",
-    "training/tracking.py",
-]
 
 
 def project_files() -> list[str]:
@@ -62,23 +47,11 @@ def test_the_project_is_found():
     assert not [f for f in files if f.startswith(("tests/", "notebooks/", "."))]
 
 
-@pytest.mark.parametrize("path", [f for f in project_files() if f not in NOT_YET])
+@pytest.mark.parametrize("path", project_files())
 def test_module_docstring_says_what_to_read_next(path: str):
     assert says_what_to_read_next((REPO / path).read_text()), (
         f"{path}: its module docstring needs a last line `Read next: `FILE` (why)`, naming the file(s) to open next"
     )
-
-
-@pytest.mark.parametrize("path", NOT_YET)
-def test_not_yet_lists_only_modules_still_without_the_line(path: str):
-    assert (REPO / path).is_file(), f"{path} is in NOT_YET but no longer exists: delete it from NOT_YET"
-    assert not says_what_to_read_next((REPO / path).read_text()), (
-        f"{path} has its `Read next` line now: delete it from NOT_YET in tests/test_docstrings.py"
-    )
-
-
-def test_not_yet_has_no_duplicates():
-    assert len(NOT_YET) == len(set(NOT_YET))
 
 
 def test_the_files_named_next_exist():

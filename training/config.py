@@ -6,6 +6,8 @@ are the project one-pager's (`VISION_ENCODER`, `TOP_K`, `BATCH_SIZE`, `EPOCHS`, 
 
 Every value is validated here, once: a bad one ends the program with one line that names the key, the value and
 what is accepted (exit status 2), never a traceback from deep inside training.
+
+Read next: `training/preflight.py` (the checks that follow), `training/run.py` (where the settings are used).
 """
 
 from __future__ import annotations

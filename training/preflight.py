@@ -20,6 +20,8 @@ after all of that. `check_run(cfg)` looks at every argument that names something
 
 Each failure is a `UserError`: one line, exit status 2 from train.py. Value ranges (`--top-k -1`,
 `--max-bad-fraction 2`) are refused earlier still, when the configuration is built (`training/config.py`).
+
+Read next: `training/run.py` (the work these checks come before), `checkpoints/store.py` (`find_run`).
 """
 
 from __future__ import annotations

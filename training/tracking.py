@@ -29,6 +29,8 @@ Usage:
         tracker.summary({"best/cider_d": 0.71})
 
 Tip: set WANDB_SILENT=true to hide wandb's own console messages (the tests do).
+
+Read next: `training/loop.py` (what it logs each step), `evaluation/evaluate.py` (what it logs each epoch).
 """
 
 from __future__ import annotations
