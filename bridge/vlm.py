@@ -79,6 +79,21 @@ def check_visual_tokens(config: VLMConfig, encoder_tokens: int) -> None:
         )
 
 
+def fresh_bridge(config: VLMConfig, encoder: nn.Module, decoder: Qwen3ForCausalLM) -> nn.Module:
+    """An untrained bridge from the encoder's features to the decoder's width, on the decoder's device (initialised
+    from torch's random state). Its visual tokens start at the scale of real token embeddings (bridge/adapters.py)."""
+    in_dim = encoder.pooled_dim if config.view == "pooled" else encoder.hidden_dim
+    target_rms = decoder.model.embed_tokens.weight.detach().float().pow(2).mean().sqrt().item()
+    return build_bridge(
+        config.view,
+        in_dim,
+        decoder.config.hidden_size,
+        config.num_visual_tokens,
+        target_rms=target_rms,
+        hidden_dim=config.bridge_hidden_dim,
+    ).to(device=decoder.device)
+
+
 class VisionLanguageModel(nn.Module):
     """Frozen encoder + trainable bridge + Qwen3 decoder whose top K blocks train."""
 
@@ -92,17 +107,7 @@ class VisionLanguageModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         check_visual_tokens(config, encoder.num_tokens)
-        in_dim = encoder.pooled_dim if config.view == "pooled" else encoder.hidden_dim
-        # Visual tokens start at the scale of real token embeddings (see bridge/adapters.py).
-        target_rms = decoder.model.embed_tokens.weight.detach().float().pow(2).mean().sqrt().item()
-        self.bridge = build_bridge(
-            config.view,
-            in_dim,
-            decoder.config.hidden_size,
-            config.num_visual_tokens,
-            target_rms=target_rms,
-            hidden_dim=config.bridge_hidden_dim,
-        ).to(device=decoder.device)
+        self.bridge = fresh_bridge(config, encoder, decoder)
         self.freeze()
 
     # ------------------------------------------------------------------ what trains

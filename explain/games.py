@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bridge.adapters import build_bridge
+from bridge.vlm import fresh_bridge
 from data import CAPTION_PROMPT, ImageRecord, load_image, question_prompt
 from data.flickr30k import IMAGE_DIR_NAMES
 from data.flickr30k_entities import EntityImage, head_word
@@ -120,20 +120,10 @@ def word_map(method: str, per_token: torch.Tensor, start: int, end: int) -> np.n
 def untrained_bridge(model, seed: int = 0) -> Iterator[None]:
     """Within the block, `model`'s bridge is re-initialised as `VisionLanguageModel.__init__` builds it (untrained);
     the trained one is put back afterwards. Nothing else is copied (a 0.6B decoder stays where it is)."""
-    config, decoder, encoder = model.config, model.decoder, model.encoder
-    in_dim = encoder.pooled_dim if config.view == "pooled" else encoder.hidden_dim
-    target_rms = decoder.model.embed_tokens.weight.detach().float().pow(2).mean().sqrt().item()
     torch.manual_seed(seed)
-    fresh = build_bridge(
-        config.view,
-        in_dim,
-        decoder.config.hidden_size,
-        config.num_visual_tokens,
-        target_rms=target_rms,
-        hidden_dim=config.bridge_hidden_dim,
-    )
+    fresh = fresh_bridge(model.config, model.encoder, model.decoder)
     trained = model.bridge
-    model.bridge = fresh.to(device=decoder.device).eval()
+    model.bridge = fresh.eval()
     try:
         yield
     finally:

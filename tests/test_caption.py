@@ -12,15 +12,13 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+from browser import chromium, page_server, require_browser
 
 import caption
 from caption import Captioner, Decoding, collect_images, find_checkpoint, make_generator
@@ -30,7 +28,6 @@ from data.shapes import ANNOTATION_FILE, COLOURS, KINDS
 from errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 N_IMAGES = 40  # held-out images the quality tests read
 
 
@@ -310,74 +307,28 @@ def test_latest_checkpoint_and_moved_demo_decoder(demo, tmp_path):
 # ------------------------------------------------------------------------------------------------------ the web page
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_page(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"caption.py --serve exited with {server.returncode}: {server.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"the page at {url} did not come up in {timeout:.0f} s")
-
-
 def test_web_page_in_a_headless_browser(demo, tmp_path):
     """Start `caption.py --serve`, open it in Debian's Chromium, upload a shapes image, read the caption on the page,
     then ask a question and read the answer."""
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)")
-    playwright = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    pytest.importorskip("gradio", reason="gradio is not installed (pip install gradio)")
+    playwright = require_browser()
     checkpoint, held_out = demo
     path, scene = next((p, s) for p, s in held_out if "circle" in s)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "caption.py"), "--serve", "--checkpoint", str(checkpoint), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
-    )  # fmt: skip
-    try:
-        wait_for_page(url, server)
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch_persistent_context(
-                str(tmp_path / "profile"),  # a fresh, empty user-data-dir
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-            )  # fmt: skip
-            page = browser.new_page()
-            page.goto(url, wait_until="domcontentloaded")
-            page.locator("#image input[type=file]").set_input_files(str(path))
-            output = page.locator("#output textarea")
-            playwright.expect(output).not_to_have_value("", timeout=120_000)  # captioned on upload
-            caption_text = output.input_value()
-            assert colours_in(caption_text), caption_text
-            assert page.locator("#image img").count() >= 1  # the uploaded image is shown
+    with page_server(checkpoint) as (url, _), playwright.sync_playwright() as p:
+        browser = chromium(p, tmp_path / "profile")
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        page.locator("#image input[type=file]").set_input_files(str(path))
+        output = page.locator("#output textarea")
+        playwright.expect(output).not_to_have_value("", timeout=120_000)  # captioned on upload
+        caption_text = output.input_value()
+        assert colours_in(caption_text), caption_text
+        assert page.locator("#image img").count() >= 1  # the uploaded image is shown
 
-            page.locator("#question textarea").fill("what colour is the circle?")
-            page.locator("#run").click()
-            playwright.expect(output).not_to_have_value(caption_text, timeout=120_000)
-            answer = output.input_value()
-            assert answer in COLOURS, answer
-            assert "Question: what colour is the circle? Answer:" in page.locator("#details").inner_text()
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-            browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        page.locator("#question textarea").fill("what colour is the circle?")
+        page.locator("#run").click()
+        playwright.expect(output).not_to_have_value(caption_text, timeout=120_000)
+        answer = output.input_value()
+        assert answer in COLOURS, answer
+        assert "Question: what colour is the circle? Answer:" in page.locator("#details").inner_text()
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()

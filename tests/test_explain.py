@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from browser import chromium, page_server, require_browser
 from conftest import tiny_qwen3_config
 from PIL import Image, ImageDraw
 
@@ -479,64 +480,28 @@ def test_pointing_command_on_the_demo(demo, entities, tmp_path):
 
 def test_the_page_shows_a_map_for_each_word_in_a_headless_browser(demo, tmp_path):
     """caption.py --serve in Debian's Chromium: after the upload, hovering or clicking a word shows its maps."""
-    import socket
-    import urllib.request
-
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    pytest.importorskip("gradio", reason="gradio is not installed (pip install gradio)")
+    playwright = require_browser()
     checkpoint, held_out = demo
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "caption.py"), "--serve", "--checkpoint", str(checkpoint), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
-    )  # fmt: skip
-    try:
-        for _ in range(180):
-            if server.poll() is not None:
-                pytest.fail(f"caption.py --serve exited with {server.returncode}: {server.stdout.read()}")
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                import time
-
-                time.sleep(1)
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path="/usr/bin/chromium", headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-            )  # fmt: skip
-            page = browser.new_page()
-            page.goto(url, wait_until="domcontentloaded")
-            page.locator("#image input[type=file]").set_input_files(str(held_out[0][0]))
-            words = page.locator("#explain .explain-word")
-            playwright.expect(words.first).to_be_visible(timeout=120_000)
-            caption_text = page.locator("#output textarea").input_value()
-            assert [w.strip() for w in words.all_inner_texts()] == caption_text.split()
-            whole = page.locator("#explain .explain-whole img")
-            playwright.expect(whole.first).to_be_visible()  # the whole output's maps, before any word is chosen
-            maps = words.nth(1).locator(".explain-maps img")
-            playwright.expect(maps.first).to_be_hidden()
-            words.nth(1).hover()
-            playwright.expect(maps.first).to_be_visible()
-            assert maps.count() == 2 and maps.first.evaluate("img => img.naturalWidth") > 0
-            page.mouse.move(0, 0)
-            playwright.expect(maps.first).to_be_hidden()
-            words.nth(2).click()  # a click focuses the word: its maps stay while the pointer is elsewhere
-            page.mouse.move(0, 0)
-            playwright.expect(words.nth(2).locator(".explain-maps img").first).to_be_visible()
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-            browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with page_server(checkpoint) as (url, _), playwright.sync_playwright() as p:
+        browser = chromium(p, tmp_path / "profile")
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        page.locator("#image input[type=file]").set_input_files(str(held_out[0][0]))
+        words = page.locator("#explain .explain-word")
+        playwright.expect(words.first).to_be_visible(timeout=120_000)
+        caption_text = page.locator("#output textarea").input_value()
+        assert [w.strip() for w in words.all_inner_texts()] == caption_text.split()
+        whole = page.locator("#explain .explain-whole img")
+        playwright.expect(whole.first).to_be_visible()  # the whole output's maps, before any word is chosen
+        maps = words.nth(1).locator(".explain-maps img")
+        playwright.expect(maps.first).to_be_hidden()
+        words.nth(1).hover()
+        playwright.expect(maps.first).to_be_visible()
+        assert maps.count() == 2 and maps.first.evaluate("img => img.naturalWidth") > 0
+        page.mouse.move(0, 0)
+        playwright.expect(maps.first).to_be_hidden()
+        words.nth(2).click()  # a click focuses the word: its maps stay while the pointer is elsewhere
+        page.mouse.move(0, 0)
+        playwright.expect(words.nth(2).locator(".explain-maps img").first).to_be_visible()
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()

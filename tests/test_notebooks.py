@@ -85,9 +85,19 @@ def test_each_notebook_has_the_switch_cell_at_the_top():
         assert "REAL = False" in cells[switch[0]].source, f"{path.name}: the switch cell must default to REAL = False"
 
 
+# The two that train a model run from tests/test_notebooks_training.py: a file of their own, so that `make test`'s two
+# workers (`--dist loadfile` keeps a file on one worker) run them beside these four rather than after them.
+TRAINING = ["05_experiments", "06_where_it_looks"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", [name for name in EXPECTED if name not in TRAINING])
 def test_notebook_runs_top_to_bottom(name):
+    run_notebook(name)
+
+
+def run_notebook(name: str) -> None:
+    """Execute notebooks/{name}.ipynb top to bottom: every code cell runs, and it draws at least one plot."""
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     started = time.perf_counter()
     execute_notebook(nb, NOTEBOOK_DIR)

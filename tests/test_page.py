@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from browser import chromium, page_server, require_browser
 from PIL import Image
 
 import caption
@@ -31,7 +27,6 @@ from data.shapes import COLOURS
 from errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 USER, PASSWORD = "ada", "c0rrect:horse"  # a ':' inside the password is allowed (only the first one splits)
 
 
@@ -132,12 +127,6 @@ def test_serve_hands_login_upload_limit_and_queue_to_gradio(monkeypatch, capsys)
 # -------------------------------------------------------------------------------------------- the page in a browser
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fetch(opener: urllib.request.OpenerDirector, url: str, data: bytes | None = None, headers=None) -> tuple[int, str]:
     """(status, body) of a request, whatever the status."""
     request = urllib.request.Request(url, data=data, headers=headers or {})
@@ -162,44 +151,18 @@ def upload(opener: urllib.request.OpenerDirector, url: str, payload: bytes) -> t
     return fetch(opener, url + "gradio_api/upload", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
-def wait_for_server(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"caption.py --serve exited with {server.returncode}: {server.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"the page at {url} did not come up in {timeout:.0f} s")
-
-
 def test_login_page_in_a_headless_browser(trained_demo, tmp_path):
     """`caption.py --serve` with a login from the environment: without it nothing answers (HTTP 401), the browser
     gets the login form, a wrong password is refused, the right one opens the page, an upload over the limit is
     refused, and an image is captioned."""
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)")
-    playwright = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    pytest.importorskip("gradio", reason="gradio is not installed (pip install gradio)")
+    playwright = require_browser()
     _, cache_dir, checkpoint = trained_demo
     image = next(cache_dir.glob("shapes-*/images/*.png"))  # a few KB
     large = tmp_path / "noise.png"  # ~120 KB of noise: over the 0.05 MB limit below
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(large)
     assert image.stat().st_size < 0.05 * MB < large.stat().st_size
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "caption.py"), "--serve", "--checkpoint", str(checkpoint), "--port", str(port),
-         "--max-upload-mb", "0.05"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, AUTH_ENV: f"{USER}:{PASSWORD}", "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
-    )  # fmt: skip
-    try:
-        wait_for_server(url, server)
+    env = {AUTH_ENV: f"{USER}:{PASSWORD}"}
+    with page_server(checkpoint, "--max-upload-mb", "0.05", env=env) as (url, server):
         # Over HTTP: nothing but the login answers before it; after it, the upload limit holds.
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         assert fetch(opener, url + "config")[0] == 401
@@ -214,13 +177,7 @@ def test_login_page_in_a_headless_browser(trained_demo, tmp_path):
         assert status == 413 and "maximum allowed size" in body
 
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch_persistent_context(
-                str(tmp_path / "profile"),  # a fresh, empty user-data-dir: no login cookie yet
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-            )  # fmt: skip
+            browser = chromium(p, tmp_path / "profile")  # a fresh, empty user-data-dir: no login cookie yet
             page = browser.new_page()
             page.goto(url, wait_until="domcontentloaded")
             login = page.get_by_role("button", name="Login")
@@ -251,11 +208,4 @@ def test_login_page_in_a_headless_browser(trained_demo, tmp_path):
             assert words & set(COLOURS), output.input_value()
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             browser.close()
-    finally:
-        server.terminate()
-        try:
-            printed, _ = server.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            printed, _ = server.communicate()
-    assert f"login as '{USER}'" in printed and PASSWORD not in printed
+    assert f"login as '{USER}'" in server.printed and PASSWORD not in server.printed
