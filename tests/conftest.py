@@ -48,6 +48,16 @@ def worker_id(request) -> str:
     return getattr(request.config, "workerinput", {}).get("workerid", "master")
 
 
+@pytest.fixture()
+def one_thread():
+    """One torch thread for the test, restored after: tiny models run fastest so on a small shared CPU, and float sums
+    come out bit-identical to those of forked children, which run on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)

@@ -14,13 +14,8 @@ from weights_loader import load_qwen3
 VOCAB = 48
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads fighting other processes for 2 cores are 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread; two threads fighting other processes for 2 cores are 10x slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_decoder(seed: int = 0) -> Qwen3ForCausalLM:

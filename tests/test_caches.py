@@ -88,13 +88,8 @@ def encoder() -> VisionEncoder:
     return build_encoder("tiny")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread, as in the forked children: the encoder's float sums then come out bit-identical in both."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread, as in the forked children: the encoder's float sums then come out bit-identical in both.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- workers
