@@ -247,15 +247,19 @@ class Run:
         return max(p.with_suffix(".json").stat().st_mtime for p in self.checkpoints)
 
 
+def read_run(directory: Path) -> Run | None:
+    """The run in `directory`, with the settings of its newest checkpoint; None when it has no complete checkpoint."""
+    checkpoints = list_checkpoints(directory)
+    if not checkpoints:
+        return None
+    settings = json.loads(checkpoints[-1].with_suffix(".json").read_text()).get("train_config", {})
+    return Run(directory.name, directory, tuple(checkpoints), settings)
+
+
 def list_runs(output_dir: str | Path) -> list[Run]:
     """The runs in `output_dir` that have a complete checkpoint, oldest first."""
-    runs = []
-    for directory in sorted((Path(output_dir).expanduser() / RUNS_DIR).glob("*/")):
-        checkpoints = list_checkpoints(directory)
-        if checkpoints:
-            settings = json.loads(checkpoints[-1].with_suffix(".json").read_text()).get("train_config", {})
-            runs.append(Run(directory.name, directory, tuple(checkpoints), settings))
-    return sorted(runs, key=lambda run: run.modified)
+    runs = [read_run(directory) for directory in sorted((Path(output_dir).expanduser() / RUNS_DIR).glob("*/"))]
+    return sorted((run for run in runs if run is not None), key=lambda run: run.modified)
 
 
 def differences(settings: Mapping[str, Any], other: Mapping[str, Any], keys: tuple[str, ...] = RUN_KEYS) -> list[str]:

@@ -102,7 +102,8 @@ def setup_for(grid: str, args) -> tuple[Setup, GridOptions, int]:
 
 def check_cells(setup: Setup, cells, seed: int) -> None:
     """Every cell's configuration is valid (TrainConfig checks each value), before anything trains."""
-    from bridge.vlm import VLMConfig, check_visual_tokens
+    from bridge.vlm import check_visual_tokens
+    from training.run import vlm_config
 
     configs = [config for cell in cells for config in cell_configs(setup, cell, seed)]
     if setup.base.get("encoder_weights") == "none":  # a random encoder is built in a moment: check its token count
@@ -110,7 +111,7 @@ def check_cells(setup: Setup, cells, seed: int) -> None:
 
         tokens = build_encoder(setup.base["encoder"], "none").num_tokens
         for c in configs:
-            check_visual_tokens(VLMConfig(c.encoder, c.encoder_weights, c.view, c.num_visual_tokens), tokens)
+            check_visual_tokens(vlm_config(c), tokens)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,6 @@ Read next: `training/run.py` (the work these checks come before), `checkpoints/s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bridge.vlm import check_top_k
@@ -39,7 +38,7 @@ from checkpoints.store import (
     differences,
     find_run,
     is_hub_checkpoint,
-    list_checkpoints,
+    read_run,
     run_directory,
 )
 from data.loading import check_source
@@ -127,22 +126,21 @@ def run_to_resume(cfg: TrainConfig) -> Run | None:
     if not cfg.run_name:
         return find_run(cfg.output_dir, cfg.run_settings(), what="a checkpoint to resume")
     directory = run_directory(cfg.output_dir, cfg.run_name)
-    checkpoints = list_checkpoints(directory)
-    if not checkpoints:
+    run = read_run(directory)
+    if run is None:
         if cfg.resume == "auto":
             return None
         raise UserError(
             f"--resume --run-name {cfg.run_name}: no checkpoint in {directory} to resume (--resume auto starts the "
             "run when it has none)"
         )
-    settings = json.loads(checkpoints[-1].with_suffix(".json").read_text()).get("train_config", {})
-    changed = differences(cfg.run_settings(), settings, MODEL_KEYS)
+    changed = differences(cfg.run_settings(), run.settings, MODEL_KEYS)
     if changed:
         raise UserError(
             f"cannot resume run {cfg.run_name} with other model settings: {', '.join(changed)} (this command's value "
             "first); resume with the run's settings, or start a new run with --init-from"
         )
-    return Run(cfg.run_name, directory, tuple(checkpoints), settings)
+    return run
 
 
 def _check_checkpoint(spec: str, flag: str) -> None:
