@@ -21,12 +21,14 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	OMP_WAIT_POLICY=PASSIVE $(PY) train.py --demo
 
-# Two pytest-xdist workers; --dist loadfile keeps each file's tests on one worker (they share module fixtures).
+# Two pytest-xdist workers; --dist loadfile keeps each file's tests on one worker (they share module fixtures), and
+# --no-loadscope-reorder hands the files out in the order tests/conftest.py's SCHEDULE gives them (longest first).
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: $(VENV)/.installed
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest $(XDIST)
 
 test-fast: $(VENV)/.installed
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n 2 --dist loadfile -m "not slow"
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest $(XDIST) -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -35,10 +35,33 @@ def tiny_qwen3_config(**overrides):
     return Qwen3Config(**{**shape, **overrides})
 
 
+# The order in which `make test`'s two workers are handed the files (pytest-xdist's `--dist loadfile` with
+# `--no-loadscope-reorder` keeps it): the longest first, so that the last files handed out are short and the two
+# workers finish together. The first two start at once on different workers: test_train.py builds the demo run that
+# other files wait for (about a minute) while the notebooks, which need none of it, run beside it. Notebook 05 reads
+# the pretrained demo LM that test_experiments.py builds, so it comes later. Files not named follow in name order.
+SCHEDULE = [
+    "test_train.py",
+    "test_notebooks.py",
+    "test_experiments.py",
+    "test_preemption.py",
+    "test_decoder.py",
+    "test_caption.py",
+    "test_explain.py",
+    "test_page.py",
+    "test_notebooks_training.py",
+    "test_distributed.py",
+    "test_hub.py",
+]
+
+
 def pytest_collection_modifyitems(items):
-    """Every test that needs the session's demo run is slow (it trains first); `make test-fast` skips them."""
+    """Files in SCHEDULE's order. Every test that needs the session's demo run or its data cache is slow (it trains,
+    or builds the shapes set and its features first); `make test-fast` skips them."""
+    rank = {name: i for i, name in enumerate(SCHEDULE)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SCHEDULE)))  # stable: a file's tests keep their order
     for item in items:
-        if "trained_demo" in getattr(item, "fixturenames", ()):
+        if {"trained_demo", "session_cache"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
@@ -126,10 +149,27 @@ def tiny_checkpoint(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def trained_demo(tmp_path_factory, worker_id):
+def shared_tmp(tmp_path_factory, worker_id) -> Path:
+    """A folder of this test session common to all its workers (pytest-xdist gives each worker a basetemp of its own,
+    basetemp/popen-gwN/; their parent is shared). What goes here is built once per session, under a file lock."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def session_cache(shared_tmp) -> Path:
+    """The session's data cache (train.py's --cache-dir): the shapes set, encoder features, the pretrained demo LM.
+    Every entry is built under its own file lock (runtime/files.py), so tests and notebooks on either worker may
+    build into it at once: one builds, the other waits and reuses. The demo run of `trained_demo` uses it too."""
+    return shared_tmp / "demo" / "cache"
+
+
+@pytest.fixture(scope="session")
+def trained_demo(shared_tmp, session_cache):
     """One short demo training run per test session (shapes set, tiny decoder, tiny encoder), shared by the tests
-    of train.py, caption.py and the notebooks. Returns (output_dir, cache_dir, checkpoint path); what the run
-    printed is in output_dir / "console.txt".
+    that need a trained model (train.py --test, caption.py, explain, the hub, the page); those that only need the
+    data take `session_cache`. Returns (output_dir, cache_dir, checkpoint path); what the run printed is in
+    output_dir / "console.txt".
 
     With pytest-xdist (`make test` runs two workers) the workers share one run: the first to take the lock trains,
     the other waits and reads it (the recipe of pytest-xdist's docs, "Making session-scoped fixtures execute only
@@ -143,12 +183,9 @@ def trained_demo(tmp_path_factory, worker_id):
     import train
     from checkpoints.store import find_checkpoint
 
-    shared = tmp_path_factory.getbasetemp()
-    if worker_id != "master":  # xdist: basetemp/popen-gwN/ -> basetemp/, common to the workers
-        shared = shared.parent
-    root = shared / "demo"
-    output_dir, cache_dir = root / "models", root / "cache"
-    with FileLock(str(shared / "demo.lock")):
+    root = shared_tmp / "demo"
+    output_dir, cache_dir = root / "models", session_cache
+    with FileLock(str(shared_tmp / "demo.lock")):
         if not (root / "done").exists():
             printed = io.StringIO()
             with contextlib.redirect_stderr(printed):  # train.py's console writes to stderr

@@ -137,7 +137,7 @@ def test_one_image_prints_only_its_answer(demo, capsys):
     assert (captured.out.strip(), captured.err) in (("yes", ""), ("no", ""))  # no path before it for one image
 
 
-def test_user_mistakes_are_one_error_line_and_exit_2(demo, tmp_path):
+def test_user_mistakes_are_one_error_line_and_exit_2(demo, tmp_path, capsys):
     """Each mistake: exit status 2, nothing on stdout, one line on stderr that says what is wrong."""
     checkpoint, held_out = demo
     image = str(held_out[0][0])
@@ -159,9 +159,11 @@ def test_user_mistakes_are_one_error_line_and_exit_2(demo, tmp_path):
         ([image, "--output-dir", str(empty)], f"error: no run with a checkpoint in {empty}"),  # --checkpoint latest
         ([image, "--checkpoint", str(mismatched)], "error: checkpoint does not fit this model: unexpected"),
     ]
-    for (args, expected), result in zip(cases, run_captions([args for args, _ in cases]), strict=True):
-        lines = stderr_lines(result)
-        assert (result.returncode, result.stdout) == (2, ""), (args, result.stderr)
+    for args, expected in cases:  # caption.py's main() in this process; the tests above run the real command line
+        assert caption.main(args) == 2, args
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert captured.out == "", (args, captured.out)
         assert len(lines) == 1 and lines[0].startswith(expected), (args, lines)
 
 
@@ -307,13 +309,23 @@ def test_latest_checkpoint_and_moved_demo_decoder(demo, tmp_path):
 # ------------------------------------------------------------------------------------------------------ the web page
 
 
-def test_web_page_in_a_headless_browser(demo, tmp_path):
-    """Start `caption.py --serve`, open it in Debian's Chromium, upload a shapes image, read the caption on the page,
-    then ask a question and read the answer."""
+@pytest.fixture(scope="module")
+def served(demo):
+    """`caption.py --serve` on the demo checkpoint, started once for the page tests below (each opens its own
+    browser with an empty profile): its URL."""
+    require_browser()
+    with page_server(demo[0]) as (url, _):
+        yield url
+
+
+def test_web_page_in_a_headless_browser(demo, served, tmp_path):
+    """Open `caption.py --serve` in Debian's Chromium, upload a shapes image, read the caption on the page, then ask
+    a question and read the answer."""
     playwright = require_browser()
-    checkpoint, held_out = demo
+    _, held_out = demo
     path, scene = next((p, s) for p, s in held_out if "circle" in s)
-    with page_server(checkpoint) as (url, _), playwright.sync_playwright() as p:
+    url = served
+    with playwright.sync_playwright() as p:
         browser = chromium(p, tmp_path / "profile")
         page = browser.new_page()
         page.goto(url, wait_until="domcontentloaded")
@@ -330,5 +342,35 @@ def test_web_page_in_a_headless_browser(demo, tmp_path):
         answer = output.input_value()
         assert answer in COLOURS, answer
         assert "Question: what colour is the circle? Answer:" in page.locator("#details").inner_text()
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()
+
+
+def test_the_page_shows_a_map_for_each_word_in_a_headless_browser(demo, served, tmp_path):
+    """Where it looks (explain/), on the page: after the upload, hovering or clicking a word shows its maps."""
+    playwright = require_browser()
+    _, held_out = demo
+    url = served
+    with playwright.sync_playwright() as p:
+        browser = chromium(p, tmp_path / "profile")
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        page.locator("#image input[type=file]").set_input_files(str(held_out[0][0]))
+        words = page.locator("#explain .explain-word")
+        playwright.expect(words.first).to_be_visible(timeout=120_000)
+        caption_text = page.locator("#output textarea").input_value()
+        assert [w.strip() for w in words.all_inner_texts()] == caption_text.split()
+        whole = page.locator("#explain .explain-whole img")
+        playwright.expect(whole.first).to_be_visible()  # the whole output's maps, before any word is chosen
+        maps = words.nth(1).locator(".explain-maps img")
+        playwright.expect(maps.first).to_be_hidden()
+        words.nth(1).hover()
+        playwright.expect(maps.first).to_be_visible()
+        assert maps.count() == 2 and maps.first.evaluate("img => img.naturalWidth") > 0
+        page.mouse.move(0, 0)
+        playwright.expect(maps.first).to_be_hidden()
+        words.nth(2).click()  # a click focuses the word: its maps stay while the pointer is elsewhere
+        page.mouse.move(0, 0)
+        playwright.expect(words.nth(2).locator(".explain-maps img").first).to_be_visible()
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         browser.close()

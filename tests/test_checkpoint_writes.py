@@ -211,7 +211,7 @@ def test_mid_epoch_saves_have_their_own_names_and_superseded_ones_go(tmp_path):
     )
 
 
-def test_low_disk_space_is_one_warning_line(tmp_path, monkeypatch, trained_demo, capsys):
+def test_low_disk_space_is_one_warning_line(tmp_path, monkeypatch, session_cache, capsys):
     output, cache = tmp_path / "models", tmp_path / "cache"
     one = checkpoint_writes(output, trainable=1_000_000, keep=2)
     assert one.size == 9_000_000  # (2 + 1) checkpoints, each the weights and AdamW's two moments: 3 MB
@@ -226,7 +226,7 @@ def test_low_disk_space_is_one_warning_line(tmp_path, monkeypatch, trained_demo,
 
     # A run says it in one line before the features are built (the session's cache holds them: only checkpoints).
     free.free = 1000
-    args = ["--demo", "--output-dir", str(output), "--cache-dir", str(trained_demo[1]), "--wandb", "disabled"]
+    args = ["--demo", "--output-dir", str(output), "--cache-dir", str(session_cache), "--wandb", "disabled"]
     assert train.main([*args, "--eval-images", "40", "--max-steps", "1", "--run-name", "short"]) == 0
     printed = " ".join(capsys.readouterr().err.split())
     assert "low disk space: 1.0 kB free for" in printed and "checkpoints: 3 x 4.0 MB" in printed

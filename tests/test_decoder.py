@@ -167,8 +167,14 @@ def test_full_qwen3_0_6b_configuration_matches_transformers(tmp_path):
         for name, p in hf.named_parameters():
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
+    # Saved in bfloat16, as the release is (and half the bytes to write). Only the parameters are rounded: a buffer such
+    # as RoPE's inverse frequencies stays fp32 in both models, as it does when either loads the release.
+    for p in hf.parameters():
+        p.data = p.data.to(torch.bfloat16)
     hf.save_pretrained(tmp_path)
-    ours = load_qwen3(tmp_path)
+    for p in hf.parameters():
+        p.data = p.data.float()  # the same values, exactly: the fp32 reference
+    ours = load_qwen3(tmp_path)  # bfloat16 on disk -> float32
     assert ours.config == dataclasses.replace(ref, eos_token_id=None)  # the tiny save has no token ids
     n_params = sum(p.numel() for p in ours.parameters())
     assert n_params == sum(p.numel() for p in hf.parameters()) == 596_049_920

@@ -29,8 +29,8 @@ def demo_args(out, cache_dir, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory, trained_demo):
-    cache_dir = trained_demo[1]
+def two_process_run(tmp_path_factory, session_cache):
+    cache_dir = session_cache
     root = tmp_path_factory.mktemp("ddp")
     result = run_torchrun(2, demo_args(root / "models", cache_dir, "--max-steps", "4", "--run-name", "ddp"), root)
     assert result.returncode == 0, result.stderr[-3000:]

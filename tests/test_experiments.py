@@ -31,11 +31,12 @@ def quick_pretraining(monkeypatch):
     monkeypatch.setattr(pretrain, "DEFAULT_SETTINGS", QUICK)
 
 
-def test_pretrained_lm_loads_like_a_checkpoint_and_predicts_held_out_text(trained_demo):
-    splits, _ = load_dataset("shapes", cache_dir=trained_demo[1], split="random", seed=0)
+def test_pretrained_lm_loads_like_a_checkpoint_and_predicts_held_out_text(session_cache):
+    splits, _ = load_dataset("shapes", cache_dir=session_cache, split="random", seed=0)
     messages = []
-    # Built into the session's cache, where the next tests of this file find it (the same texts, settings and seed).
-    directory = pretrain.pretrained_demo_lm(splits.train, splits.val, trained_demo[1], seed=0, settings=QUICK,
+    # Built into the session's cache, where the next tests of this file and notebook 05 find it (the same texts,
+    # settings and seed), unless the notebook built it first.
+    directory = pretrain.pretrained_demo_lm(splits.train, splits.val, session_cache, seed=0, settings=QUICK,
                                             log=messages.append)  # fmt: skip
     model, tokenizer = load_qwen3(directory), load_tokenizer(directory)  # the hub's layout, read the usual way
     documents = pretrain.encode_documents(splits.val, tokenizer, pretrain.np.random.default_rng(7))
@@ -48,7 +49,7 @@ def test_pretrained_lm_loads_like_a_checkpoint_and_predicts_held_out_text(traine
     assert info["val_perplexity"] < 3.0 and info["random_init_val_perplexity"] > 100
 
     # Cached by content: the same call reuses it; another seed is another model.
-    assert pretrain.pretrained_demo_lm(splits.train, splits.val, trained_demo[1], seed=0, settings=QUICK,
+    assert pretrain.pretrained_demo_lm(splits.train, splits.val, session_cache, seed=0, settings=QUICK,
                                        log=messages.append) == directory  # fmt: skip
     assert messages[-1].startswith("reusing the pretrained demo LM")
     assert pretrain.cache_key(splits.train, QUICK, 1) != pretrain.cache_key(splits.train, QUICK, 0)
@@ -66,7 +67,7 @@ def test_documents_hold_every_caption_and_answer_in_the_training_format(trained_
     assert any(i.startswith("Caption: ") for i in items) and any(i.startswith("Question: ") for i in items)
 
 
-def test_frozen_pretrained_lm_with_top_k_0_trains_the_bridge_only(trained_demo, tmp_path, monkeypatch,
+def test_frozen_pretrained_lm_with_top_k_0_trains_the_bridge_only(session_cache, tmp_path, monkeypatch,
                                                                    quick_pretraining):  # fmt: skip
     built = {}
     build_vlm = training.run.build_vlm
@@ -79,7 +80,7 @@ def test_frozen_pretrained_lm_with_top_k_0_trains_the_bridge_only(trained_demo, 
 
     monkeypatch.setattr(training.run, "build_vlm", remember)
     argv = ["--demo", "--decoder", "demo-pretrained", "--top-k", "0", "--max-steps", "5", "--wandb", "disabled"]
-    argv += ["--output-dir", str(tmp_path), "--cache-dir", str(trained_demo[1])]
+    argv += ["--output-dir", str(tmp_path), "--cache-dir", str(session_cache)]
     with contextlib.redirect_stderr(io.StringIO()):
         training.run.run(load_config(argv, env={}))
     after = built["model"].decoder.state_dict()
@@ -136,19 +137,29 @@ def run_experiments(*argv: str) -> subprocess.CompletedProcess:
         (["two-stage", "--epochs", "1"], "error: --stage1-epochs 1 is invalid with --epochs 1; accepted: 1..0"),
     ],
 )
-def test_bad_grid_names_and_values_are_one_line_and_exit_2(argv, expected, tmp_path):
-    result = run_experiments(*argv, "--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w"))
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith(expected), result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_bad_grid_names_and_values_are_one_line_and_exit_2(argv, expected, tmp_path, capsys):
+    from experiments.__main__ import main
+
+    assert main([*argv, "--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith(expected), captured.err
+    assert len(captured.err.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists()  # nothing trained
 
 
-def test_smoke_grid_writes_records_table_and_figures_and_a_rerun_skips_them(trained_demo, tmp_path,
+def test_the_command_line_answers_a_bad_grid_in_one_line(tmp_path):
+    """The same through `python -m experiments` in a fresh interpreter: status 2, one line, nothing trained."""
+    result = run_experiments("nosuch", "--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: grid 'nosuch' is unknown; accepted: transfer, views, two-stage, smoke"
+    assert not (tmp_path / "w").exists()
+
+
+def test_smoke_grid_writes_records_table_and_figures_and_a_rerun_skips_them(session_cache, tmp_path,
                                                                              quick_pretraining):  # fmt: skip
     from experiments.__main__ import main
 
-    argv = ["smoke", "--seeds", "0", "--jobs", "1", "--wandb", "disabled", "--cache-dir", str(trained_demo[1])]
+    argv = ["smoke", "--seeds", "0", "--jobs", "1", "--wandb", "disabled", "--cache-dir", str(session_cache)]
     argv += ["--results-dir", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work")]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

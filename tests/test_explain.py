@@ -1,5 +1,6 @@
 """Where the model looks (explain/): the recorded attention weights, words, occlusion, the pointing game's scorer,
-Flickr30k Entities, the sheet and JSON, and caption.py --explain with its page in a headless browser.
+Flickr30k Entities, the sheet and JSON, and caption.py --explain (its page in a headless browser is tested in
+tests/test_caption.py, on the server that test's page check starts).
 
 Most tests build a tiny random model in a second; the last ones use the session's short demo run (`trained_demo`
 in conftest.py), as tests/test_caption.py does.
@@ -16,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from browser import chromium, page_server, require_browser
 from conftest import tiny_qwen3_config
 from PIL import Image, ImageDraw
 
@@ -422,33 +422,31 @@ def test_occlusion_on_the_demo_points_at_the_only_shape(demo):
     assert sum(right) >= 6, right  # the shape's kind word depends on its cell most (8/8 in the measured run)
 
 
-def test_caption_explain_writes_png_and_json(demo, tmp_path):
+def test_caption_explain_writes_png_and_json(demo, tmp_path, capsys):
+    import caption as caption_py
+
     checkpoint, held_out = demo
     path = held_out[0][0]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    common = [str(path), "--checkpoint", str(checkpoint), "--explain", str(tmp_path / "maps")]
-    caption, answer = (
-        subprocess.run(
-            [sys.executable, str(REPO / "caption.py"), *args],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        for args in (common, [*common[:3], "--question", "where is the circle?", "--explain", str(tmp_path / "qa")])
-    )
+    common = [str(path), "--checkpoint", str(checkpoint), "--explain"]
+    caption = subprocess.run(
+        [sys.executable, str(REPO / "caption.py"), *common, str(tmp_path / "maps")],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300,
+    )  # fmt: skip
     assert caption.returncode == 0, caption.stderr
     data = json.loads((tmp_path / "maps" / f"{path.stem}.json").read_text())
     assert " ".join(w["word"] for w in data["words"]) == caption.stdout.strip()
     assert set(data["methods"]) == {"attention:rollout", "occlusion:background"}
     assert (tmp_path / "maps" / f"{path.stem}.png").stat().st_size > 10_000
-    assert answer.returncode == 0, answer.stderr
+    # An answer, through the same main() in this process
+    assert caption_py.main([*common, str(tmp_path / "qa"), "--question", "where is the circle?"]) == 0
+    answer = capsys.readouterr().out
     data = json.loads((tmp_path / "qa" / f"{path.stem}.json").read_text())
-    assert data["prompt"] == "Question: where is the circle? Answer:" and data["output"] == answer.stdout.strip()
+    assert data["prompt"] == "Question: where is the circle? Answer:" and data["output"] == answer.strip()
 
 
-def test_pointing_command_on_the_demo(demo, entities, tmp_path):
+def test_pointing_command_on_the_demo(demo, entities, tmp_path, capsys, one_thread):
+    from explain.games import main as pointing_main
+
     checkpoint, _ = demo
     result = subprocess.run(
         [sys.executable, "-m", "explain.pointing", "--checkpoint", str(checkpoint), "--limit", "12",
@@ -461,47 +459,13 @@ def test_pointing_command_on_the_demo(demo, entities, tmp_path):
     (view,) = results["views"].values()
     assert set(view["methods"]["occlusion:background"]) == {"trained", "untrained bridge", "shuffled images"}
     assert (tmp_path / "pointing.png").is_file() and (tmp_path / "table.md").is_file()
-    bad = subprocess.run(
-        [sys.executable, "-m", "explain.pointing", "--checkpoint", str(checkpoint), "--methods", "occlusion:grey"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "occlusion:grey" in bad.stderr
-    flickr = [sys.executable, "-m", "explain.pointing", "--checkpoint", str(checkpoint.parent),
-              "--data", f"flickr30k-entities:{entities}"]  # fmt: skip
-    no_images = subprocess.run(flickr, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert no_images.returncode == 2 and "--images" in no_images.stderr
-    played = subprocess.run(
-        [*flickr, "--images", str(entities.parent / "photos"), "--grid", "3"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert played.returncode == 0, played.stderr
-    assert "| hidden | occlusion:background |" in played.stdout and "chance 3x3: centre cell | 0.00" in played.stdout
-
-
-def test_the_page_shows_a_map_for_each_word_in_a_headless_browser(demo, tmp_path):
-    """caption.py --serve in Debian's Chromium: after the upload, hovering or clicking a word shows its maps."""
-    playwright = require_browser()
-    checkpoint, held_out = demo
-    with page_server(checkpoint) as (url, _), playwright.sync_playwright() as p:
-        browser = chromium(p, tmp_path / "profile")
-        page = browser.new_page()
-        page.goto(url, wait_until="domcontentloaded")
-        page.locator("#image input[type=file]").set_input_files(str(held_out[0][0]))
-        words = page.locator("#explain .explain-word")
-        playwright.expect(words.first).to_be_visible(timeout=120_000)
-        caption_text = page.locator("#output textarea").input_value()
-        assert [w.strip() for w in words.all_inner_texts()] == caption_text.split()
-        whole = page.locator("#explain .explain-whole img")
-        playwright.expect(whole.first).to_be_visible()  # the whole output's maps, before any word is chosen
-        maps = words.nth(1).locator(".explain-maps img")
-        playwright.expect(maps.first).to_be_hidden()
-        words.nth(1).hover()
-        playwright.expect(maps.first).to_be_visible()
-        assert maps.count() == 2 and maps.first.evaluate("img => img.naturalWidth") > 0
-        page.mouse.move(0, 0)
-        playwright.expect(maps.first).to_be_hidden()
-        words.nth(2).click()  # a click focuses the word: its maps stay while the pointer is elsewhere
-        page.mouse.move(0, 0)
-        playwright.expect(words.nth(2).locator(".explain-maps img").first).to_be_visible()
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        browser.close()
+    # The rest through the same main() in this process (the command line itself is checked above).
+    assert pointing_main(["--checkpoint", str(checkpoint), "--methods", "occlusion:grey"]) == 2
+    bad = capsys.readouterr().err
+    assert bad.count("\n") == 1 and "occlusion:grey" in bad
+    flickr = ["--checkpoint", str(checkpoint.parent), "--data", f"flickr30k-entities:{entities}"]
+    assert pointing_main(flickr) == 2
+    assert "--images" in capsys.readouterr().err
+    assert pointing_main([*flickr, "--images", str(entities.parent / "photos"), "--grid", "3"]) == 0
+    played = capsys.readouterr().out
+    assert "| hidden | occlusion:background |" in played and "chance 3x3: centre cell | 0.00" in played

@@ -72,8 +72,8 @@ def assert_one_checkpoint_at_the_last_step(run_dir: Path) -> int:
 # A real SIGTERM to train.py, then --resume
 
 
-def test_sigterm_mid_epoch_checkpoints_the_last_step_and_resume_gives_identical_losses(tmp_path, trained_demo):
-    cache_dir = trained_demo[1]
+def test_sigterm_mid_epoch_checkpoints_the_last_step_and_resume_gives_identical_losses(tmp_path, session_cache):
+    cache_dir = session_cache
     out = tmp_path / "models"
     run_dir = out / "runs" / "p"
     command = [sys.executable, str(REPO / "train.py"), *demo_args(out, cache_dir, "--epochs", "1", "--run-name", "p")]
@@ -133,7 +133,7 @@ def signal_after_step(monkeypatch, signum: int, at_call: int, times: int = 1) ->
     [(signal.SIGTERM, True), (signal.SIGUSR1, True), (signal.SIGINT, False)],
     ids=["SIGTERM", "SIGUSR1", "SIGINT"],
 )
-def test_each_signal_stops_after_its_step_with_its_status(tmp_path, trained_demo, monkeypatch, signum, preempted):
+def test_each_signal_stops_after_its_step_with_its_status(tmp_path, session_cache, monkeypatch, signum, preempted):
     from training.tracking import Tracker
 
     marked = []
@@ -146,7 +146,7 @@ def test_each_signal_stops_after_its_step_with_its_status(tmp_path, trained_demo
     monkeypatch.setattr(Tracker, "stopped", stopped)
     previous = signal.getsignal(signum)
     signal_after_step(monkeypatch, signum, at_call=3)
-    code = train.main(demo_args(tmp_path, trained_demo[1], "--epochs", "1", "--run-name", "s", "--save-every", "2"))
+    code = train.main(demo_args(tmp_path, session_cache, "--epochs", "1", "--run-name", "s", "--save-every", "2"))
     assert code == 128 + signum
     run_dir = tmp_path / "runs" / "s"
     assert assert_one_checkpoint_at_the_last_step(run_dir) == 3  # step 2's save (--save-every 2) was superseded
@@ -154,9 +154,9 @@ def test_each_signal_stops_after_its_step_with_its_status(tmp_path, trained_demo
     assert signal.getsignal(signum) == previous  # the handlers are put back
 
 
-def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, trained_demo, monkeypatch):
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, session_cache, monkeypatch):
     signal_after_step(monkeypatch, signal.SIGINT, at_call=3, times=2)
-    code = train.main(demo_args(tmp_path, trained_demo[1], "--epochs", "1", "--run-name", "twice", "--save-every", "2"))
+    code = train.main(demo_args(tmp_path, session_cache, "--epochs", "1", "--run-name", "twice", "--save-every", "2"))
     assert code == 130
     assert [p.name for p in list_checkpoints(tmp_path / "runs" / "twice")] == ["1_tiny_top2_step2.safetensors"]
 
@@ -264,8 +264,8 @@ def test_a_preempted_run_is_marked_preempting_in_wandb(tmp_path, monkeypatch):
 # --resume auto: the same command line for a job's first start and its requeues
 
 
-def test_resume_auto_starts_a_run_then_continues_it(tmp_path, trained_demo, capsys):
-    cache_dir = trained_demo[1]
+def test_resume_auto_starts_a_run_then_continues_it(tmp_path, session_cache, capsys):
+    cache_dir = session_cache
     args = demo_args(tmp_path, cache_dir, "--epochs", "1", "--run-name", "job", "--resume", "auto")
     assert train.main([*args, "--max-steps", "2"]) == 0
     assert "--resume auto: run job has no checkpoint yet; starting it" in " ".join(capsys.readouterr().err.split())
@@ -288,8 +288,8 @@ def test_resume_auto_starts_a_run_then_continues_it(tmp_path, trained_demo, caps
 # torchrun: a signal to one process stops both after the same step; rank 0 writes
 
 
-def test_torchrun_processes_stop_together_and_rank_zero_writes(tmp_path, trained_demo):
-    cache_dir = trained_demo[1]
+def test_torchrun_processes_stop_together_and_rank_zero_writes(tmp_path, session_cache):
+    cache_dir = session_cache
     out = tmp_path / "models"
     run_dir = out / "runs" / "ddp"
     args = demo_args(out, cache_dir, "--epochs", "1", "--run-name", "ddp", "--batch-size", "8")

@@ -176,19 +176,16 @@ def test_max_bad_fraction_from_the_flag_and_the_environment() -> None:
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "nan"])
-def test_max_bad_fraction_outside_0_1_is_one_line_and_exit_2(value: str, tmp_path: Path) -> None:
+def test_max_bad_fraction_outside_0_1_is_one_line_and_exit_2(value: str, tmp_path: Path, monkeypatch, capsys) -> None:
     with pytest.raises(UserError, match=f"max_bad_fraction={float(value)!r} is invalid; expected a number between 0"):
         load_config(["--max-bad-fraction", value], env={}, dotenv="/nonexistent/.env")
-    result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "--max-bad-fraction", value],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith(f"error: max_bad_fraction={float(value)!r} is invalid")
-    assert len(result.stderr.strip().splitlines()) == 1
+    # train.py's main() in this process (tests/test_train.py runs the real command line in a subprocess), away from
+    # any .env in the checkout
+    monkeypatch.chdir(tmp_path)
+    assert train.main(["--max-bad-fraction", value]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith(f"error: max_bad_fraction={float(value)!r} is invalid")
+    assert len(captured.err.strip().splitlines()) == 1 and captured.out == ""
 
 
 def test_too_many_bad_images_names_the_flag_and_the_flag_lets_them_through(tmp_path: Path) -> None:
@@ -206,20 +203,22 @@ def test_too_many_bad_images_names_the_flag_and_the_flag_lets_them_through(tmp_p
 
 # ----------------------------------------------------------------------------------------------------- OMP_WAIT_POLICY
 
-# Runs the entry point's module-level code in a fresh interpreter, with an import hook that records the value of
-# OMP_WAIT_POLICY at the moment `torch` is first imported: what torch's OpenMP runtime will read when it loads.
+# Runs the entry point's module-level code in a fresh interpreter, with an import hook that prints the value of
+# OMP_WAIT_POLICY at the moment `torch` is first imported (what torch's OpenMP runtime will read when it loads), then
+# stops the interpreter there: the answer is known, and importing torch would only cost seconds.
 _RECORD_AT_TORCH_IMPORT = """
 import os, runpy, sys
 
 class RecordAtTorchImport:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" and "seen" not in globals():
-            globals()["seen"] = os.environ.get("OMP_WAIT_POLICY", "<unset>")
-        return None  # let the normal import go on
+        if name == "torch":
+            print(os.environ.get("OMP_WAIT_POLICY", "<unset>"), flush=True)
+            os._exit(0)
+        return None  # any other module: the normal import goes on
 
 sys.meta_path.insert(0, RecordAtTorchImport())
 runpy.run_path(sys.argv[1], run_name="not_main")  # module-level code only: imports, constants, functions
-print(globals().get("seen", "<torch never imported>"))
+print("<torch never imported>")
 """
 
 

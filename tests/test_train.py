@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -78,8 +77,8 @@ def test_test_mode_evaluates_the_latest_checkpoint(trained_demo):
 # ----------------------------------------------------------------------------------------------------- resume
 
 
-def test_resume_continues_with_exactly_the_same_losses(tmp_path, trained_demo):
-    cache_dir = trained_demo[1]  # the shapes set and its features are already there
+def test_resume_continues_with_exactly_the_same_losses(tmp_path, session_cache):
+    cache_dir = session_cache  # the shapes set and its features, built once for the session
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train.main(demo_args(straight, cache_dir, "--max-steps", "6", "--run-name", "a")) == 0
     assert train.main(demo_args(resumed, cache_dir, "--max-steps", "3", "--run-name", "b")) == 0
@@ -92,10 +91,10 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path, trained_demo):
     assert [p.name for p in (resumed / "models" / "runs").iterdir()] == ["b"]
 
 
-def test_two_runs_in_one_folder_never_touch_each_others_files(tmp_path, trained_demo, capsys):
+def test_two_runs_in_one_folder_never_touch_each_others_files(tmp_path, session_cache, capsys):
     """Two runs that differ in one model setting share an output folder: each keeps, prunes and resumes its own
     checkpoints, and a command that could mean either says so instead of guessing."""
-    cache_dir, runs = trained_demo[1], tmp_path / "models" / "runs"
+    cache_dir, runs = session_cache, tmp_path / "models" / "runs"
     common = ("--max-steps", "3", "--keep-checkpoints", "1")
     assert train.main(demo_args(tmp_path, cache_dir, *common, "--run-name", "nine")) == 0
     assert train.main(demo_args(tmp_path, cache_dir, *common, "--num-visual-tokens", "4", "--run-name", "four")) == 0
@@ -142,8 +141,8 @@ def test_an_old_flat_checkpoint_still_loads_by_its_path(tmp_path, trained_demo):
         assert torch.equal(tensor, read_checkpoint(checkpoint)[0][name])
 
 
-def test_init_from_a_bridge_only_run_then_train_the_top_blocks(tmp_path, trained_demo):
-    cache_dir = trained_demo[1]
+def test_init_from_a_bridge_only_run_then_train_the_top_blocks(tmp_path, session_cache):
+    cache_dir = session_cache
     assert train.main(demo_args(tmp_path, cache_dir, "--top-k", "0", "--max-steps", "2", "--run-name", "s1")) == 0
     stage1 = find_checkpoint(tmp_path / "models", {"encoder": "tiny", "top_k": 0})
     assert all(k.startswith("bridge.") for k in read_checkpoint(stage1)[0])
@@ -258,17 +257,34 @@ def test_invalid_values_name_the_key_and_what_is_accepted(argv, env, message):
         (["--no-such-flag"], "error: unrecognized arguments: --no-such-flag (see --help)"),
     ],
 )
-def test_command_line_errors_are_one_line_and_exit_2(argv, expected, tmp_path):
+def test_command_line_errors_are_one_line_and_exit_2(argv, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # away from any .env in the checkout
+    assert main_status(argv) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err.strip()) == ("", expected)
+
+
+def main_status(argv: list[str]) -> int:
+    """train.py's exit status for `argv`, run in this process: main()'s return value, or argparse's SystemExit."""
+    try:
+        return train.main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
+def test_the_command_line_itself_answers_a_mistake_in_one_line(tmp_path):
+    """The same, through `python train.py` in a fresh interpreter: status 2 and one line, from the shell's view."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip() == expected
+        [sys.executable, str(REPO / "train.py"), "--encoder", "resnet"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    expected = "error: encoder='resnet' is invalid; accepted: vit, clip, tiny"
+    assert (result.returncode, result.stdout, result.stderr.strip()) == (2, "", expected)
 
 
-def test_top_k_above_the_decoder_depth_fails_before_loading(tiny_checkpoint, tmp_path, trained_demo):
+def test_top_k_above_the_decoder_depth_fails_before_loading(tiny_checkpoint, tmp_path, session_cache):
     path, _ = tiny_checkpoint()  # 3 blocks
-    args = ["--data", "shapes", "--cache-dir", str(trained_demo[1]), "--decoder", str(path), "--encoder", "tiny"]
+    args = ["--data", "shapes", "--cache-dir", str(session_cache), "--decoder", str(path), "--encoder", "tiny"]
     with pytest.raises(UserError, match=r"top_k=4 is invalid; the decoder has 3 blocks"):
         training.run.run(load_config([*args, "--top-k", "4", "--output-dir", str(tmp_path)], env={}))
 
@@ -389,16 +405,13 @@ def test_evaluation_config_takes_only_the_flags_the_user_typed():
     assert test_config(cfg, trained).batch_size == 16 and cfg.explicit == frozenset()
 
 
-def test_ptb_without_java_is_one_line_and_exit_2_before_any_work(tmp_path):
+def test_ptb_without_java_is_one_line_and_exit_2_before_any_work(tmp_path, monkeypatch, capsys):
     """No `java` on the PATH: --ptb fails at once, before the (missing) checkpoint or any data is looked at."""
-    env = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": str(tmp_path)}
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
     argv = ["--test", "--ptb", "--checkpoint", str(tmp_path / "missing.safetensors"), "--data", str(tmp_path / "no")]
-    result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *argv], capture_output=True, text=True, cwd=tmp_path, env=env,
-        timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert train.main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         "error: --ptb needs Java on the PATH to run pycocoevalcap's PTB tokenizer (java not found); install a Java "
         "runtime (e.g. apt-get install default-jre-headless) or leave out --ptb"
     ]
@@ -420,7 +433,7 @@ def test_ptb_with_java_scores_on_the_java_tokenizer(trained_demo, monkeypatch):
     assert metrics[f"test/{checkpoint.stem}"]["protocol"]["tokenizer"] == "ptb"
 
 
-def test_num_workers_reaches_the_feature_extraction(tmp_path, trained_demo, monkeypatch):
+def test_num_workers_reaches_the_feature_extraction(tmp_path, session_cache, monkeypatch):
     """--num-workers is the DataLoader workers of feature extraction (vision/cache.py), not a dead flag."""
     seen = []
     features = training.run.FeatureCache.features
@@ -430,6 +443,6 @@ def test_num_workers_reaches_the_feature_extraction(tmp_path, trained_demo, monk
         return features(self, *args, **kwargs)
 
     monkeypatch.setattr(training.run.FeatureCache, "features", recording)
-    args = demo_args(tmp_path, trained_demo[1], "--num-workers", "2", "--max-steps", "1", "--run-name", "workers")
+    args = demo_args(tmp_path, session_cache, "--num-workers", "2", "--max-steps", "1", "--run-name", "workers")
     assert train.main(args) == 0
     assert seen and set(seen) == {2}
