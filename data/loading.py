@@ -39,6 +39,7 @@ from .splits import SCHEMES, Splits, split_records
 from .synthetic import read_synthetic
 
 _HUB_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+VERIFIED_IMAGES = "verified-images.json"  # in the cache folder (data/images.py)
 SOURCES = "'shapes', 'flickr30k', 'hf:OWNER/REPO', 'synthetic:PATH' or a local folder (or a comma-separated list)"
 
 
@@ -69,7 +70,10 @@ def load_dataset(
     cache_dir = Path(cache_dir).expanduser()
     loaded = [_read_source(name, cache_dir, seed, shapes_images) for name in names]
     records, report = loaded[0] if len(loaded) == 1 else merge_sources(loaded)
-    records = drop_bad_images(records, report, max_bad_fraction=max_bad_fraction)
+    verified = (
+        cache_dir / VERIFIED_IMAGES
+    )  # the images that decoded cleanly before: unchanged ones are not decoded again
+    records = drop_bad_images(records, report, max_bad_fraction=max_bad_fraction, verified=verified)
     return split_records(records, split, seed), report
 
 

@@ -4,6 +4,8 @@ Chromium driven by playwright (never `playwright install`: .ci/run installs Debi
     playwright = require_browser()
     with page_server(checkpoint) as (url, server), playwright.sync_playwright() as p:
         browser = chromium(p, tmp_path / "profile")
+        ...
+    assert "serving" in printed(server)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -48,32 +51,39 @@ def page_server(
     checkpoint: Path, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """`caption.py --serve` on a free loopback port, once its page answers: (its URL, the process). Stopped after the
-    block; what it printed is then `server.printed`."""
+    block. What it prints goes to a file: `printed(server)` reads it, while it runs or after."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "caption.py"), "--serve", "--checkpoint", str(checkpoint), "--port", str(port),
-         *extra],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
-    )  # fmt: skip
-    try:
-        wait_for_page(url, server)
-        yield url, server
-    finally:
-        server.terminate()
+    with tempfile.NamedTemporaryFile("w+", prefix="page-server-", suffix=".log") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(REPO / "caption.py"), "--serve", "--checkpoint", str(checkpoint), "--port",
+             str(port), *extra],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"},
+        )  # fmt: skip
+        server.log_path = Path(log.name)
         try:
-            server.printed, _ = server.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.printed, _ = server.communicate()
+            wait_for_page(url, server)
+            yield url, server
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def printed(server: subprocess.Popen) -> str:
+    """What `caption.py --serve` has printed so far."""
+    return server.log_path.read_text()
 
 
 def wait_for_page(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"caption.py --serve exited with {server.returncode}: {server.stdout.read()}")
+            pytest.fail(f"caption.py --serve exited with {server.returncode}: {printed(server)}")
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:

@@ -197,3 +197,20 @@ def trained_demo(shared_tmp, session_cache):
             assert code == 0, printed.getvalue()[-2000:]
             (root / "done").touch()
     return output_dir, cache_dir, find_checkpoint(output_dir, {"encoder": "tiny"})
+
+
+@pytest.fixture(scope="session")
+def demo_scenes(trained_demo) -> list[tuple[Path, dict]]:
+    """The held-out images of the session's demo run (the test split of its checkpoint's own data settings), each
+    with its scene from the shapes set's annotation file: [(image path, {"shapes": [{"kind", "colour", ...}]})]."""
+    import json
+
+    from data import load_dataset
+    from data.shapes import ANNOTATION_FILE
+
+    _, cache_dir, checkpoint = trained_demo
+    data = json.loads(checkpoint.with_suffix(".json").read_text())["data"]
+    splits, _ = load_dataset(data["source"], cache_dir=cache_dir, split=data["split"], seed=data["seed"])
+    folder = splits.test[0].path.parents[1]  # the shapes set: images/ and its annotation file
+    scenes = {e["filename"]: e["scene"] for e in json.loads((folder / ANNOTATION_FILE).read_text())["images"]}
+    return [(r.path, scenes[r.path.name]) for r in splits.test]

@@ -1,5 +1,5 @@
-"""caption.py: captions and answers from the demo's checkpoint, decoding options, bad inputs, and the web page in a
-real headless browser.
+"""caption.py: captions and answers from the demo's checkpoint, decoding options and bad inputs (the web page in a
+real headless browser: tests/test_page.py).
 
 The quality tests use the session's short demo run (`trained_demo` in conftest.py: one epoch) on held-out images,
 the test split of the checkpoint's own data settings. Their thresholds sit safely below what that run measured and
@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from browser import chromium, page_server, require_browser
 
 import caption
 from caption import Captioner, Decoding, collect_images, find_checkpoint, make_generator
-from data import load_dataset
 from data.images import load_image
-from data.shapes import ANNOTATION_FILE, COLOURS, KINDS
+from data.shapes import COLOURS, KINDS
 from errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,15 +68,10 @@ def colours_in(text: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def demo(trained_demo):
+def demo(trained_demo, demo_scenes):
     """(checkpoint, held-out images [(path, {kind: colour})]) of the session's demo run."""
-    output_dir, cache_dir, checkpoint = trained_demo
-    data = json.loads(checkpoint.with_suffix(".json").read_text())["data"]
-    splits, _ = load_dataset(data["source"], cache_dir=cache_dir, split=data["split"], seed=data["seed"])
-    folder = splits.test[0].path.parents[1]  # the shapes set: images/ and its annotation file
-    scenes = {e["filename"]: e["scene"] for e in json.loads((folder / ANNOTATION_FILE).read_text())["images"]}
-    held_out = [(r.path, {s["kind"]: s["colour"] for s in scenes[r.path.name]["shapes"]}) for r in splits.test]
-    return checkpoint, held_out[:N_IMAGES]
+    held_out = [(path, {s["kind"]: s["colour"] for s in scene["shapes"]}) for path, scene in demo_scenes]
+    return trained_demo[2], held_out[:N_IMAGES]
 
 
 @pytest.fixture(scope="module")
@@ -307,70 +300,3 @@ def test_latest_checkpoint_and_moved_demo_decoder(demo, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ the web page
-
-
-@pytest.fixture(scope="module")
-def served(demo):
-    """`caption.py --serve` on the demo checkpoint, started once for the page tests below (each opens its own
-    browser with an empty profile): its URL."""
-    require_browser()
-    with page_server(demo[0]) as (url, _):
-        yield url
-
-
-def test_web_page_in_a_headless_browser(demo, served, tmp_path):
-    """Open `caption.py --serve` in Debian's Chromium, upload a shapes image, read the caption on the page, then ask
-    a question and read the answer."""
-    playwright = require_browser()
-    _, held_out = demo
-    path, scene = next((p, s) for p, s in held_out if "circle" in s)
-    url = served
-    with playwright.sync_playwright() as p:
-        browser = chromium(p, tmp_path / "profile")
-        page = browser.new_page()
-        page.goto(url, wait_until="domcontentloaded")
-        page.locator("#image input[type=file]").set_input_files(str(path))
-        output = page.locator("#output textarea")
-        playwright.expect(output).not_to_have_value("", timeout=120_000)  # captioned on upload
-        caption_text = output.input_value()
-        assert colours_in(caption_text), caption_text
-        assert page.locator("#image img").count() >= 1  # the uploaded image is shown
-
-        page.locator("#question textarea").fill("what colour is the circle?")
-        page.locator("#run").click()
-        playwright.expect(output).not_to_have_value(caption_text, timeout=120_000)
-        answer = output.input_value()
-        assert answer in COLOURS, answer
-        assert "Question: what colour is the circle? Answer:" in page.locator("#details").inner_text()
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        browser.close()
-
-
-def test_the_page_shows_a_map_for_each_word_in_a_headless_browser(demo, served, tmp_path):
-    """Where it looks (explain/), on the page: after the upload, hovering or clicking a word shows its maps."""
-    playwright = require_browser()
-    _, held_out = demo
-    url = served
-    with playwright.sync_playwright() as p:
-        browser = chromium(p, tmp_path / "profile")
-        page = browser.new_page()
-        page.goto(url, wait_until="domcontentloaded")
-        page.locator("#image input[type=file]").set_input_files(str(held_out[0][0]))
-        words = page.locator("#explain .explain-word")
-        playwright.expect(words.first).to_be_visible(timeout=120_000)
-        caption_text = page.locator("#output textarea").input_value()
-        assert [w.strip() for w in words.all_inner_texts()] == caption_text.split()
-        whole = page.locator("#explain .explain-whole img")
-        playwright.expect(whole.first).to_be_visible()  # the whole output's maps, before any word is chosen
-        maps = words.nth(1).locator(".explain-maps img")
-        playwright.expect(maps.first).to_be_hidden()
-        words.nth(1).hover()
-        playwright.expect(maps.first).to_be_visible()
-        assert maps.count() == 2 and maps.first.evaluate("img => img.naturalWidth") > 0
-        page.mouse.move(0, 0)
-        playwright.expect(maps.first).to_be_hidden()
-        words.nth(2).click()  # a click focuses the word: its maps stay while the pointer is elsewhere
-        page.mouse.move(0, 0)
-        playwright.expect(words.nth(2).locator(".explain-maps img").first).to_be_visible()
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        browser.close()

@@ -217,6 +217,37 @@ def test_load_dataset_from_a_local_folder_with_karpathy_labels(tmp_path):
     assert report.images_kept == 5
 
 
+def test_a_second_load_decodes_only_the_images_that_changed(tmp_path, monkeypatch):
+    """The cache remembers which images decoded cleanly (path, size, modification time): an unchanged one is not
+    decoded again, while a new, changed or missing one is, and the bad ones are still found."""
+    import data.images
+
+    decoded = []
+    real = data.images.image_problem
+    monkeypatch.setattr(data.images, "image_problem", lambda path: decoded.append(path.name) or real(path))
+    folder, cache = write_karpathy(tmp_path / "data"), tmp_path / "cache"
+
+    def load() -> tuple[list[str], LoadReport]:
+        decoded.clear()
+        splits, report = load_dataset(str(folder), cache_dir=cache, split="karpathy", max_bad_fraction=0.7)
+        return sorted(decoded), report
+
+    first, report = load()
+    assert first == sorted(ALL_FILES) and report.images_kept == 5
+    again, report = load()
+    assert again == sorted([CORRUPT, TRUNCATED, MISSING]) and report.images_kept == 5  # bad ones: checked every time
+    images = folder / "flickr30k_images"
+    noise_image(seed=7).save(images / GOOD[0])  # replaced: a new size and modification time
+    (images / GOOD[1]).write_bytes((images / GOOD[1]).read_bytes()[:100])  # cut short after it was verified
+    (images / GOOD[2]).unlink()
+    changed, report = load()
+    assert changed == sorted([GOOD[0], GOOD[1], GOOD[2], CORRUPT, TRUNCATED, MISSING])
+    assert report.images_kept == 3 and report.skip_reasons == {"unreadable": 1, "truncated": 2, "missing": 2}
+    (cache / "verified-images.json").write_text("{not json")  # a damaged record only costs a full check
+    everything, report = load()
+    assert everything == sorted(ALL_FILES) and report.images_kept == 3
+
+
 def test_unknown_layout_and_missing_path_are_user_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")

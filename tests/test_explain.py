@@ -1,6 +1,6 @@
 """Where the model looks (explain/): the recorded attention weights, words, occlusion, the pointing game's scorer,
 Flickr30k Entities, the sheet and JSON, and caption.py --explain (its page in a headless browser is tested in
-tests/test_caption.py, on the server that test's page check starts).
+tests/test_page.py, with the page's other browser tests).
 
 Most tests build a tiny random model in a second; the last ones use the session's short demo run (`trained_demo`
 in conftest.py), as tests/test_caption.py does.
@@ -394,17 +394,9 @@ def test_explain_writes_a_sheet_and_json_with_a_map_per_word(tiny, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo(trained_demo):
-    """(checkpoint, [(image path, scene)] of held-out one-shape images) of the session's demo run."""
-    from data import load_dataset
-    from data.shapes import ANNOTATION_FILE
-
-    output_dir, cache_dir, checkpoint = trained_demo
-    data = json.loads(checkpoint.with_suffix(".json").read_text())["data"]
-    splits, _ = load_dataset(data["source"], cache_dir=cache_dir, split=data["split"], seed=data["seed"])
-    folder = splits.test[0].path.parents[1]
-    scenes = {e["filename"]: e["scene"] for e in json.loads((folder / ANNOTATION_FILE).read_text())["images"]}
-    return checkpoint, [(r.path, scenes[r.path.name]) for r in splits.test]
+def demo(trained_demo, demo_scenes):
+    """(checkpoint, [(image path, scene)] of held-out images) of the session's demo run."""
+    return trained_demo[2], demo_scenes
 
 
 def test_occlusion_on_the_demo_points_at_the_only_shape(demo):

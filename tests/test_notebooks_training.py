@@ -6,14 +6,17 @@ which keeps a file on one worker, so these two minutes of notebooks run beside t
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from test_experiments import QUICK
 from test_notebooks import PARAMETERS, TRAINING, _kernel_environment, run_notebook  # noqa: F401 (the fixture applies here too)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TRAINING)
 def test_training_notebook_runs_top_to_bottom(name, session_cache):
-    # 05 pretrains the demo LM (one epoch, seed 0) into its cache; in the session's cache it is built once for it and
-    # for tests/test_experiments.py, whichever comes first.
-    extra = {"CACHE_DIR": session_cache} if name == "05_experiments" else {}
+    # 05 pretrains the demo LM into its cache: in the session's cache, with test_experiments.py's settings, it is built
+    # once for both, by whichever comes first.
+    extra = {"CACHE_DIR": session_cache, "PRETRAIN": dataclasses.asdict(QUICK)} if name == "05_experiments" else {}
     run_notebook(name, {**PARAMETERS.get(name, {}), **extra})

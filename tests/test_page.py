@@ -1,9 +1,9 @@
-"""caption.py --serve on a network: the login it requires, the upload and queue bounds, and the login in a real
-headless browser (docs/reliability.md, "The page on a network").
+"""caption.py --serve: the login it requires on a network, the upload and queue bounds (docs/reliability.md, "The
+page on a network"), and the page in a real headless browser: the login, then captions, answers and where it looks.
 
-The command-line checks run `caption.main` in this process and fail before any model is loaded. The browser test
-starts `caption.py --serve` with a login from the environment and a small upload limit, and drives Debian's Chromium
-through the login form to a caption.
+The command-line checks run `caption.main` in this process and fail before any model is loaded. The browser tests
+share one `caption.py --serve` of the demo checkpoint, with a login from the environment and a small upload limit,
+and drive Debian's Chromium through the login form, each in a fresh browser profile.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from browser import chromium, page_server, require_browser
+from browser import chromium, page_server, printed, require_browser
 from PIL import Image
 
 import caption
@@ -151,61 +151,131 @@ def upload(opener: urllib.request.OpenerDirector, url: str, payload: bytes) -> t
     return fetch(opener, url + "gradio_api/upload", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
-def test_login_page_in_a_headless_browser(trained_demo, tmp_path):
+@pytest.fixture(scope="module")
+def served(trained_demo):
+    """`caption.py --serve` on the demo checkpoint, with a login from the environment and a 0.05 MB upload limit:
+    (its URL, the process). Started once for the browser tests below; each opens its own browser, with an empty
+    profile, so each starts logged out."""
+    require_browser()
+    with page_server(trained_demo[2], "--max-upload-mb", "0.05", env={AUTH_ENV: f"{USER}:{PASSWORD}"}) as served:
+        yield served
+
+
+def logged_in(browser, url: str):
+    """A new page of `browser` at `url`, past the login form."""
+    page = browser.new_page()
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("input[type=text]").fill(USER)
+    page.locator("input[type=password]").fill(PASSWORD)
+    page.get_by_role("button", name="Login").click()
+    page.locator("#image input[type=file]").wait_for(state="attached", timeout=60_000)
+    return page
+
+
+def test_login_page_in_a_headless_browser(trained_demo, served, tmp_path):
     """`caption.py --serve` with a login from the environment: without it nothing answers (HTTP 401), the browser
     gets the login form, a wrong password is refused, the right one opens the page, an upload over the limit is
     refused, and an image is captioned."""
     playwright = require_browser()
-    _, cache_dir, checkpoint = trained_demo
-    image = next(cache_dir.glob("shapes-*/images/*.png"))  # a few KB
-    large = tmp_path / "noise.png"  # ~120 KB of noise: over the 0.05 MB limit below
+    url, server = served
+    image = next(trained_demo[1].glob("shapes-*/images/*.png"))  # a few KB
+    large = tmp_path / "noise.png"  # ~120 KB of noise: over the 0.05 MB limit of the server
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(large)
     assert image.stat().st_size < 0.05 * MB < large.stat().st_size
-    env = {AUTH_ENV: f"{USER}:{PASSWORD}"}
-    with page_server(checkpoint, "--max-upload-mb", "0.05", env=env) as (url, server):
-        # Over HTTP: nothing but the login answers before it; after it, the upload limit holds.
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        assert fetch(opener, url + "config")[0] == 401
-        assert upload(opener, url, image.read_bytes())[0] == 401
-        wrong = urllib.parse.urlencode({"username": USER, "password": "guess"}).encode()
-        assert fetch(opener, url + "login", wrong)[0] == 400
-        right = urllib.parse.urlencode({"username": USER, "password": PASSWORD}).encode()
-        assert fetch(opener, url + "login", right) == (200, json.dumps({"success": True}, separators=(",", ":")))
-        assert fetch(opener, url + "config")[0] == 200
-        assert upload(opener, url, image.read_bytes())[0] == 200
-        status, body = upload(opener, url, large.read_bytes())
-        assert status == 413 and "maximum allowed size" in body
+    # Over HTTP: nothing but the login answers before it; after it, the upload limit holds.
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    assert fetch(opener, url + "config")[0] == 401
+    assert upload(opener, url, image.read_bytes())[0] == 401
+    wrong = urllib.parse.urlencode({"username": USER, "password": "guess"}).encode()
+    assert fetch(opener, url + "login", wrong)[0] == 400
+    right = urllib.parse.urlencode({"username": USER, "password": PASSWORD}).encode()
+    assert fetch(opener, url + "login", right) == (200, json.dumps({"success": True}, separators=(",", ":")))
+    assert fetch(opener, url + "config")[0] == 200
+    assert upload(opener, url, image.read_bytes())[0] == 200
+    status, body = upload(opener, url, large.read_bytes())
+    assert status == 413 and "maximum allowed size" in body
 
-        with playwright.sync_playwright() as p:
-            browser = chromium(p, tmp_path / "profile")  # a fresh, empty user-data-dir: no login cookie yet
-            page = browser.new_page()
-            page.goto(url, wait_until="domcontentloaded")
-            login = page.get_by_role("button", name="Login")
-            playwright.expect(login).to_be_visible(timeout=60_000)
-            playwright.expect(page.get_by_text("log in with the user and password")).to_be_visible()
-            assert page.locator("#image").count() == 0  # the page itself is not there before the login
+    with playwright.sync_playwright() as p:
+        browser = chromium(p, tmp_path / "profile")  # a fresh, empty user-data-dir: no login cookie yet
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        login = page.get_by_role("button", name="Login")
+        playwright.expect(login).to_be_visible(timeout=60_000)
+        playwright.expect(page.get_by_text("log in with the user and password")).to_be_visible()
+        assert page.locator("#image").count() == 0  # the page itself is not there before the login
 
-            def log_in(password: str) -> None:
-                page.locator("input[type=text]").fill(USER)  # Gradio clears both fields after a failure
-                page.locator("input[type=password]").fill(password)
-                login.click()
+        def log_in(password: str) -> None:
+            page.locator("input[type=text]").fill(USER)  # Gradio clears both fields after a failure
+            page.locator("input[type=password]").fill(password)
+            login.click()
 
-            log_in("guess")
-            playwright.expect(page.get_by_text("Incorrect Credentials")).to_be_visible(timeout=30_000)
-            assert page.locator("#image").count() == 0
-            log_in(PASSWORD)
-            files = page.locator("#image input[type=file]")
-            files.wait_for(state="attached", timeout=60_000)
+        log_in("guess")
+        playwright.expect(page.get_by_text("Incorrect Credentials")).to_be_visible(timeout=30_000)
+        assert page.locator("#image").count() == 0
+        log_in(PASSWORD)
+        files = page.locator("#image input[type=file]")
+        files.wait_for(state="attached", timeout=60_000)
 
-            files.set_input_files(str(large))
-            playwright.expect(page.get_by_text("exceed the maximum allowed size")).to_be_visible(timeout=30_000)
-            output = page.locator("#output textarea")
-            assert output.input_value() == ""  # nothing was captioned
+        files.set_input_files(str(large))
+        playwright.expect(page.get_by_text("exceed the maximum allowed size")).to_be_visible(timeout=30_000)
+        output = page.locator("#output textarea")
+        assert output.input_value() == ""  # nothing was captioned
 
-            files.set_input_files(str(image))
-            playwright.expect(output).not_to_have_value("", timeout=120_000)  # captioned on upload
-            words = set(output.input_value().lower().replace(",", " ").split())
-            assert words & set(COLOURS), output.input_value()
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-            browser.close()
-    assert f"login as '{USER}'" in server.printed and PASSWORD not in server.printed
+        files.set_input_files(str(image))
+        playwright.expect(output).not_to_have_value("", timeout=120_000)  # captioned on upload
+        words = set(output.input_value().lower().replace(",", " ").split())
+        assert words & set(COLOURS), output.input_value()
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()
+    assert f"login as '{USER}'" in printed(server) and PASSWORD not in printed(server)
+
+
+def test_the_page_captions_and_answers_in_a_headless_browser(demo_scenes, served, tmp_path):
+    """Logged in: upload a shapes image, read the caption on the page, then ask a question and read the answer."""
+    playwright = require_browser()
+    path = next(p for p, scene in demo_scenes if "circle" in {s["kind"] for s in scene["shapes"]})
+    with playwright.sync_playwright() as p:
+        browser = chromium(p, tmp_path / "profile")
+        page = logged_in(browser, served[0])
+        page.locator("#image input[type=file]").set_input_files(str(path))
+        output = page.locator("#output textarea")
+        playwright.expect(output).not_to_have_value("", timeout=120_000)  # captioned on upload
+        caption_text = output.input_value()
+        assert set(caption_text.lower().replace(",", " ").split()) & set(COLOURS), caption_text
+        assert page.locator("#image img").count() >= 1  # the uploaded image is shown
+
+        page.locator("#question textarea").fill("what colour is the circle?")
+        page.locator("#run").click()
+        playwright.expect(output).not_to_have_value(caption_text, timeout=120_000)
+        answer = output.input_value()
+        assert answer in COLOURS, answer
+        assert "Question: what colour is the circle? Answer:" in page.locator("#details").inner_text()
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()
+
+
+def test_the_page_shows_a_map_for_each_word_in_a_headless_browser(demo_scenes, served, tmp_path):
+    """Where it looks (explain/), on the page: after the upload, hovering or clicking a word shows its maps."""
+    playwright = require_browser()
+    with playwright.sync_playwright() as p:
+        browser = chromium(p, tmp_path / "profile")
+        page = logged_in(browser, served[0])
+        page.locator("#image input[type=file]").set_input_files(str(demo_scenes[0][0]))
+        words = page.locator("#explain .explain-word")
+        playwright.expect(words.first).to_be_visible(timeout=120_000)
+        caption_text = page.locator("#output textarea").input_value()
+        assert [w.strip() for w in words.all_inner_texts()] == caption_text.split()
+        whole = page.locator("#explain .explain-whole img")
+        playwright.expect(whole.first).to_be_visible()  # the whole output's maps, before any word is chosen
+        maps = words.nth(1).locator(".explain-maps img")
+        playwright.expect(maps.first).to_be_hidden()
+        words.nth(1).hover()
+        playwright.expect(maps.first).to_be_visible()
+        assert maps.count() == 2 and maps.first.evaluate("img => img.naturalWidth") > 0
+        page.mouse.move(0, 0)
+        playwright.expect(maps.first).to_be_hidden()
+        words.nth(2).click()  # a click focuses the word: its maps stay while the pointer is elsewhere
+        page.mouse.move(0, 0)
+        playwright.expect(words.nth(2).locator(".explain-maps img").first).to_be_visible()
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()
