@@ -45,13 +45,15 @@ SCHEDULE = [
     "test_notebooks.py",
     "test_experiments.py",
     "test_preemption.py",
-    "test_decoder.py",
-    "test_caption.py",
-    "test_explain.py",
     "test_page.py",
+    "test_decoder.py",
+    "test_explain.py",
     "test_notebooks_training.py",
     "test_distributed.py",
     "test_hub.py",
+    "test_caption.py",
+    "test_weights_loader.py",
+    "test_vision.py",
 ]
 
 

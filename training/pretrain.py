@@ -23,7 +23,8 @@ model), and copying from context, which is what captioning needs. Binding an att
 the star?" when the context names two shapes) is not learned within the one-minute budget, at this size.
 
 How it trains: plain next-token prediction (every position predicts the next token; padding is ignored), AdamW,
-linear warm-up then cosine decay, one CPU thread, a fixed number of epochs. Training and validation documents come
+linear warm-up then cosine decay, one CPU thread, a fixed number of epochs (or `max_steps`, where the decay then
+ends: the tests and notebook 05's test run use 50 steps). Training and validation documents come
 from the train and validation splits: the held-out perplexity is reported, and so is a random model's for contrast.
 
 Where it goes: `{cache_dir}/demo-lm/<key>/` in the hub's layout (`config.json`, `model.safetensors`,
