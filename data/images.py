@@ -144,8 +144,10 @@ def drop_bad_images(
     if verified:
         now = {str(r.path): stamp for r, stamp, p in zip(records, stamps, problems, strict=True) if p is None}
         if any(known.get(path) != stamp for path, stamp in now.items()):
+            checked = {str(r.path) for r in records}  # their entries are this call's results; others are kept
+            kept = {path: stamp for path, stamp in known.items() if path not in checked}
             try:  # saves work next time; a failed write (a full disk, a read-only cache) only costs that
-                write_text_atomically(verified, json.dumps({**known, **now}))
+                write_text_atomically(verified, json.dumps({**kept, **now}))
             except (UserError, OSError):
                 pass
     bad = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]

@@ -70,9 +70,8 @@ def load_dataset(
     cache_dir = Path(cache_dir).expanduser()
     loaded = [_read_source(name, cache_dir, seed, shapes_images) for name in names]
     records, report = loaded[0] if len(loaded) == 1 else merge_sources(loaded)
-    verified = (
-        cache_dir / VERIFIED_IMAGES
-    )  # the images that decoded cleanly before: unchanged ones are not decoded again
+    # The images that decoded cleanly before: those unchanged since are not decoded again.
+    verified = cache_dir / VERIFIED_IMAGES
     records = drop_bad_images(records, report, max_bad_fraction=max_bad_fraction, verified=verified)
     return split_records(records, split, seed), report
 
