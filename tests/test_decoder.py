@@ -16,8 +16,11 @@ from tiny_decoder import Qwen3Config
 from tiny_decoder.model import RMSNorm, apply_rope, rope_cos_sin, rope_inverse_frequencies, rotate_half
 from weights_loader import load_qwen3
 
-transformers = pytest.importorskip("transformers")
-from transformers.models.qwen3 import modeling_qwen3 as hf_qwen3  # noqa: E402
+
+def transformers_qwen3():
+    """transformers' Qwen3 modeling module, imported by the tests that use it (the reference; skip without it).
+    Not at the top of the file: its 3 s import would then be paid at collection by every pytest worker."""
+    return pytest.importorskip("transformers.models.qwen3.modeling_qwen3")
 
 
 def assert_close_logits(ours: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-4) -> None:
@@ -30,7 +33,7 @@ def assert_close_logits(ours: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-
 
 
 def test_rmsnorm_matches_transformers():
-    theirs = hf_qwen3.Qwen3RMSNorm(40, eps=1e-6)
+    theirs = transformers_qwen3().Qwen3RMSNorm(40, eps=1e-6)
     ours = RMSNorm(40, eps=1e-6)
     with torch.no_grad():
         theirs.weight.uniform_(0.5, 1.5)
@@ -43,6 +46,7 @@ def test_rmsnorm_matches_transformers():
 
 def test_rope_matches_transformers_and_rotates_halves():
     config = hf_qwen3_config(head_dim=16)
+    hf_qwen3 = transformers_qwen3()
     rotary = hf_qwen3.Qwen3RotaryEmbedding(config)
     q, k = torch.randn(2, 6, 9, 16), torch.randn(2, 2, 9, 16)
     positions = torch.arange(9).expand(2, 9) + torch.tensor([[0], [4]])
@@ -161,12 +165,22 @@ def test_full_qwen3_0_6b_configuration_matches_transformers(tmp_path):
         max_position_embeddings=ref.max_position_embeddings,
         tie_word_embeddings=True,
     )
+    # transformers' own initialisation of 0.6B parameters takes ~12 s here; any random values test the mapping as
+    # well, so skip it (`no_init_weights`, what `from_pretrained` uses) and draw them at once: uniform with the std of
+    # its normal(0, 0.02), norm gains in [0.5, 1.5]. Skipping it also skips tying: tie the head explicitly.
+    from transformers.initialization import no_init_weights
+
     torch.manual_seed(0)
-    hf = transformers.Qwen3ForCausalLM(hf_config).eval()
+    with no_init_weights():
+        hf = transformers_qwen3().Qwen3ForCausalLM(hf_config).eval()
+    hf.tie_weights()
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
+            else:
+                p.uniform_(-0.02 * 3**0.5, 0.02 * 3**0.5)
+    assert hf.lm_head.weight is hf.model.embed_tokens.weight
     # Saved in bfloat16, as the release is (and half the bytes to write). Only the parameters are rounded: a buffer such
     # as RoPE's inverse frequencies stays fp32 in both models, as it does when either loads the release.
     for p in hf.parameters():

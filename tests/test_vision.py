@@ -14,10 +14,7 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import numpy as np
-import open_clip
 import pytest
-import timm
-import timm.data
 import torch
 from PIL import Image
 from safetensors.torch import save_file
@@ -136,6 +133,8 @@ def test_clip_views_match_open_clip_forward(
     encoders: dict[str, VisionEncoder], outputs: dict[str, tuple[torch.Tensor, ...]]
 ) -> None:
     """The manual forward reproduces open_clip: pooled == encode_image, hidden[:, 1:] == output_tokens."""
+    import open_clip  # here, not at the top: only the worker that runs these tests pays for the import
+
     visual = encoders["clip"].visual
     pixels, pooled, hidden = outputs["clip"]
     with torch.no_grad():
@@ -153,6 +152,9 @@ def test_clip_views_match_open_clip_forward(
 
 
 def test_preprocessing_is_the_libraries_own(encoders: dict[str, VisionEncoder]) -> None:
+    import open_clip
+    import timm.data
+
     image = _test_image()
     vit_cfg = timm.data.resolve_data_config(
         pretrained_cfg=timm.models.get_pretrained_cfg("vit_base_patch16_224").to_dict()
