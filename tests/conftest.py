@@ -67,6 +67,14 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+def colours_in(text: str) -> set[str]:
+    """The shapes set's colour names that `text` (a caption) says."""
+    from data.shapes import COLOURS
+
+    words = set(text.lower().replace(",", " ").split())
+    return {c for c in COLOURS if c in words}
+
+
 @pytest.fixture(scope="session")
 def worker_id(request) -> str:
     """pytest-xdist's worker id ("gw0", "gw1", ...), or "master" without xdist (its own fixture when installed)."""

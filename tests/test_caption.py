@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import colours_in
 
 import caption
 from caption import Captioner, Decoding, collect_images, find_checkpoint, make_generator
 from data.images import load_image
-from data.shapes import COLOURS, KINDS
+from data.shapes import KINDS
 from errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,11 +61,6 @@ def run_captions(arg_lists: list[list[str]], timeout: int = 300) -> list[subproc
 
 def stderr_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
-
-
-def colours_in(text: str) -> set[str]:
-    words = set(text.lower().replace(",", " ").split())
-    return {c for c in COLOURS if c in words}
 
 
 @pytest.fixture(scope="module")

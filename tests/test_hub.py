@@ -34,7 +34,6 @@ from caption import Captioner, Decoding
 from checkpoints.restore import load_trained
 from checkpoints.share import prepare_upload
 from checkpoints.store import HUB_PREFIX, local_checkpoint
-from data import load_dataset
 from data.images import load_image
 from errors import UserError
 
@@ -143,12 +142,9 @@ def pushed(demo_copy):
 
 
 @pytest.fixture
-def held_out(demo_copy) -> list[Path]:
-    """Three test images of the checkpoint's own data."""
-    checkpoint, cache_dir = demo_copy
-    data = json.loads(checkpoint.with_suffix(".json").read_text())["data"]
-    splits, _ = load_dataset(data["source"], cache_dir=cache_dir, split=data["split"], seed=data["seed"])
-    return [r.path for r in splits.test[:3]]
+def held_out(demo_scenes) -> list[Path]:
+    """Three test images of the checkpoint's own data (the copy's data settings are the demo run's)."""
+    return [path for path, _ in demo_scenes[:3]]
 
 
 # ------------------------------------------------------------------------------------------------------------- upload

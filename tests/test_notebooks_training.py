@@ -18,6 +18,7 @@ from test_notebooks import PARAMETERS, TRAINING, _kernel_environment, run_notebo
 def test_training_notebook_runs_top_to_bottom(name, session_cache):
     # 05 pretrains the demo LM into its cache: in the session's cache, with test_experiments.py's settings, it is built
     # once for both, by whichever comes first. Its live cell trains 20 steps instead of 40 (it checks no score).
-    shared = {"CACHE_DIR": session_cache, "PRETRAIN": dataclasses.asdict(QUICK), "LIVE_STEPS": 20}
-    extra = shared if name == "05_experiments" else {}
-    run_notebook(name, {**PARAMETERS.get(name, {}), **extra})
+    parameters = dict(PARAMETERS.get(name, {}))
+    if name == "05_experiments":
+        parameters |= {"CACHE_DIR": session_cache, "PRETRAIN": dataclasses.asdict(QUICK), "LIVE_STEPS": 20}
+    run_notebook(name, parameters)
