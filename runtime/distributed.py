@@ -74,14 +74,6 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.item()
 
-    def any(self, flag: bool) -> bool:
-        """True when `flag` is true on any process (for decisions every process must take together)."""
-        return self.sum(1.0 if flag else 0.0) > 0
-
-    def all(self, flag: bool) -> bool:
-        """True when `flag` is true on every process."""
-        return not self.any(not flag)
-
     def main_first(self, work: Callable[[], T]) -> T:
         """Run `work` on rank 0 first (it may write files: the shapes set, the feature cache), then on the others,
         which then read what rank 0 wrote."""

@@ -71,3 +71,53 @@ def test_a_two_process_run_resumes_in_one_process(two_process_run):
     assert train.main(args) == 0
     lines = (root / "models" / "runs" / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines if "train/loss" in x] == [1, 2, 3, 4, 5, 6]
+
+
+def tiny_shapes(folder, cache_dir) -> tuple[str, int]:
+    """A 30-image shapes set in `folder`, and a batch size that leaves the epoch one batch of a single sample."""
+    from data import generate_shapes, load_dataset, make_samples
+
+    generate_shapes(folder, n_images=30, seed=0)
+    splits, _ = load_dataset(str(folder), cache_dir=cache_dir)  # the demo's split: random, seed 0
+    n = len(make_samples(splits.train))
+    return str(folder), next(b for b in range(8, n) if n % b == 1)
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory):
+    """Two processes train one epoch whose short batch holds one sample (so one process would get none), and process
+    1's second training forward returns a NaN loss. Before the fix, either one aborted the run with gloo's
+    "collective mismatch": the process with the bad loss skipped backward while the other entered DDP's all-reduce."""
+    root = tmp_path_factory.mktemp("ddp-faults")
+    data, batch_size = tiny_shapes(root / "shapes", root / "cache")
+    args = ["--demo", "--data", data, "--output-dir", str(root / "models"), "--cache-dir", str(root / "cache"),
+            "--wandb", "disabled", "--epochs", "1", "--batch-size", str(batch_size), "--run-name", "faults"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    script = [str(REPO / "tests" / "ddp_faults.py"), str(root), "1", "2", "--"]
+    result = subprocess.run([*command, *script, *args], capture_output=True, text=True, env=env, cwd=root, timeout=900)
+    return root, result
+
+
+def test_a_nan_on_one_process_skips_the_step_on_both(faulty_run):
+    root, result = faulty_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [[json.loads(x) for x in (root / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert [s["skipped"] for s in steps[0]] == [s["skipped"] for s in steps[1]]
+    assert [k for k, s in enumerate(steps[0]) if s["skipped"]] == [1]  # the second step, on both processes
+    assert [s["weights"] for s in steps[0]] == [s["weights"] for s in steps[1]]  # identical after every step
+    assert steps[0][0]["weights"] == steps[0][1]["weights"]  # the skipped step changed nothing
+    lines = (root / "models" / "runs" / "faults" / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(x)["step"] for x in lines if "train/loss" in x]
+    assert logged == list(range(1, len(steps[0])))  # every step but the skipped one, numbered without a gap
+
+
+def test_an_epoch_whose_short_batch_is_one_sample_finishes(faulty_run):
+    root, result = faulty_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = root / "models" / "runs" / "faults"
+    assert (run / "1_tiny_top2.safetensors").is_file() and (run / "metrics.json").is_file()  # the epoch's end
+    sidecar = json.loads((run / "1_tiny_top2.json").read_text())
+    # Every batch of the epoch but the one-sample batch made a step (one of them skipped for its NaN).
+    steps = len((root / "rank0.jsonl").read_text().splitlines())
+    assert sidecar["global_step"] == steps - 1

@@ -129,13 +129,17 @@ def train_epoch(
                 return True
             # One optimizer step = grad_accum micro-batches of one global batch each; with torchrun every process
             # takes its share (every world_size-th sample) of each global batch.
-            batches = [
-                job.collate(dist.shard([job.samples[i] for i in indices]))
-                for indices in order[at.batch : at.batch + cfg.grad_accum]
-            ]
+            step_order = order[at.batch : at.batch + cfg.grad_accum]
+            at.batch += len(step_order)  # the data position moves with the weights: a checkpoint resumes here
+            # The epoch's one short batch (the tail of the length bucketing) may hold fewer samples than there are
+            # processes; it would leave a process with nothing to train on (a loss of 0/0), so it is dropped: at most
+            # world_size - 1 samples an epoch, a different few each epoch. One process never drops anything.
+            step_order = [indices for indices in step_order if len(indices) >= dist.world_size]
+            if not step_order:
+                continue
+            batches = [job.collate(dist.shard([job.samples[i] for i in indices])) for indices in step_order]
             micro = micro_batches(job, batches)
-            result = train_step(job.model, micro, job.optimizer, job.scheduler, cfg.grad_clip, job.autocast, dist.all)
-            at.batch += len(batches)  # the data position moves with the weights: a checkpoint resumes here
+            result = train_step(job.model, micro, job.optimizer, job.scheduler, cfg.grad_clip, job.autocast)
             for batch in batches:
                 throughput.add(batch)
             if result.skipped:  # counted; the run stops if it keeps happening

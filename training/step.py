@@ -14,6 +14,14 @@ gradients, weighted by the micro-batch's share of the step's target tokens, so t
 target token however the tokens fall into micro-batches. Under torchrun the model is wrapped in
 DistributedDataParallel, which averages gradients across processes in the backward of the last micro-batch.
 
+A bad step (a NaN or inf loss: a too high learning rate, bf16 overflow) is skipped, and the decision is taken from
+the gradients after they are averaged, the way `torch.amp.GradScaler` decides: backward always runs, a non-finite
+loss makes non-finite gradients, DDP's all-reduce carries them to every process, and the gradient norm, computed from
+the same averaged gradients on every process, is non-finite everywhere at once. So every process makes the same
+collectives in the same order whatever its own loss, and they all skip together. (Skipping `backward()` on the one
+process with a bad loss would leave the others waiting in DDP's all-reduce while it entered a different one: gloo
+aborts with "collective mismatch", NCCL hangs until its timeout.)
+
 Read next: `training/loop.py`.
 """
 
@@ -42,7 +50,7 @@ class MicroBatch:
 class StepResult:
     losses: list[float]  # each micro-batch's mean loss per target token
     grad_norm: float  # before clipping; nan when the step was skipped
-    skipped: bool  # a loss was not finite (on any process): no update was made
+    skipped: bool  # the averaged gradients were not finite (a loss was not, on some process): no update was made
 
 
 def train_step(
@@ -52,23 +60,23 @@ def train_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     grad_clip: float,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    all_finite: Callable[[bool], bool] = bool,
 ) -> StepResult:
-    """One optimizer step over `micro_batches`. `all_finite(ok)` tells whether every process's losses were finite
-    (with torchrun, a bad batch on one process skips the step on all of them)."""
+    """One optimizer step over `micro_batches`; skipped (on every process alike) when the averaged gradients are not
+    finite, which a non-finite loss on any process makes them."""
     losses = []
     for batch in micro_batches:
         no_sync = contextlib.nullcontext() if batch.sync else model.no_sync()
-        with autocast(), no_sync:
-            loss = model(batch.input_ids, batch.labels, features=batch.features)  # mean over target tokens
-            if torch.isfinite(loss):
-                (loss * batch.weight).backward()  # adds to .grad: the step's gradient is the weighted sum
+        with no_sync:
+            with autocast():
+                loss = model(batch.input_ids, batch.labels, features=batch.features)  # mean over target tokens
+            (loss * batch.weight).backward()  # adds to .grad: the step's gradient is the weighted sum
         losses.append(loss.item())
-    if not all_finite(all(torch.isfinite(torch.tensor(losses)).tolist())):
-        optimizer.zero_grad(set_to_none=True)  # drop what the finite micro-batches added
-        return StepResult(losses, float("nan"), skipped=True)
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    # The norm of the averaged gradients: the same number on every process (DDP made the gradients identical).
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"))
+    if not torch.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)  # nothing of this step reaches the weights
+        return StepResult(losses, float("nan"), skipped=True)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()  # the learning rate of the next step
