@@ -51,6 +51,7 @@ SECTIONS = {
     "retrieval": "Retrieval scoring: FLOPs, and the old and new path",
     "feature_cache": "Memory-mapped feature cache",
     "feature_extraction": "Feature extraction with DataLoader workers",
+    "data_loading": "Reading COCO's annotations",
 }
 DEFAULT_WORK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "tiny_vlm_bench"
 

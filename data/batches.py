@@ -10,6 +10,8 @@ Only the text after the prompt is learned. `VLMCollator` builds, for a list of `
     input_ids       prompt tokens + target tokens + eos, right-padded with pad_id       LongTensor [B, T]
     attention_mask  1 on real tokens, 0 on padding                                      LongTensor [B, T]
     labels          input_ids on the target tokens and the eos, -100 elsewhere          LongTensor [B, T]
+
+A target longer than `max_target_tokens` is cut there and gets no eos: the model must not learn to stop mid-sentence.
     image_index     which image each row belongs to                                     LongTensor [B]
 
 Images are not loaded here: the frozen encoder's features of every image are computed once and cached
@@ -123,10 +125,20 @@ class VLMCollator:
         prompts = self._encode([s.prompt for s in samples])
         targets = self._encode([s.target for s in samples])
 
-        # Truncate each target, keep its end-of-text: the model learns to stop.
-        batch = pack(prompts, [t[: self.max_target_tokens] + [self.eos_id] for t in targets], self.pad_id)
+        batch = pack(prompts, [self.target_ids(t) for t in targets], self.pad_id)
         batch["image_index"] = torch.tensor([s.image_index for s in samples], dtype=torch.long)  # [B]
         return batch
+
+    def target_ids(self, ids: list[int]) -> list[int]:
+        """A target's tokens as learned: the whole text and the end-of-text token, so the model learns to stop; or,
+        when the text is longer than `max_target_tokens`, its first `max_target_tokens` tokens and no end-of-text.
+        (Ending a cut text with end-of-text would teach the model to stop mid-sentence.)"""
+        return ids + [self.eos_id] if len(ids) <= self.max_target_tokens else ids[: self.max_target_tokens]
+
+    def count_cut(self, samples: Sequence[Sample]) -> int:
+        """How many of `samples`' targets are longer than `max_target_tokens` (tokenising them all once; the ids are
+        remembered for the batches)."""
+        return sum(len(ids) > self.max_target_tokens for ids in self._encode([s.target for s in samples]))
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text. Memoised: the same prompts come in every batch, and every text in every epoch."""

@@ -2,15 +2,18 @@
 
     splits, report = load_dataset("shapes", cache_dir=Path(".data"))            # generated, offline
     splits, report = load_dataset("flickr30k", cache_dir=Path(".data"))         # nlphuji/flickr30k on the hub
-    splits, report = load_dataset("hf:OWNER/REPO", cache_dir=Path(".data"))     # another repo in that layout
+    splits, report = load_dataset("hf:OWNER/REPO", cache_dir=Path(".data"))     # Parquet (push_to_hub) or that layout
     splits, report = load_dataset("/path/to/flickr30k", cache_dir=Path(".data"), split="karpathy")
+    splits, report = load_dataset("/path/to/coco", cache_dir=Path(".data"), split="karpathy")  # any COCO layout
+    splits, report = load_dataset("/path/to/photos", cache_dir=Path(".data"))  # an imagefolder: metadata.jsonl
     splits, report = load_dataset("synthetic:/path/to/out", cache_dir=Path(".data"))  # written by `python -m synth`
     splits, report = load_dataset("flickr30k,synthetic:/path/to/out", cache_dir=Path(".data"))  # merged
     print(report.summary())
 
-The steps are the same for every source: read the annotations into `ImageRecord`s (`flickr30k.py`,
-`synthetic.py`), decode every image once and drop the broken ones (`images.py`), then split by image
-(`splits.py`).
+The steps are the same for every source: read the annotations into `ImageRecord`s (`flickr30k.py`, `coco.py`,
+`imagefolder.py`, `synthetic.py`), decode every image once and drop the broken ones (`images.py`), then split by image
+(`splits.py`). A local folder's layout is detected from what it holds (`read_local`): COCO's Karpathy or official
+caption files, Flickr30k's three layouts (and any Karpathy split file), or an imagefolder with metadata files.
 
 A comma-separated list of sources is merged image by image before splitting: the records of one image (the same
 file name in every source) become one record holding all their captions and questions. So the teacher's questions
@@ -31,16 +34,26 @@ from pathlib import Path
 from errors import UserError
 from runtime.files import file_lock
 
-from .flickr30k import DEFAULT_HUB_REPO, read_hub, read_local
+from .coco import LAYOUTS as COCO_LAYOUTS
+from .coco import find_coco, read_coco
+from .flickr30k import DEFAULT_HUB_REPO, describe_contents, find_layout, read_hub, read_layout
+from .flickr30k import LAYOUTS as FLICKR30K_LAYOUTS
+from .imagefolder import LAYOUTS as IMAGEFOLDER_LAYOUTS
+from .imagefolder import is_imagefolder, read_imagefolder
 from .images import check_max_bad_fraction, drop_bad_images
-from .records import MAX_EXAMPLES, ImageRecord, LoadReport
+from .parquet import looks_like_parquet_repo, read_hub_dataset, read_parquet_folder, split_hub_source
+from .records import MAX_EXAMPLES, Columns, ImageRecord, LoadReport
 from .shapes import generate_shapes, is_complete
-from .splits import SCHEMES, Splits, split_records
+from .splits import SCHEMES, Splits, check_labels, split_records
 from .synthetic import read_synthetic
 
 _HUB_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 VERIFIED_IMAGES = "verified-images.json"  # in the cache folder (data/images.py)
 SOURCES = "'shapes', 'flickr30k', 'hf:OWNER/REPO', 'synthetic:PATH' or a local folder (or a comma-separated list)"
+LOCAL_LAYOUTS = (
+    f"{COCO_LAYOUTS}; Flickr30k: {FLICKR30K_LAYOUTS}; a Parquet dataset repo (*.parquet files, as "
+    f"`hf download OWNER/NAME --repo-type dataset --local-dir DIR` leaves them); {IMAGEFOLDER_LAYOUTS}"
+)
 
 
 def load_dataset(
@@ -51,6 +64,8 @@ def load_dataset(
     seed: int = 0,
     max_bad_fraction: float = 0.01,
     shapes_images: int = 2000,
+    image_column: str | None = None,
+    caption_column: str | None = None,
 ) -> tuple[Splits, LoadReport]:
     """Load `source` and split it by image.
 
@@ -59,6 +74,8 @@ def load_dataset(
     `split` is the scheme, "random" (80/10/10 from `seed`) or "karpathy" (the layout's own labels).
     The shapes set is generated into `cache_dir/shapes-seed{seed}-n{shapes_images}` unless already there, by one
     process at a time (a file lock; the others wait for it, then read).
+    `image_column` / `caption_column` name the columns of a Parquet repo or an imagefolder's metadata file when they
+    are not among the usual names (None: detect them).
     Raises `UserError` for an unknown source, a missing path, an unreadable layout, an unreachable hub, or
     more than `max_bad_fraction` broken images.
     """
@@ -68,8 +85,11 @@ def load_dataset(
     check_max_bad_fraction(max_bad_fraction)
     names = check_source(source)
     cache_dir = Path(cache_dir).expanduser()
-    loaded = [_read_source(name, cache_dir, seed, shapes_images) for name in names]
+    columns = Columns(image_column, caption_column)
+    loaded = [_read_source(name, cache_dir, seed, shapes_images, columns) for name in names]
     records, report = loaded[0] if len(loaded) == 1 else merge_sources(loaded)
+    if split == "karpathy":
+        check_labels(records)  # one line now, not after decoding every image
     # The images that decoded cleanly before: those unchanged since are not decoded again.
     verified = cache_dir / VERIFIED_IMAGES
     records = drop_bad_images(records, report, max_bad_fraction=max_bad_fraction, verified=verified)
@@ -90,8 +110,9 @@ def check_source(source: str) -> list[str]:
         if name in ("shapes", "flickr30k"):
             continue
         if name.startswith("hf:"):
-            if not _HUB_REPO_ID.fullmatch(name.removeprefix("hf:")):
-                raise UserError(f"{name!r} is not a hub dataset; write it as hf:OWNER/REPO")
+            repo_id, subset = split_hub_source(name)  # hf:OWNER/REPO:SUBSET names a subset of a Parquet repo
+            if not _HUB_REPO_ID.fullmatch(repo_id) or subset == "":
+                raise UserError(f"{name!r} is not a hub dataset; write it as hf:OWNER/REPO or hf:OWNER/REPO:SUBSET")
         elif name.startswith("synthetic:"):
             folder = Path(name.removeprefix("synthetic:")).expanduser()
             if not folder.is_dir():
@@ -103,7 +124,9 @@ def check_source(source: str) -> list[str]:
     return names
 
 
-def _read_source(source: str, cache_dir: Path, seed: int, shapes_images: int) -> tuple[list[ImageRecord], LoadReport]:
+def _read_source(
+    source: str, cache_dir: Path, seed: int, shapes_images: int, columns: Columns
+) -> tuple[list[ImageRecord], LoadReport]:
     """The records of one source name (images not decoded yet; its form was checked by `check_source`)."""
     if source == "shapes":
         folder = cache_dir / f"shapes-seed{seed}-n{shapes_images}"
@@ -112,12 +135,41 @@ def _read_source(source: str, cache_dir: Path, seed: int, shapes_images: int) ->
                 if not is_complete(folder, shapes_images):  # else made by the process that held the lock before us
                     generate_shapes(folder, n_images=shapes_images, seed=seed)
         return read_local(folder)
-    if source == "flickr30k" or source.startswith("hf:"):
-        repo_id = DEFAULT_HUB_REPO if source == "flickr30k" else source.removeprefix("hf:")
-        return read_hub(repo_id, cache_dir)
+    if source == "flickr30k":
+        return read_hub(DEFAULT_HUB_REPO, cache_dir)
+    if source.startswith("hf:"):  # a Parquet repo or one laid out like nlphuji/flickr30k, told apart by its files
+        repo_id, subset = split_hub_source(source)
+        return read_hub_dataset(repo_id, subset, cache_dir, columns)
     if source.startswith("synthetic:"):
         return read_synthetic(Path(source.removeprefix("synthetic:")))
-    return read_local(Path(source).expanduser())
+    return read_local(Path(source).expanduser(), columns, cache_dir)
+
+
+def read_local(
+    path: Path, columns: Columns | None = None, cache_dir: Path | None = None
+) -> tuple[list[ImageRecord], LoadReport]:
+    """A local folder (or annotation file) in whichever layout it holds; images are located, not decoded.
+
+    The layouts are tried in this order, each detected from the files it needs: COCO (`coco.py`: Karpathy's
+    dataset_coco.json, else COCO's own captions_*.json), Flickr30k's three and any other Karpathy split file
+    (`flickr30k.py`), then an imagefolder (`imagefolder.py`: a metadata file somewhere under the folder), then a
+    Parquet dataset repo downloaded with `hf download --local-dir` (`parquet.py`: its images are written once under
+    `cache_dir`). COCO comes first because its Karpathy file is a dataset_*.json too, which Flickr30k's reader would
+    also take; the imagefolder before Parquet because its metadata may be a metadata.parquet. `columns` names an
+    imagefolder's or a Parquet folder's columns.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"data path {path} does not exist; pass a folder in one of these layouts: {LOCAL_LAYOUTS}")
+    if (coco := find_coco(path)) is not None:
+        return read_coco(path, coco)
+    if (flickr30k := find_layout(path)) is not None:
+        return read_layout(path, *flickr30k)
+    if is_imagefolder(path):  # before Parquet: an imagefolder's metadata may be a metadata.parquet
+        return read_imagefolder(path, columns)
+    if cache_dir is not None and looks_like_parquet_repo(path):
+        return read_parquet_folder(path, None, cache_dir, columns or Columns())
+    raise UserError(f"no known data layout in {path}: looked for {LOCAL_LAYOUTS}; found {describe_contents(path)}")
 
 
 def merge_sources(loaded: list[tuple[list[ImageRecord], LoadReport]]) -> tuple[list[ImageRecord], LoadReport]:
@@ -147,6 +199,7 @@ def merge_sources(loaded: list[tuple[list[ImageRecord], LoadReport]]) -> tuple[l
     report = LoadReport(
         source=",".join(r.source for r in reports),
         layout=" + ".join(r.layout for r in reports),
+        dataset=reports[0].dataset if len({r.dataset for r in reports}) == 1 else "",
         images_found=len(merged) + sum(r.images_skipped for r in reports),
     )
     for r in reports:  # what each source skipped or repaired while reading

@@ -37,12 +37,24 @@ class ImageRecord:
     split: str | None = None
 
 
+@dataclass(frozen=True)
+class Columns:
+    """The user's names for a table's image and caption columns (`--image-column`, `--caption-column`), for a Parquet
+    repo or an imagefolder's metadata file; None: look for the usual names."""
+
+    image: str | None = None
+    caption: str | None = None
+
+
 @dataclass
 class LoadReport:
     """Counts of what a load found, skipped, dropped and repaired, with a few examples of each."""
 
     source: str = ""
     layout: str = ""
+    # "flickr30k" or "coco" when the data is one of those sets (whatever its layout), else "": with Karpathy's
+    # split, `--test` then prints the published results on the same test images beside ours (evaluation/published.py).
+    dataset: str = ""
     images_found: int = 0
     images_skipped: int = 0
     skip_reasons: Counter[str] = field(default_factory=Counter)

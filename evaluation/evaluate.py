@@ -2,9 +2,11 @@
 
 - Loss and perplexity of the split's target text (captions and answers), per target token.
 - Captioning: one caption per image (greedy, or beam search with `beams` > 1: the same `tiny_decoder/beam.py` that
-  caption.py uses), scored with BLEU-4 and CIDEr-D against *all* references of the image. CIDEr-D's document
-  frequencies come from the evaluated set, so the whole split is scored in one call. `settings.ptb` tokenises with the
-  Java PTB tokenizer of the COCO evaluation code, as published results are (see `metrics/captioning.py`).
+  caption.py uses), scored against *all* references of the image with the COCO caption evaluation code's scorers:
+  BLEU-1..4, ROUGE-L and CIDEr-D always, METEOR with `settings.meteor` (`--test`), SPICE with `settings.spice`
+  (`--spice`; see `metrics/captioning.py` for what each measures and needs). CIDEr-D's document frequencies come from
+  the evaluated set, so the whole split is scored in one call. `settings.ptb` tokenises with the Java PTB tokenizer of
+  the COCO evaluation code, as published results are.
 - Question answering (when the data has questions): exact match and token F1 of greedy answers.
 - Retrieval by the model's own likelihood: in galleries of G images and all their captions, every (image, caption)
   pair is scored by the mean log-likelihood of the caption given the image. Image->text and text->image
@@ -23,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -41,6 +43,7 @@ from weights_loader import TextTokenizer
 class EvalResult:
     metrics: dict[str, float]
     samples: list[dict]  # a few images with their generated and reference captions
+    notes: list[str] = field(default_factory=list)  # one line per metric that could not run here, and why
 
 
 # (image, caption) pairs per forward pass when scoring retrieval galleries. A GPU needs thousands of tokens per pass to
@@ -208,11 +211,16 @@ def evaluate(
     """All metrics of one split, as a flat dict (keys like "cider_d", "i2t_recall@1", "shuffled/cider_d").
 
     `settings` (evaluation/protocol.py) holds what is measured and how: captions are greedy (`beams` = 1) or beam
-    searched (`beams`, `length_penalty`); answers to questions are always greedy (a few words); `ptb`: BLEU/CIDEr on
-    the Java PTB tokenizer's tokens (needs `java`). The keywords say where it runs: `shuffled_control` generates
-    everything a second time with the images shuffled; `clip_reference` = (CLIP's text tower, CLIP image embeddings
+    searched (`beams`, `length_penalty`); answers to questions are always greedy (a few words); `ptb`: caption metrics
+    on the Java PTB tokenizer's tokens (needs `java`); `meteor`, `spice`: those two metrics as well. The keywords say
+    where it runs: `shuffled_control` generates everything a second time with the images shuffled (scored with the
+    cheap caption metrics only: no METEOR or SPICE); `clip_reference` = (CLIP's text tower, CLIP image embeddings
     [n_images, 512] of `records`) also reports CLIP's own zero-shot retrieval on the same galleries, as
     "clip_zero_shot/i2t_recall@1", ...
+
+    METEOR and SPICE run on the main process only (one JVM, and one writer of SPICE's parse cache): under torchrun the
+    other processes' metrics lack them. A metric that cannot run is absent from the metrics, and `EvalResult.notes`
+    says why in one line.
     """
     s = settings or EvalSettings()
     tasks, batch_size, max_target_tokens, max_new_tokens = s.tasks, s.batch_size, s.max_target_tokens, s.max_new_tokens
@@ -221,6 +229,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
+    notes: list[str] = []
     common = dict(tokenizer=tokenizer, device=device, autocast=autocast, dist=dist)
 
     loss = split_loss(
@@ -244,7 +253,8 @@ def evaluate(
         captions = generate_texts(model, features, [CAPTION_PROMPT] * len(records), **gen)
         refs = {r.image_id: r.captions for r in records}
         generated = {r.image_id: c for r, c in zip(records, captions, strict=True)}
-        metrics.update(caption_metrics(refs, generated, use_ptb=s.ptb))
+        expensive = dict(meteor=s.meteor and dist.is_main, spice=s.spice and dist.is_main)  # Java programs: rank 0
+        metrics.update(caption_metrics(refs, generated, use_ptb=s.ptb, notes=notes, **expensive))
         samples = [
             {"image": str(r.path), "generated": c, "references": r.captions}
             for r, c in zip(records[: s.num_samples], captions, strict=False)
@@ -286,4 +296,4 @@ def evaluate(
             metrics.update(clip_zero_shot_retrieval(*clip_reference, records, s.gallery_size))
 
     model.train(was_training)
-    return EvalResult(metrics, samples)
+    return EvalResult(metrics, samples, notes)

@@ -15,6 +15,15 @@ Two protocols, chosen by cost (docs/evaluation.md, "Comparing with published res
   gallery. Sized so that validation costs at most a quarter of a Flickr30k training epoch (the projection is in the
   docs/evaluation.md); `--eval-images N` changes it.
 
+Which captioning metrics, by cost (metrics/captioning.py):
+- **Every evaluation**: BLEU-1..4, ROUGE-L and CIDEr-D, pycocoevalcap's pure-Python scorers (milliseconds for 100
+  images, about a second for 5,000).
+- **`--test` adds METEOR** (`EvalSettings.meteor`): a Java program with a 2 GB heap that takes ~5 s to start on two
+  cores, too much to pay every epoch for a number that moves with CIDEr-D. Without Java it is left out, in one line.
+- **SPICE only when asked** (`EvalSettings.spice`, `--spice` with `--test`): Stanford CoreNLP parses every caption
+  (minutes for a test split, cached afterwards), with an 8 GB heap, Java 8 or 11 and a separate ~385 MB download. A
+  probe run on two captions decides whether it can run; when not, one line says why and how to fix it.
+
 Read next: `checkpoints/__init__.py` (a run's checkpoints: the README's next stop), then `caption.py` (your images).
 """
 
@@ -48,8 +57,10 @@ class EvalSettings:
     num_samples: int = 8  # sample images returned with their generated and reference captions
     beams: int = 1  # captions by beam search with this many beams (1: greedy)
     length_penalty: float = 1.0  # beam score = sum of log-probs / length ** length_penalty
-    ptb: bool = False  # BLEU/CIDEr on the Java PTB tokenizer's tokens (needs `java`)
+    ptb: bool = False  # caption metrics on the Java PTB tokenizer's tokens (needs `java`)
     seed: int = 0  # the shuffled-image control's permutation
+    meteor: bool = False  # also METEOR 1.5 (a JVM, ~5 s to start): `--test`'s evaluation, not each epoch's
+    spice: bool = False  # also SPICE (CoreNLP, Java 8/11, 8 GB heap; probed first): only when asked, with --spice
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class EvalProtocol:
     max_new_tokens: int
     tokenizer: str  # "ptb" (pycocoevalcap's Java PTBTokenizer) or "python" (metrics.tokenize_caption)
     batch_size: int
+    caption_metrics: str = "BLEU/CIDEr"  # the captioning metrics asked for (`caption_metric_names`)
 
     @property
     def decoding(self) -> str:
@@ -79,11 +91,21 @@ class EvalProtocol:
             f"protocol: {self.split} split, {self.images:,} images ({self.captions:,} captions); retrieval in "
             f"{galleries} {'gallery' if galleries == 1 else 'galleries'} of {self.gallery_size:,} images; captions by "
             f"{self.decoding}, at most "
-            f"{self.max_new_tokens} tokens; BLEU/CIDEr on the {tokenizer}; batch {self.batch_size}"
+            f"{self.max_new_tokens} tokens; {self.caption_metrics} on the {tokenizer}; batch {self.batch_size}"
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "decoding": self.decoding}
+
+
+def caption_metric_names(settings: EvalSettings) -> str:
+    """The captioning metrics `settings` asks for, in the COCO evaluation code's order, e.g. "BLEU-1..4/ROUGE-L/CIDEr-D".
+
+    What was asked: a metric that cannot run here (METEOR without Java, SPICE without its requirements) is missing
+    from the evaluation's metrics, with one line saying why.
+    """
+    names = ["BLEU-1..4", *(["METEOR"] if settings.meteor else []), "ROUGE-L", "CIDEr-D"]
+    return "/".join(names + (["SPICE"] if settings.spice else []))
 
 
 def protocol(settings: EvalSettings, split: str, records: Sequence) -> EvalProtocol:
@@ -98,4 +120,5 @@ def protocol(settings: EvalSettings, split: str, records: Sequence) -> EvalProto
         max_new_tokens=settings.max_new_tokens,
         tokenizer="ptb" if settings.ptb else "python",
         batch_size=settings.batch_size,
+        caption_metrics=caption_metric_names(settings),
     )

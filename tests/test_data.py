@@ -372,8 +372,27 @@ def test_karpathy_split_uses_the_layouts_labels():
         split_records(fake_records(3), "karpathy")
     with pytest.raises(UserError, match="unknown split label"):
         split_records(fake_records(1, ["holdout"]), "karpathy")
-    with pytest.raises(UserError, match="accepted: random, karpathy"):
+    with pytest.raises(UserError, match="accepted: auto, random, karpathy"):
         split_records(fake_records(3), "by-caption")
+
+
+def test_auto_split_takes_the_datas_labels_when_they_make_three_parts():
+    labelled = fake_records(6, ["train", "val", "test", "restval", "train", "test"])
+    auto, karpathy = split_records(labelled, "auto"), split_records(labelled, "karpathy")
+    assert auto.scheme == "karpathy" and auto == karpathy
+    for labels in (
+        ["train", "val", "test", "train", None],  # one image without a label
+        ["train", "train", "test", "train", "test"],  # no validation images (a hub repo of train and test)
+        ["train", "validation", "test", "train", "test"],  # a label of its own naming
+    ):
+        auto, random = (
+            split_records(fake_records(5, labels), "auto", seed=3),
+            split_records(fake_records(5), "random", 3),
+        )
+        assert auto.scheme == "random", labels
+        assert [[r.image_id for r in part] for part in (auto.train, auto.val, auto.test)] == [
+            [r.image_id for r in part] for part in (random.train, random.val, random.test)
+        ]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -599,15 +618,19 @@ def test_collator_reuses_token_ids_without_changing_batches(tokenizer_ids):
     assert used(samples)["input_ids"].tolist() == again["input_ids"].tolist()  # truncation did not shorten the memo
 
 
-def test_collator_truncates_long_targets_but_keeps_eos(tokenizer_ids):
+def test_collator_cuts_long_targets_without_eos(tokenizer_ids):
+    # A cut caption must not end in end-of-text: the model would learn to stop mid-sentence. One that fits keeps it.
     tokenizer, eos, pad = tokenizer_ids
-    sample = Sample(
+    long = Sample(
         0, CAPTION_PROMPT, " a red circle and a blue square and a green star and a purple triangle", "caption"
     )
-    batch = VLMCollator(tokenizer, eos_id=eos, pad_id=pad, max_target_tokens=4)([sample])
-    learned = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX].tolist()
-    assert len(learned) == 5 and learned[-1] == eos
-    assert learned[:4] == tokenizer.encode(sample.target, add_special_tokens=False).ids[:4]
+    short = Sample(1, CAPTION_PROMPT, " a red circle", "caption")
+    collate = VLMCollator(tokenizer, eos_id=eos, pad_id=pad, max_target_tokens=4)
+    batch = collate([long, short])
+    learned = [row[row != IGNORE_INDEX].tolist() for row in batch["labels"]]
+    assert learned[0] == tokenizer.encode(long.target, add_special_tokens=False).ids[:4]  # no eos
+    assert learned[1] == tokenizer.encode(short.target, add_special_tokens=False).ids + [eos]
+    assert len(learned[1]) <= 5 and collate.count_cut([long, short, long]) == 2
 
 
 @pytest.mark.parametrize("bucket", [True, False])

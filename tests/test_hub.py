@@ -126,7 +126,7 @@ def demo_copy(trained_demo, tmp_path_factory):
     sidecar["run_dir"] = str(models / "runs" / "copy")
     copy.with_suffix(".json").write_text(json.dumps(sidecar))
     test_run = ["--test", "--checkpoint", str(copy), "--output-dir", str(models), "--cache-dir", str(cache_dir)]
-    assert train.main([*test_run, "--eval-images", "10", "--gallery-size", "5"]) == 0
+    assert train.main([*test_run, "--eval-images", "10", "--gallery-size", "5", "--no-meteor"]) == 0
     return copy, cache_dir
 
 
@@ -332,7 +332,7 @@ def test_load_trained_test_and_init_from_by_repo_id(pushed, demo_copy, held_out,
     # train.py --test by repo id: its metrics go to this machine's output directory, not the training machine's.
     out = tmp_path / "models"
     test = ["--test", "--checkpoint", f"hf:{REPO_ID}", "--output-dir", str(out), "--cache-dir", str(cache_dir)]
-    assert train.main([*test, "--eval-images", "4", "--gallery-size", "4"]) == 0
+    assert train.main([*test, "--eval-images", "4", "--gallery-size", "4", "--no-meteor"]) == 0
     metrics = json.loads((out / "runs" / "test_shapes-demo" / "metrics.json").read_text())
     assert metrics["test/shapes-demo"]["n_images"] == 4
     # --init-from by repo id: one step of a new run starts from the pushed weights.

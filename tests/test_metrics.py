@@ -1,13 +1,25 @@
-"""Tests for metrics/: captioning (BLEU-4, CIDEr-D), retrieval (Recall/Precision@K) and QA (EM, F1)."""
+"""Tests for metrics/: captioning (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE), retrieval (Recall/Precision@K) and QA
+(EM, F1); and evaluation/published.py, the published rows `--test` prints beside ours."""
 
+import json
+import os
 import shutil
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
 
+import metrics.captioning as captioning
+from evaluation.protocol import EvalSettings, caption_metric_names, protocol
+from evaluation.published import COLUMNS, PUBLISHED, comparison_table, format_table, published_rows
 from metrics import (
+    CAPTION_KEYS,
     caption_metrics,
     exact_match,
     gallery_indices,
@@ -18,6 +30,7 @@ from metrics import (
     token_f1,
     tokenize_caption,
 )
+from metrics.captioning import one_line
 
 # ---------------------------------------------------------------------------------------------- captioning
 
@@ -76,22 +89,24 @@ HYPOTHESES = {
 }
 
 
-def _coco_scores(references: dict, hypotheses: dict) -> tuple[float, float]:
-    """pycocoevalcap's own scorers on our tokenisation, without going through caption_metrics."""
-    gts = {k: [tokenize_caption(r) for r in refs] for k, refs in references.items()}
-    res = {k: [tokenize_caption(hypotheses[k])] for k in references}
+CHEAP_KEYS = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"]  # every evaluation's, in the COCO order
+
+
+def _coco_scores(gts: dict, res: dict) -> dict[str, float]:
+    """pycocoevalcap's own Python scorers on tokenised text, without going through caption_metrics."""
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
-    return bleu[3], cider
+    return {"bleu1": bleu[0], "bleu2": bleu[1], "bleu3": bleu[2], "bleu4": bleu[3], "rouge_l": rouge, "cider_d": cider}
 
 
 def test_caption_metrics_equal_pycocoevalcap_scorers():
     scores = caption_metrics(REFERENCES, HYPOTHESES)
-    bleu4, cider = _coco_scores(REFERENCES, HYPOTHESES)
-    assert set(scores) == {"bleu4", "cider_d"}
-    assert scores["bleu4"] == pytest.approx(bleu4, abs=1e-12)
-    assert scores["cider_d"] == pytest.approx(cider, abs=1e-12)
-    assert 0.0 < scores["bleu4"] < 1.0 and scores["cider_d"] > 0.0
+    gts = {k: [tokenize_caption(r) for r in refs] for k, refs in REFERENCES.items()}
+    res = {k: [tokenize_caption(HYPOTHESES[k])] for k in REFERENCES}
+    assert list(scores) == CHEAP_KEYS  # no METEOR or SPICE unless asked for
+    assert scores == _coco_scores(gts, res)  # exactly: the same scorers on the same tokens
+    assert 0.0 < scores["bleu4"] < scores["bleu1"] < 1.0 and 0.0 < scores["rouge_l"] < 1.0 and scores["cider_d"] > 0.0
 
 
 def test_perfect_captions_beat_shuffled_ones():
@@ -155,6 +170,317 @@ def test_tokenize_caption_matches_java_ptbtokenizer_on_ordinary_captions():
     assert caption_metrics(REFERENCES, HYPOTHESES, use_ptb=True) == pytest.approx(
         caption_metrics(REFERENCES, HYPOTHESES)
     )
+
+
+# ------------------------------------------------------------- the COCO caption evaluation's metrics, on its Java code
+
+# COCO-like references as they come: trailing spaces, line breaks inside captions (real COCO captions have both), "|||"
+# (METEOR's field separator), and 5, 6 and 7 references per image. Hypotheses with the same troubles, and an empty one.
+# No "\r": pycocoevalcap's own pipeline, the reference here, mis-assigns captions after one (see
+# test_line_breaks_do_not_shift_captions_onto_other_images).
+COCO_REFERENCES = {
+    "391895": [
+        "A man with a red helmet on a small moped on a dirt road. ",
+        "Man riding a motor bike on a dirt road on the countryside.",
+        "A man riding on the back of a motorcycle.",
+        "A dirt path with a young person on a motor bike, hills in the background. ",
+        "A man in a red shirt and a red hat is on a motorcycle on a hill side.",
+    ],
+    "522418": [
+        "A woman wearing a net on her head cutting a cake. ",
+        "A woman cutting a large white sheet cake.\n",
+        "A woman wearing a hair net cutting a large sheet cake.",
+        "there is a woman that is cutting a white cake",
+        "A woman marking a cake with the back of a chef's\nknife. ",
+        "A woman in a kitchen cuts a big cake ||| with a knife.",
+    ],
+    "184613": [
+        "A child holding a flowered umbrella and petting a yak.",
+        "A young man holding an umbrella next to a herd of cattle.",
+        "a young boy barefoot holding an umbrella touching the horn of a cow",
+        "A young boy with an umbrella who is touching the horn of a cow.",
+        "A boy holding an umbrella while standing next to livestock.",
+        "A boy ||| with an umbrella and a cow",
+        "Two cows and a boy\nunder an umbrella.",
+    ],
+    "318219": [
+        "A young boy standing in front of a computer keyboard.",
+        "a little boy wearing headphones and looking at a computer monitor",
+        "He is listening intently to the computer at school.",
+        "A young boy stares up at the computer monitor.",
+        "a young kid with head phones on using a computer ",
+    ],
+    "554625": [
+        "A man riding a wave on top of a surfboard.",
+        "A surfer rides a large wave in the ocean.\n",
+        "A person on a surfboard riding a wave.",
+        "A man surfing on a big blue wave.",
+        "Surfer in a wetsuit catching a wave.",
+        "a surfer ||| on a wave",
+    ],
+    "397133": [
+        "A man is in a kitchen making pizzas.",
+        "Man in apron standing on front of oven with pans and bakeware",
+        "A baker is working in the kitchen rolling dough.",
+        "A person standing by a stove in a kitchen.",
+        "A table with pies being made and a person standing near a wall with pots and pans hanging on the wall.",
+        "A man cooking in a  kitchen  ",
+        "Two pizzas\nand a cook.",
+    ],
+}
+COCO_HYPOTHESES = {
+    "391895": "a man riding a motorcycle on a dirt road",
+    "522418": "a woman cutting a cake ||| with a knife",
+    "184613": "a boy holding an umbrella\nnext to a cow  ",
+    "318219": "",
+    "554625": "A man riding a wave on top of a surfboard.",
+    "397133": "a man ||| ||| standing in a kitchen making pizza",
+}
+
+
+def _java_children(exclude: set[int]) -> list[str]:
+    """This process' child processes named java (state included: "Z" is a zombie), other than `exclude`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            name, fields = rest.rsplit(") ", 1)
+        except (OSError, ValueError):
+            continue
+        state, ppid = fields.split()[:2]
+        if int(ppid) == os.getpid() and name == "java" and int(pid) not in exclude:
+            found.append(f"{pid} {state}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def coco_evaluation():
+    """caption_metrics with the Java PTB tokenizer and METEOR, next to pycocoevalcap's own pipeline on the same inputs:
+    its PTBTokenizer, then Bleu(4), Meteor(), Rouge(), Cider() (COCOEvalCap without SPICE, which always downloads).
+    Two JVMs start here, at the same time (each takes ~5 s to load METEOR's paraphrase table), and nowhere else."""
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    reference_meteor = Meteor()  # starts loading now, while ours runs
+    notes: list[str] = []
+    ours = caption_metrics(COCO_REFERENCES, COCO_HYPOTHESES, use_ptb=True, meteor=True, notes=notes)
+    left_behind = _java_children(exclude={reference_meteor.meteor_p.pid}) if Path("/proc/self").exists() else []
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in refs] for k, refs in COCO_REFERENCES.items()})
+    res = tokenizer.tokenize({k: [{"caption": h}] for k, h in COCO_HYPOTHESES.items()})
+    reference = _coco_scores(gts, res)
+    reference["meteor"], meteor_per_image = reference_meteor.compute_score(gts, res)
+    reference_meteor.meteor_p.kill()
+    reference_meteor.meteor_p.wait()
+    return {"ours": ours, "reference": reference, "meteor_per_image": meteor_per_image, "notes": notes,
+            "left_behind": left_behind, "tokenized": (gts, res)}  # fmt: skip
+
+
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java is not installed (PTB tokenizer, METEOR)")
+
+
+@needs_java
+def test_every_metric_equals_pycocoevalcap_on_its_java_tokens(coco_evaluation):
+    ours, reference = coco_evaluation["ours"], coco_evaluation["reference"]
+    assert list(ours) == ["bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider_d"]
+    for key in ours:  # exactly equal, not only to the 4 decimals papers print
+        assert ours[key] == pytest.approx(reference[key], rel=0, abs=0), key
+        assert round(ours[key], 4) == round(reference[key], 4)
+    assert coco_evaluation["notes"] == []
+    assert 0.0 < ours["meteor"] < 1.0 and 0.0 < ours["bleu4"] < ours["bleu1"]
+
+
+def test_the_fixture_really_has_the_troubles_it_claims():
+    counts = sorted({len(refs) for refs in COCO_REFERENCES.values()})
+    captions = [c for refs in COCO_REFERENCES.values() for c in refs] + list(COCO_HYPOTHESES.values())
+    assert counts == [5, 6, 7]
+    assert any("\n" in c for c in captions) and any("|||" in c for c in captions)
+    assert any(c.endswith(" ") for c in captions) and not any("\r" in c for c in captions)  # see the test after next
+
+
+@needs_java
+def test_meteor_is_the_corpus_eval_score_not_a_mean_over_images(coco_evaluation):
+    per_image = coco_evaluation["meteor_per_image"]
+    assert len(per_image) == len(COCO_REFERENCES)
+    # METEOR sums the alignment statistics of all images and scores the sums (its EVAL line): not the mean of the
+    # per-image scores, which is what a per-image loop would report.
+    mean = sum(per_image) / len(per_image)
+    assert abs(coco_evaluation["ours"]["meteor"] - mean) > 1e-3
+
+
+@needs_java
+def test_no_java_process_is_left_after_scoring(coco_evaluation):
+    assert coco_evaluation["left_behind"] == []  # no running JVM, no zombie
+
+
+@needs_java
+def test_what_meteor_gets_has_no_line_break_and_no_separator(coco_evaluation):
+    gts, res = coco_evaluation["tokenized"]
+    # both tokenizers split "|||" into "| | |", so the cleaning changes nothing on what caption_metrics passes ...
+    for text in [c for refs in gts.values() for c in refs] + [h for hyps in res.values() for h in hyps]:
+        assert captioning._meteor_text(text) == text and "\n" not in text
+    # ... and it makes raw text safe for METEOR's line protocol, as pycocoevalcap does for hypotheses only
+    assert captioning._meteor_text("a dog |||runs\non the\r\ngrass \u2028 ") == "a dog runs on the grass"
+
+
+def test_one_line_removes_every_kind_of_line_break():
+    assert one_line("  a\nb\rc\r\nd\u2028e\u2029f\x85g\x0bh\x0ci  j  ") == "a b c d e f g h i j"
+
+
+@needs_java
+def test_line_breaks_do_not_shift_captions_onto_other_images():
+    # pycocoevalcap's PTB wrapper replaces "\n" only; the Java tokenizer also breaks lines at "\r", "\u2028", ...: one
+    # extra line moves every later caption to the wrong image, silently. caption_metrics puts each caption on one line.
+    broken = {k: [r.replace(" ", "\r", 1).replace(" a ", "\u2028a ") for r in refs] for k, refs in REFERENCES.items()}
+    assert broken != REFERENCES
+    assert caption_metrics(broken, HYPOTHESES, use_ptb=True) == caption_metrics(REFERENCES, HYPOTHESES, use_ptb=True)
+
+
+def test_without_java_meteor_and_spice_are_one_line_each_and_the_rest_is_scored(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java here
+    notes: list[str] = []
+    scores = caption_metrics(REFERENCES, HYPOTHESES, meteor=True, spice=True, notes=notes)
+    assert list(scores) == CHEAP_KEYS and scores == caption_metrics(REFERENCES, HYPOTHESES)
+    assert len(notes) == 2 and all("\n" not in line for line in notes)
+    assert notes[0].startswith("METEOR skipped: java is not on the PATH")
+    assert notes[1].startswith("SPICE skipped: java is not on the PATH. To enable it: install Java 8 or 11")
+    # without a list for the notes, the same lines go to the log, once each
+    with caplog.at_level("WARNING", logger="metrics.captioning"):
+        caption_metrics(REFERENCES, HYPOTHESES, meteor=True)
+    assert [r.getMessage() for r in caplog.records] == [notes[0]]
+
+
+@pytest.fixture
+def fresh_spice_probe():
+    """A new probe, whatever earlier tests cached (the probe runs once per process)."""
+    captioning._spice_problem.cache_clear()
+    yield
+    captioning._spice_problem.cache_clear()
+
+
+@needs_java
+@pytest.mark.skipif(captioning.corenlp_installed(), reason="SPICE's CoreNLP is installed here: the probe may pass")
+def test_spice_that_cannot_run_is_one_line_and_never_downloads(fresh_spice_probe, monkeypatch):
+    import pycocoevalcap.spice.get_stanford_models as models
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"SPICE tried to download {args[:1]}")
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", no_download)
+    monkeypatch.setattr(models, "urlretrieve", no_download)
+    spice_dir = captioning._spice_dir()
+    before = sorted(p.name for p in spice_dir.iterdir())
+    notes: list[str] = []
+    started = time.monotonic()
+    scores = caption_metrics(REFERENCES, HYPOTHESES, spice=True, notes=notes)
+    assert time.monotonic() - started < 60  # the probe fails fast: CoreNLP's classes are missing
+    assert "spice" not in scores and list(scores) == CHEAP_KEYS
+    assert len(notes) == 1 and "\n" not in notes[0] and notes[0].startswith("SPICE skipped: a probe run")
+    assert "get_stanford_models" in notes[0]  # how to fix it
+    assert sorted(p.name for p in spice_dir.iterdir()) == before  # nothing written into site-packages
+
+
+@needs_java
+def test_a_stuck_spice_probe_is_stopped_by_its_timeout(fresh_spice_probe, monkeypatch):
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    monkeypatch.setattr(captioning, "_spice_command", lambda *files: sleeper)
+    started = time.monotonic()
+    problem = captioning.spice_problem(timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert problem.startswith("SPICE skipped: a probe run on two captions did not finish within 0.5 s. To enable it:")
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15\nOpenJDK Runtime Environment', 17),
+        ('java version "1.8.0_312"\nJava(TM) SE Runtime Environment', 8),
+        ('openjdk version "11.0.2" 2019-01-15', 11),
+        ('openjdk version "21" 2023-09-19', 21),
+        ("no version here", None),
+    ],
+)
+def test_parse_java_version(output, major):
+    assert captioning.parse_java_version(output) == major
+
+
+def test_spice_advice_names_each_missing_piece():
+    assert "Java 8 or 11" in captioning.spice_advice(17, corenlp=True) and "get_stanford_models" not in (
+        captioning.spice_advice(17, corenlp=True)
+    )
+    assert captioning.spice_advice(11, corenlp=False).startswith("download Stanford CoreNLP 3.6.0")
+    assert captioning.spice_advice(None, corenlp=False).startswith("install Java 8 or 11; download")
+    assert captioning.spice_advice(8, corenlp=True).startswith("fix the error above")  # all there: see the error
+
+
+def test_caption_keys_are_the_coco_evaluation_codes_metrics_in_its_order():
+    assert CAPTION_KEYS == ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider_d", "spice")
+
+
+def test_which_metrics_run_where_is_in_the_protocol():
+    class Record:
+        captions = ["a dog"] * 5
+
+    assert caption_metric_names(EvalSettings()) == "BLEU-1..4/ROUGE-L/CIDEr-D"  # validation: the cheap ones
+    assert caption_metric_names(EvalSettings(meteor=True)) == "BLEU-1..4/METEOR/ROUGE-L/CIDEr-D"  # --test
+    assert caption_metric_names(EvalSettings(meteor=True, spice=True)).endswith("/CIDEr-D/SPICE")  # --test --spice
+    line = protocol(EvalSettings(meteor=True, ptb=True), "karpathy test", [Record()] * 3).describe()
+    assert "BLEU-1..4/METEOR/ROUGE-L/CIDEr-D on the Java PTB tokenizer" in line
+
+
+# ------------------------------------------------------------------------------ published results beside ours
+
+
+def test_published_rows_quote_the_papers():
+    clipcap_transformer, clipcap_mlp = published_rows("coco", "karpathy")
+    assert dict(clipcap_transformer.scores) == {"bleu4": 33.53, "meteor": 27.45, "cider_d": 113.08, "spice": 21.05}
+    assert dict(clipcap_mlp.scores) == {"bleu4": 32.15, "meteor": 27.1, "cider_d": 108.35, "spice": 20.12}
+    assert "31.0" in clipcap_transformer.note and "105.7" in clipcap_transformer.note  # the public reproduction
+    lu, vlp = published_rows("flickr30k", "karpathy")
+    assert dict(lu.scores) == {"bleu4": 25.1, "cider_d": 53.1}
+    assert dict(vlp.scores) == {"bleu4": 30.1, "meteor": 23.0, "cider_d": 67.4, "spice": 17.0}
+    assert vlp.decoding == "beam 5"
+    for row in (*PUBLISHED["coco"], *PUBLISHED["flickr30k"]):
+        assert row.trains and row.decoding and row.evaluation and row.conditions and row.source
+        assert set(row.scores) <= {key for key, _ in COLUMNS}
+    # only Karpathy's test images are the papers'; other data has no published rows
+    assert published_rows("flickr30k", "random") == () and published_rows("", "karpathy") == ()
+
+
+def _table(dataset: str, split: str, metrics: dict, beams: int = 3):
+    class Record:
+        captions = ["a dog"] * 5
+
+    test = protocol(EvalSettings(beams=beams, ptb=True, meteor=True), f"{split} test", [Record()] * 1000)
+    return comparison_table(dataset, split, metrics, test, encoder="vit", decoder="Qwen/Qwen3-0.6B-Base", top_k=3,
+                            decoder_blocks=28, train_images=29_000, epochs=3)  # fmt: skip
+
+
+def test_our_row_is_x100_under_the_published_rows_and_labelled():
+    metrics = {"bleu1": 0.7, "bleu4": 0.25374, "meteor": 0.22119, "rouge_l": 0.5, "cider_d": 0.61236, "loss": 2.0}
+    table = _table("flickr30k", "karpathy", metrics)
+    json.dumps(table)  # goes into metrics.json as it is
+    assert table["scale"] == 100 and table["columns"] == ["bleu4", "meteor", "cider_d", "spice"]
+    *published, ours = table["rows"]
+    assert [row["model"] for row in published] == [row.model for row in PUBLISHED["flickr30k"]]
+    assert ours["scores"] == {"bleu4": 25.37, "meteor": 22.12, "cider_d": 61.24}  # x100, no SPICE: not asked for
+    assert ours["decoding"] == "beam 3" and "Java PTB tokenizer" in ours["evaluation"]
+    assert "top 3 of 28 decoder blocks" in ours["trains"]
+    assert ours["conditions"] == "frozen timm ViT-B/16 + Qwen3-0.6B-Base; 29,000 training images; 3 epochs"
+    text = format_table(table)
+    lines = text.splitlines()
+    assert lines[0] == "flickr30k, karpathy test split: published results and ours (x100)"
+    assert lines[1].split() == ["decoding", "B@4", "METEOR", "CIDEr", "SPICE"]
+    assert lines[2].split()[-5:] == ["3", "25.1", "-", "53.1", "-"]  # "beam 3": Lu et al.'s row, as published
+    assert lines[4].split()[-6:] == ["beam", "3", "25.37", "22.12", "61.24", "-"]  # ours, last
+    assert lines[-1].startswith("note: the rows differ in encoder, language model, training data and epochs")
+    assert _table("coco", "karpathy", metrics)["rows"][0]["model"].startswith("ClipCap")
+
+
+def test_no_table_without_published_rows_on_the_same_images():
+    assert _table("flickr30k", "random", {"bleu4": 0.2, "cider_d": 0.5}) is None
+    assert _table("", "karpathy", {"bleu4": 0.2, "cider_d": 0.5}) is None  # the shapes set, a synthetic set, ...
 
 
 # ----------------------------------------------------------------------------------------------- retrieval

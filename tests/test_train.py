@@ -72,6 +72,11 @@ def test_test_mode_evaluates_the_latest_checkpoint(trained_demo):
     metrics = json.loads((output_dir / "runs" / "session-demo" / "metrics.json").read_text())
     test_metrics = metrics[f"test/{checkpoint.stem}"]
     assert test_metrics["n_images"] == 10 and 0 <= test_metrics["cider_d"]
+    # The COCO caption metrics, METEOR included (--test's default; Java is on the machine, else it says one line).
+    expected = {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"} | (
+        {"meteor"} if shutil.which("java") else set()
+    )
+    assert expected <= test_metrics.keys() and "spice" not in test_metrics
 
 
 # ----------------------------------------------------------------------------------------------------- resume
@@ -123,7 +128,9 @@ def test_two_runs_in_one_folder_never_touch_each_others_files(tmp_path, session_
     error = capsys.readouterr().err.strip()
     assert "differ in num_visual_tokens" in error and "four" in error and "nine" in error
     assert len(error.splitlines()) == 1
-    chosen = train.main([*test, "--num-visual-tokens", "4", "--eval-images", "4", "--cache-dir", str(cache_dir)])
+    chosen = train.main(
+        [*test, "--num-visual-tokens", "4", "--eval-images", "4", "--no-meteor", "--cache-dir", str(cache_dir)]
+    )
     assert chosen == 0 and "test/1_tiny_top2_step3" in json.loads((runs / "four" / "metrics.json").read_text())
 
 
@@ -348,6 +355,7 @@ def checkpoint_test_args(output_dir, cache_dir) -> list[str]:
         str(output_dir),
         "--cache-dir",
         str(cache_dir),
+        "--no-meteor",  # its Java VM takes 5-10 s to start; test_test_mode_evaluates_the_latest_checkpoint scores it
     ]
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import hub
 from checkpoints.store import DEFAULT_OUTPUT_DIR, RUN_KEYS
 from data.images import check_max_bad_fraction
+from data.splits import SCHEMES
 from errors import OneLineArgumentParser, UserError
 from evaluation.protocol import EvalSettings
 from runtime.devices import DEVICES, PRECISIONS
@@ -28,10 +29,10 @@ from runtime.env import dotenv_values
 from vision.encoders import ENCODER_NAMES, VIEWS
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
-SPLITS = ("random", "karpathy")
+SPLITS = SCHEMES  # auto | random | karpathy (data/splits.py)
 # The evaluation settings that `--test` takes from the command line when typed there (`test_config`).
 EVAL_KEYS = ("eval_images", "gallery_size", "max_new_tokens", "batch_size", "num_samples", "beams", "length_penalty",
-             "ptb")  # fmt: skip
+             "ptb", "meteor", "spice")  # fmt: skip
 
 
 @dataclass
@@ -49,7 +50,9 @@ class TrainConfig:
     decoder: str = "Qwen/Qwen3-0.6B-Base"
     # data
     data: str = "flickr30k"
-    split: str = "random"
+    split: str = "auto"  # karpathy when the data carries split labels, else random (data/splits.py)
+    image_column: str | None = None  # a Parquet repo's image column (None: detect it)
+    caption_column: str | None = None  # the caption column of a Parquet repo or an imagefolder's metadata
     tasks: str = "caption,qa"
     max_target_tokens: int = 48
     max_bad_fraction: float = 0.01  # the share of unreadable images a data set may have before loading stops
@@ -77,6 +80,8 @@ class TrainConfig:
     beams: int = 1  # beam search for evaluation captions (1: greedy)
     length_penalty: float = 1.0  # beam score = sum of log-probs / length ** length_penalty
     ptb: bool = False  # tokenise captions with pycocoevalcap's Java PTB tokenizer for BLEU/CIDEr (needs `java`)
+    meteor: bool = True  # --test also scores METEOR (a Java VM, 5-10 s to start); every epoch's validation never does
+    spice: bool = False  # --test also scores SPICE (Java 8/11, CoreNLP models, 8 GB heap; probed first)
     eval_every: int = 0  # also evaluate validation every N optimizer steps (0: only at the end of each epoch)
     # output
     output_dir: str = DEFAULT_OUTPUT_DIR
@@ -165,6 +170,7 @@ class TrainConfig:
             tasks=tuple(tasks), batch_size=2 * self.batch_size, max_target_tokens=self.max_target_tokens,
             max_new_tokens=self.max_new_tokens, gallery_size=self.gallery_size, num_samples=self.num_samples,
             beams=self.beams, length_penalty=self.length_penalty, ptb=self.ptb, seed=self.seed,
+            meteor=self.meteor and self.mode == "test", spice=self.spice and self.mode == "test",
         )  # fmt: skip
 
     def run_settings(self) -> dict[str, Any]:
@@ -216,7 +222,12 @@ HELP = {
     "demo's text-pretrained LM, built offline on first use)",
     "data": "flickr30k (hub), hf:OWNER/REPO, a local directory (Karpathy json, CSV, results.csv), shapes, "
     "synthetic:PATH (made by `python -m synth`), or a comma-separated list of these, merged by image",
-    "split": "random (80/10/10 by image, from the seed) or karpathy (29,000/1,014/1,000, when the data has it)",
+    "split": "auto (default): karpathy when the data's own split labels make train, val and test (Karpathy's json, the hub's "
+    "Flickr30k CSV, split folders, a Parquet repo's splits), else random; random: 80/10/10 by image, from the seed; "
+    "karpathy: the data's own labels (Flickr30k 29,000/1,014/1,000, COCO 113,287/5,000/5,000)",
+    "image_column": "the image column of a Parquet dataset repo, when it is not found by itself",
+    "caption_column": "the caption column of a Parquet repo or of an imagefolder's metadata file (default: text, "
+    "caption or captions)",
     "tasks": "what to train on: caption, qa, or caption,qa (question answering needs data with questions)",
     "max_target_tokens": "target text longer than this many tokens is truncated",
     "max_bad_fraction": "stop loading when more than this share of the images (0-1; default 0.01) is missing or "
@@ -245,6 +256,11 @@ HELP = {
     "length_penalty": "beam search: score = sum of log-probs / length ** this (default 1: mean log-prob per token)",
     "ptb": "score BLEU/CIDEr on captions tokenised by pycocoevalcap's Java PTB tokenizer, as published results are "
     "(needs `java` on the PATH; default: a pure-Python approximation)",
+    "meteor": "with --test: also score METEOR 1.5, as published results do (starts a Java VM, 5-10 s; skipped with one "
+    "line without Java); --no-meteor for a quicker test (default: on)",
+    "spice": "with --test: also score SPICE (needs Java 8 or 11, Stanford CoreNLP from pycocoevalcap's "
+    "get_stanford_models, about 385 MB, and an 8 GB Java heap); when it cannot run, one line says why and the other "
+    "metrics are reported",
     "eval_every": "also evaluate on validation every N optimizer steps and when --max-steps stops the run, for learning "
     "curves (0: at the end of each epoch only)",
     "output_dir": "where checkpoints go [env OUTPUT_DIR_MODELS]",
@@ -324,6 +340,7 @@ def _convert(key: str, raw: str, source: str) -> Any:
 # OUTPUT_DIR_MODELS / WANDB_* from the environment), so a `.env` written for real training cannot break it.
 DEMO_SETTINGS: dict[str, Any] = dict(
     data="shapes",
+    split="random",  # the shapes set carries split labels, but the demo's numbers were measured on this split
     decoder="demo",
     encoder="tiny",
     encoder_weights="none",

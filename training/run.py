@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch.nn.parallel import DistributedDataParallel
 
 from bridge import VisionLanguageModel, VLMConfig, build_vlm
@@ -49,6 +50,7 @@ from checkpoints.store import (
 from data import Splits, VLMCollator, load_dataset, make_samples
 from errors import UserError
 from evaluation import VAL_IMAGES_PER_EPOCH, EvalSettings, evaluate, protocol
+from evaluation.published import comparison_table, format_table
 from metrics.captioning import require_java
 from runtime.devices import resolve_device
 from runtime.distributed import Distributed, setup_distributed, teardown_distributed
@@ -113,7 +115,7 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
         log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {cfg.init_from}")
     log("what trains:\n" + model.summary())
     settings = cfg.eval_settings(tasks)
-    val_protocol = protocol(settings, f"{cfg.split} validation", val_records)
+    val_protocol = protocol(settings, f"{splits.scheme} validation", val_records)
     log(val_protocol.describe())
 
     # --- 4. features: the frozen encoder runs once per image ------------------------------------------------------------
@@ -129,6 +131,9 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     clip_reference = clip_zero_shot_inputs(cfg, model, val_records, device)
     samples = make_samples(splits.train, tasks)
     collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, cfg.max_target_tokens)
+    if cut := collate.count_cut(samples):  # they end without <|endoftext|> (data/batches.py); `data.inspect` shows more
+        log(f"{cut:,} of {len(samples):,} training targets are longer than --max-target-tokens "
+            f"{cfg.max_target_tokens} and are cut there, without an end-of-text token", "yellow")  # fmt: skip
     lengths = [len(s.target) + len(s.prompt) for s in samples]  # characters: a cheap proxy for bucketing
     batches_per_epoch = math.ceil(len(samples) / cfg.batch_size)
     total_steps = math.ceil(batches_per_epoch / cfg.grad_accum) * cfg.epochs  # --max-steps only stops early
@@ -154,7 +159,8 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     )
     job = Job(cfg, train_model, optimizer, scheduler, samples, lengths, collate, train_features, device, autocast,
               tracker, dist, log)  # fmt: skip
-    data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": tasks}
+    data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": tasks,
+                 "image_column": cfg.image_column, "caption_column": cfg.caption_column}  # fmt: skip
 
     saved = Position(step=-1)  # where the last checkpoint was written
 
@@ -179,6 +185,8 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
             model, val_records, val_features, tokenizer, settings, shuffled_control=shuffled_control,
             device=device, autocast=autocast, clip_reference=clip_reference, dist=dist,
         )  # fmt: skip
+        for line in result.notes:  # a metric that could not run, in one line each
+            log(escape(line), "yellow")
         history.append({"step": at.step, "epoch": at.epoch - 1 + at.batch / batches_per_epoch, **result.metrics})
         tracker.log({f"val/{k}": v for k, v in result.metrics.items()}, step=at.step)
         log_samples(tracker, result.samples, at.step)
@@ -250,10 +258,13 @@ def load_data(cfg: TrainConfig, dist: Distributed, log: Log) -> tuple[Splits, li
             split=cfg.split,
             seed=cfg.seed,
             max_bad_fraction=cfg.max_bad_fraction,
+            image_column=cfg.image_column,
+            caption_column=cfg.caption_column,
         )
     )
     log(report.summary())
-    log(f"images: train {len(splits.train):,}  val {len(splits.val):,}  test {len(splits.test):,}")
+    log(f"images: train {len(splits.train):,}  val {len(splits.val):,}  test {len(splits.test):,}  "
+        f"({describe_scheme(splits.scheme, cfg.split)})")  # fmt: skip
     if not splits.train:
         raise UserError(f"the training split of {cfg.data} is empty")
     tasks = cfg.task_list
@@ -263,6 +274,13 @@ def load_data(cfg: TrainConfig, dist: Distributed, log: Log) -> tuple[Splits, li
             raise UserError(f"tasks=qa but {cfg.data} has no questions")
         log(f"{cfg.data} has no questions: training on captions only", "yellow")
     return splits, tasks
+
+
+def describe_scheme(scheme: str, asked: str) -> str:
+    """How the images were split, for the log: "karpathy split (the data's own labels)", "random split (80/10/10)"."""
+    how = "the data's own labels" if scheme == "karpathy" else "80/10/10 by image from the seed"
+    chosen = ", chosen by --split auto" if asked == "auto" else ""
+    return f"{scheme} split: {how}{chosen}"
 
 
 def vlm_config(cfg: TrainConfig) -> VLMConfig:
@@ -423,12 +441,14 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast, dist: Distributed
             split=data["split"],
             seed=data["seed"],
             max_bad_fraction=cfg.max_bad_fraction,
+            image_column=data.get("image_column"),
+            caption_column=data.get("caption_column"),
         )
     )
     log(report.summary())
     records = splits.test[: trained.eval_images] if trained.eval_images else splits.test
     settings: EvalSettings = trained.eval_settings(data["tasks"])
-    test_protocol = protocol(settings, f"{data['split']} test", records)
+    test_protocol = protocol(settings, f"{splits.scheme} test", records)
     log(test_protocol.describe())
     features = image_features(trained, model, records, device)
     clip_reference = clip_zero_shot_inputs(trained, model, records, device)
@@ -439,7 +459,20 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast, dist: Distributed
     stem = Path(path).stem
     run_dir = Path(meta.get("run_dir") or Path(cfg.output_dir).expanduser() / "runs" / f"test_{stem}")
     if dist.is_main:
-        write_metrics(run_dir, {f"test/{stem}": {**result.metrics, "protocol": test_protocol.to_dict()}}, merge=True)
+        for line in result.notes:  # METEOR without Java, SPICE that cannot run: one line each, the rest is scored
+            log(escape(line), "yellow")
+        # On Karpathy's test split of COCO or Flickr30k: our row under the published ones (evaluation/published.py).
+        table = comparison_table(
+            report.dataset, splits.scheme, result.metrics, test_protocol, encoder=trained.encoder,
+            decoder=trained.decoder, top_k=trained.top_k, decoder_blocks=model.decoder.config.num_hidden_layers,
+            train_images=len(splits.train), epochs=meta["epoch"],
+        )  # fmt: skip
+        entries = {f"test/{stem}": {**result.metrics, "protocol": test_protocol.to_dict()}}
+        if table is not None:
+            entries[f"test/{stem}/published"] = table  # a sibling key: the model card lists the metrics alone
+        write_metrics(run_dir, entries, merge=True)
         log(format_metrics(f"test split ({len(records)} images)", result.metrics), "green")
+        if table is not None:
+            log(escape(format_table(table)))
         print_samples(log, result.samples)
     return result.metrics
