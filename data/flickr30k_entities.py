@@ -11,13 +11,33 @@ listing the image ids of each split); the photos are Flickr30k's own (`data/flic
     Annotations/1000092795.xml the boxes, PASCAL VOC style: <size><width>, <height>; each <object> has one or more
         <name> (entity ids) and a <bndbox> (xmin, ymin, xmax, ymax, 1-based pixels), or <nobndbox>1</nobndbox>
         (not visible) or <scene>1</scene> (the whole scene), and no box.
+    UNRELATED_CAPTIONS         "<image id> <caption number, from 1>" a line: captions that do not describe their photo
 
-`read_entities(root, split=...)` turns that into `EntityImage`s: the captions as plain text with each phrase's word
-span, entity id and types, and each entity's boxes in 0-based pixels, (x0, y0, x1, y1) with x1 and y1 excluded.
-Entity 0 ("notvisual") has no box. A phrase's *head noun* (`head_word`) is what the pointing game maps
-(`explain/games.py`).
+The real files have these quirks, which the sample in `tests/test_explain.py` copies: one <object> may name several
+entities (one box for both); one entity may have several boxes (each person of "two men"); `<scene>` and `<nobndbox>`
+are both written, 0 or 1, and an entity can be both; the captions are Penn Treebank tokenised ("Two young , White
+males", "does n't", "man 's", a final " .").
 
-Read next: `explain/games.py` (the pointing game on these boxes).
+`read_entities(root, split=...)` turns that into `EntityImage`s: the captions' words with each phrase's word span,
+entity id and types, and each entity's boxes in 0-based pixels, (x0, y0, x1, y1) with x1 and y1 excluded, as the
+`<size>` of the XML measures them (a resized copy of the photos needs them rescaled: `explain/games.py` checks).
+Entity 0 ("notvisual") has no box. `plain_text` gives a caption back as plain text (`data/detokenize.py`), with the
+place of each tokenised word in it.
+
+A phrase's *head noun* (`head_word`) is the word the pointing game maps. The phrases are short noun phrases that
+annotators marked, so a few rules find it, in this order, without a part-of-speech tagger (NLTK's and spaCy's need
+models that PyPI does not ship; docs/explain.md shows the rules on real phrases):
+
+1. a quotation or a bracket at the end is dropped: 'the words " Happy Birthday "' -> words, "a man ( left )" -> man;
+2. what trails the noun is dropped: punctuation, a possessive "'s", a number ("the number 4" -> number), an adverb
+   ("a trampoline outside" -> trampoline; but "the outside" keeps it, a determiner makes it the noun);
+3. before "of", a quantity is skipped and the noun after "of" taken ("a lot of people", "one of the dogs", "a kind
+   of hat" -> people, dogs, hat), "full" looks back ("a basket full of apples" -> basket), and any other noun is the
+   head ("a group of people" -> group, "a cup of coffee" -> cup: the noun that the article agrees with, as a
+   parser would say);
+4. otherwise the last word; and no head when that is not a noun ("of", "the two", "4"), so the phrase is skipped.
+
+Read next: `explain/games.py` (the pointing game on these boxes), `data/detokenize.py`.
 """
 
 from __future__ import annotations
@@ -29,8 +49,12 @@ from pathlib import Path
 
 from errors import UserError
 
+from .detokenize import SPELLED, join_tokens, word_of_token
+
 PHRASE = re.compile(r"\[/EN#(\d+)((?:/[^\s\]]+)+)\s+([^\]]*)\]")  # [/EN#12/people/other a man] -> 12, /people/.., a man
 SPLITS = ("train", "val", "test")
+UNRELATED_FILE = "UNRELATED_CAPTIONS"
+NOT_VISUAL = "0"  # the entity id of every "notvisual" phrase: never annotated, never boxed
 
 
 @dataclass(frozen=True)
@@ -49,10 +73,11 @@ class Phrase:
 
 @dataclass
 class EntitySentence:
-    """One caption, unmarked, with its phrases."""
+    """One caption, unmarked (its Penn Treebank words joined by spaces), with its phrases."""
 
     text: str
     phrases: list[Phrase]
+    unrelated: bool = False  # listed in UNRELATED_CAPTIONS: it does not describe the photo
 
 
 @dataclass
@@ -86,6 +111,13 @@ def parse_sentence(line: str) -> EntitySentence:
     return EntitySentence(" ".join(words), phrases)
 
 
+def plain_text(sentence: EntitySentence) -> tuple[str, list[int]]:
+    """The caption as plain text ("does n't" -> "doesn't", "grass ." -> "grass.": `data/detokenize.py`), and for
+    each of its tokenised words the index of the plain text's white-space word that holds it."""
+    text, spans = join_tokens(sentence.text.split())
+    return text, word_of_token(text, spans)
+
+
 def parse_annotation(path: Path) -> tuple[int, int, dict[str, list[tuple[int, int, int, int]]], set[str], set[str]]:
     """One Annotations/*.xml file -> (width, height, boxes by entity id, scene ids, not-visible ids)."""
     root = ET.parse(path).getroot()
@@ -109,9 +141,24 @@ def parse_annotation(path: Path) -> tuple[int, int, dict[str, list[tuple[int, in
     return width, height, boxes, scene, no_box
 
 
+def read_unrelated(path: Path) -> set[tuple[str, int]]:
+    """UNRELATED_CAPTIONS -> {(image id, caption index from 0)}; the file numbers captions from 1, after a
+    "# format: <imageID> <sentence number>" line."""
+    unrelated = set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) < 1:
+            raise UserError(f"{path} line {number}: {line.strip()!r} is not '<image id> <caption number from 1>'")
+        unrelated.add((fields[0], int(fields[1]) - 1))
+    return unrelated
+
+
 def read_entities(root: Path, split: str | None = "test", limit: int | None = None) -> list[EntityImage]:
     """The images of `split` (listed in root/{split}.txt; None: every Sentences/*.txt), up to `limit` of them.
 
+    Captions listed in root/UNRELATED_CAPTIONS, when the file is there, are marked `unrelated`.
     Raises UserError when root has no Sentences/ or Annotations/ folder, a listed image lacks either file, or a
     file cannot be parsed (naming the file).
     """
@@ -125,6 +172,7 @@ def read_entities(root: Path, split: str | None = "test", limit: int | None = No
             )
     if split is None:
         ids = sorted(p.stem for p in sentences_dir.glob("*.txt"))
+        listed_in = "Sentences/"
     else:
         if split not in SPLITS:
             raise UserError(f"unknown Flickr30k Entities split {split!r}; accepted: {', '.join(SPLITS)}")
@@ -132,26 +180,96 @@ def read_entities(root: Path, split: str | None = "test", limit: int | None = No
         if not listing.is_file():
             raise UserError(f"no {listing.name} in {root} (the list of the {split} split's image ids)")
         ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        listed_in = listing.name
+    unrelated = read_unrelated(root / UNRELATED_FILE) if (root / UNRELATED_FILE).is_file() else set()
     images = []
     for image_id in ids[:limit]:
         sentence_file, annotation_file = sentences_dir / f"{image_id}.txt", annotations_dir / f"{image_id}.xml"
         for file in (sentence_file, annotation_file):
             if not file.is_file():
-                raise UserError(f"image {image_id} of the {split} split has no {file.parent.name}/{file.name}")
+                raise UserError(f"image {image_id} (listed in {listed_in}) has no {file.parent.name}/{file.name}")
         try:
             lines = [line for line in sentence_file.read_text(encoding="utf-8").splitlines() if line.strip()]
             sentences = [parse_sentence(line) for line in lines]
             width, height, boxes, scene, no_box = parse_annotation(annotation_file)
         except (ValueError, ET.ParseError) as e:
             raise UserError(f"cannot read Flickr30k Entities image {image_id}: {e}") from None
+        for index, sentence in enumerate(sentences):
+            sentence.unrelated = (image_id, index) in unrelated
         images.append(EntityImage(image_id, width, height, sentences, boxes, scene, no_box))
     return images
 
 
-def head_word(phrase: Phrase) -> int:
-    """The position, within the phrase, of its head noun: the last word, or the last before "of" ("a group of
-    people" -> "group"; "a cup of coffee" -> "cup"). A heuristic without a parser; right for most of the short noun
-    phrases Flickr30k Entities marks."""
-    words = [w.lower() for w in phrase.words]
-    end = next((i for i, w in enumerate(words) if w == "of" and i > 0), len(words))
-    return end - 1
+# ------------------------------------------------------------------------------------------------ the head noun
+
+DETERMINERS = {"a", "an", "the", "this", "that", "these", "those", "my", "your", "his", "her", "its", "our", "their",
+               "some", "any", "no", "each", "every", "another", "both", "all", "either", "neither"}  # fmt: skip
+# Words that name a quantity or a kind, not a thing: before "of", the head is the noun after it.
+QUANTITIES = {"type", "types", "kind", "kinds", "sort", "sorts", "lot", "lots", "one", "some", "all", "both", "each",
+              "many", "most", "several", "few", "none", "any", "either", "neither", "couple", "number", "variety",
+              "plenty", "rest", "majority"}  # fmt: skip
+NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "dozen", "hundred", "thousand"}  # fmt: skip
+# Adverbs and particles that can trail a noun phrase ("a trampoline outside", "his hands up").
+ADVERBS = {"outside", "inside", "outdoors", "indoors", "together", "nearby", "here", "there", "around", "away",
+           "alone", "again", "too", "also", "ahead", "behind", "below", "above", "overhead", "underneath", "beneath",
+           "upstairs", "downstairs", "aside", "apart", "now", "today", "up", "down", "out", "off", "on", "in", "over",
+           "back"}  # fmt: skip
+POSSESSIVES = {"'s", "'"}
+CLOSING = {'"': '"', "(": ")", "[": "]", "{": "}"}  # an opening quote or bracket, and what closes it
+NUMBER = re.compile(r"#?\d[\d,.:/-]*(?:st|nd|rd|th|s)?")  # 4, #23, 1,000, 3:30, 2nd, 1990s
+
+
+def is_number(word: str) -> bool:
+    return bool(NUMBER.fullmatch(word)) or word in NUMBER_WORDS
+
+
+def is_noun_like(word: str) -> bool:
+    """Whether `word` can be a head noun: it has a letter and is no determiner, number or "of"."""
+    return any(c.isalpha() for c in word) and word not in DETERMINERS and not is_number(word) and word != "of"
+
+
+def without_trailing_quotation(words: list[str]) -> list[str]:
+    """Rule 1: the words before a quotation or a bracket that ends the phrase, when a noun stands before it."""
+    opening = next((i for i, w in enumerate(words) if w in CLOSING), None)
+    if opening is None or not any(is_noun_like(w) for w in words[:opening]):
+        return words
+    closing = next((j for j in range(opening + 1, len(words)) if words[j] == CLOSING[words[opening]]), None)
+    return words[:opening] if closing is None or closing == len(words) - 1 else words
+
+
+def without_trailing_extras(words: list[str]) -> list[str]:
+    """Rule 2: drop what trails the noun (punctuation, "'s", a number, an adverb), while a noun stays before it."""
+    words = list(words)
+    while words:
+        last, before = words[-1], words[:-1]
+        noun_before = any(is_noun_like(w) for w in before)
+        if not any(c.isalnum() for c in last) or last in POSSESSIVES:
+            words = before  # punctuation, quotes and brackets
+        elif noun_before and is_number(last):
+            words = before  # "the number 4" -> number
+        elif noun_before and last in ADVERBS and before[-1] not in DETERMINERS | POSSESSIVES:
+            words = before  # "a trampoline outside"; but "the outside", "the man 's back" keep their noun
+        else:
+            break
+    return words
+
+
+def head_word(phrase: Phrase) -> int | None:
+    """The position, within the phrase, of its head noun, or None when it has none (rules in the module
+    docstring): "a group of people" -> group, "a lot of people" -> people, "a trampoline outside" -> trampoline."""
+    words = [SPELLED.get(w, w).lower() for w in phrase.words]  # -LRB- -> (, `` -> "
+    words = without_trailing_extras(without_trailing_quotation(words))
+    start = 0
+    while "of" in words[start:]:
+        of = words.index("of", start)
+        before = words[start:of]
+        if before and before[-1] == "full":
+            before = before[:-1]  # "a basket full of apples": the basket; "full of water": the water
+        if not before or before[-1] in QUANTITIES or is_number(before[-1]) or before[-1] in DETERMINERS:
+            start = of + 1  # "a lot of people", "one of the dogs", "two of them": the noun after "of"
+            continue
+        head = start + len(before) - 1
+        return head if is_noun_like(words[head]) else None
+    head = len(words) - 1
+    return head if head >= start and is_noun_like(words[head]) else None

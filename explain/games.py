@@ -19,10 +19,31 @@ Beside the chance levels: uniform over the 9 cells, and uniform over the cells t
 "Where is the X?": the model answers each held-out question of that form; the map of its whole answer is scored
 against X's cell, and the answers' accuracy is split by whether the map's peak was in that cell.
 
-**Flickr30k Entities** (`flickr_game`). Each test caption is fed to the model as if it had written it (teacher
-forcing); for each marked phrase whose entity has boxes, the map of its head noun (`data.flickr30k_entities`) is a hit
-when its peak cell's centre lies in one of the entity's boxes. Chance: a uniform cell; and the centre cell, a strong
-baseline on photos, which are framed around their subject.
+**Flickr30k Entities** (`flickr_game`; the reader is `data/flickr30k_entities.py`). Each caption of the split is fed
+to the model as if it had written it (teacher forcing), as plain text ("doesn't", "grass.": the files hold Penn
+Treebank tokens, `data/detokenize.py`); for each marked phrase, the map of its head noun is scored against the boxes
+of the phrase's entity, two ways:
+- **the pointing game as published** (Zhang et al. 2016, "Top-down Neural Attention by Excitation Backprop",
+  https://arxiv.org/abs/1608.00507): the map is brought to the image's pixels, and its maximum hits when it lies
+  within 15 pixels of one of the boxes. The map has one value per cell and knows nothing finer, so it is drawn as
+  flat blocks: its maximum is the whole peak cell (or cells), and the score is the share of their pixels within 15
+  pixels of a box, what a uniformly random point of the maximum scores on average (1 a hit, 0 a miss). This is the
+  headline. (Bilinear upsampling would put the maximum at a cell's centre: the cell game with 15 pixels of slack.)
+- **the cell game**: the peak cell's centre lies in a box (ties scored as `explain/scoring.py` says).
+Each score is given over all trials, comparable with other reports, and over the *decidable* ones: a trial cannot
+be won when the encoder's crop cuts its boxes away (in the cell game also when no cell centre lies in one), and
+cannot be lost when they cover the whole view (every cell centre); such trials are counted apart. Chance on the
+same trials: a uniformly random point (a random cell), and the centre prior, the centre of the view (the centre
+cells), a strong baseline on photos, which are framed around their subject.
+
+Every marked phrase is either scored or counted under the reason it was not (`SKIP_REASONS`): not visual (entity 0),
+not visible or the whole scene (no box), no head noun, a caption listed in the release's UNRELATED_CAPTIONS, no
+photo, words and tokens that do not line up, or an image of the checkpoint's training split. Plummer et al.'s test
+split is not Karpathy's, on which most captioners train, so a checkpoint may have seen some of its photos: the game
+loads the checkpoint's training split again from its sidecar (`training_images`) and leaves those out unless told
+not to. The photo's size is checked against the XML's `<size>`: a resized copy (common among the copies on the hub
+and on Kaggle) has its view measured in the annotation's pixels, so it gives the same trials; any other size is an
+error naming the image.
 
 Read next: `EXPERIMENTS.md` ("Where the model looks") for the numbers.
 """
@@ -31,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,14 +66,14 @@ from PIL import Image
 from bridge.vlm import fresh_bridge
 from data import CAPTION_PROMPT, ImageRecord, load_image, question_prompt
 from data.flickr30k import IMAGE_DIR_NAMES
-from data.flickr30k_entities import EntityImage, head_word
+from data.flickr30k_entities import NOT_VISUAL, EntityImage, Phrase, head_word, plain_text
 from data.shapes import ANNOTATION_FILE, GRID, POSITION_ANSWERS
 from errors import UserError
 
 from . import attention as attention_maps
-from .maps import Grid, token_grid, view_box
+from .maps import Box, Grid, token_grid, view_box
 from .occlusion import model_log_probs, occlusion_drops
-from .scoring import Tally, point, uniform_chance
+from .scoring import Tally, peak_cells, point, uniform_chance
 from .words import clean, split_words
 
 BATCH = 64  # rows per teacher-forced pass
@@ -328,66 +350,312 @@ def find_photo(images_dir: Path, image_id: str) -> Path | None:
     return None
 
 
+TOLERANCE = 15  # pixels: a peak this close to a box hits (Zhang et al. 2016)
+# Why a marked phrase is not scored, in the order they are checked (the report keeps this order).
+SKIP_REASONS = (
+    "image in the checkpoint's training split",
+    "no photo (missing or unreadable)",
+    "caption listed in UNRELATED_CAPTIONS",
+    "words and tokens differ",
+    "not visual (entity 0)",
+    "whole scene and not visible",
+    "whole scene",
+    "not visible (nobndbox)",
+    "no box in the annotation",
+    "no head noun",
+)
+
+
+@dataclass(frozen=True)
+class TrainingImages:
+    """The image ids of the checkpoint's training split (None: unknown), and how they were found or why not."""
+
+    ids: frozenset[str] | None
+    note: str
+
+
+def training_images(sidecar: dict, cache_dir: Path) -> TrainingImages:
+    """The checkpoint's training split, loaded again as training loaded it (the sidecar's source, split scheme and
+    seed; `data/loading.py` is deterministic). Unknown when the sidecar names no source or the data is not here."""
+    from data import load_dataset
+
+    data = sidecar.get("data", {})
+    source, scheme, seed = data.get("source"), data.get("split", "random"), data.get("seed", 0)
+    if not source:
+        return TrainingImages(None, "the checkpoint's sidecar does not name its training data")
+    if all(name.strip() == "shapes" for name in str(source).split(",")):
+        return TrainingImages(frozenset(), "trained on the shapes set, which has no Flickr30k photo")
+    bad = sidecar.get("train_config", {}).get("max_bad_fraction", 0.01)
+    try:
+        splits, _ = load_dataset(
+            source, cache_dir=cache_dir, split=scheme, seed=seed, max_bad_fraction=bad,
+            image_column=data.get("image_column"), caption_column=data.get("caption_column"),
+        )  # fmt: skip
+    except UserError as e:
+        return TrainingImages(None, f"its training data ({source}) could not be loaded again: {e}")
+    return TrainingImages(frozenset(r.image_id for r in splits.train), f"{source}, split {scheme}, seed {seed}")
+
+
+def annotation_view(entry: EntityImage, photo: Image.Image, preprocess: object) -> tuple[Box, bool]:
+    """The part of the photo the encoder sees, in the pixels of the XML's <size> (where the boxes and the 15 pixels
+    are measured), and whether the photo is a resized copy. Raises UserError, naming the image, when the photo is
+    neither the annotated one nor a copy resized with its aspect ratio kept (to a pixel of rounding)."""
+    width, height = photo.size
+    if entry.width <= 0 or entry.height <= 0:
+        raise UserError(f"Flickr30k Entities image {entry.image_id}: its Annotations XML gives no <size>")
+    sx, sy = width / entry.width, height / entry.height
+    if abs(entry.width * sy - width) > 1 or abs(entry.height * sx - height) > 1:
+        raise UserError(
+            f"photo {entry.image_id} is {width}x{height} but its Flickr30k Entities annotation is for "
+            f"{entry.width}x{entry.height}: neither the same photo nor a resized copy (--images is another set?)"
+        )
+    x0, y0, x1, y1 = view_box(preprocess, width, height)
+    view: Box = (round(x0 / sx, 6), round(y0 / sy, 6), round(x1 / sx, 6), round(y1 / sy, 6))  # 35.0, not 34.99999999
+    return view, (width, height) != (entry.width, entry.height)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a map of one phrase is scored against, on a side x side grid over the view (module docstring)."""
+
+    cells: np.ndarray  # bool [side, side]: the cell's centre lies in one of the boxes (the cell game)
+    near: np.ndarray  # float [side, side]: the share of the cell's pixels within TOLERANCE of a box (the pixel game)
+    near_all: float  # the share of the view's pixels within TOLERANCE of a box: a uniform point's chance
+    centre_near: bool  # whether the view's centre pixel is within TOLERANCE of a box
+
+
+def targets(view: Box, boxes: Sequence[Box], side: int) -> Targets:
+    """The cells and pixels of the view near the boxes (0-based pixels, far edges excluded, as the reader gives)."""
+    x0, y0, x1, y1 = view
+    xs = np.arange(math.ceil(x0 - 0.5), math.ceil(x1 - 0.5))  # the pixels whose centre lies in the view
+    ys = np.arange(math.ceil(y0 - 0.5), math.ceil(y1 - 0.5))
+    near = np.zeros((len(ys), len(xs)), dtype=bool)
+    for bx0, by0, bx1, by1 in boxes:  # distance from a pixel to the box's nearest pixel, in whole pixels
+        dx = np.maximum(np.maximum(bx0 - xs, xs - (bx1 - 1)), 0)
+        dy = np.maximum(np.maximum(by0 - ys, ys - (by1 - 1)), 0)
+        near |= dy[:, None] ** 2 + dx[None, :] ** 2 <= TOLERANCE**2
+    col = np.clip(((xs + 0.5 - x0) / (x1 - x0) * side).astype(int), 0, side - 1)
+    row = np.clip(((ys + 0.5 - y0) / (y1 - y0) * side).astype(int), 0, side - 1)
+    cell = (row[:, None] * side + col[None, :]).ravel()
+    pixels = np.bincount(cell, minlength=side * side)
+    near_pixels = np.bincount(cell, weights=near.ravel(), minlength=side * side)
+    centre = near[min(len(ys) - 1, int((y0 + y1) / 2 - ys[0])), min(len(xs) - 1, int((x0 + x1) / 2 - xs[0]))]
+    return Targets(
+        cells=Grid(view, side, side).inside(list(boxes)),
+        near=(near_pixels / np.maximum(pixels, 1)).reshape(side, side),
+        near_all=float(near.mean()),
+        centre_near=bool(centre),
+    )
+
+
+def pixel_credit(values: np.ndarray, near: np.ndarray) -> float:
+    """The pixel game's score of one map: the map drawn as flat blocks has its maximum over its peak cells, and a
+    uniformly random point of them is within TOLERANCE of a box with this probability (1: hit, 0: miss)."""
+    return float(near[peak_cells(values)].mean())
+
+
+def count(tally: Tally, credit: float) -> None:
+    """Add one trial's credit to `tally`: a hit, a miss, or in between (a tie, as `explain/scoring.py` names it)."""
+    outcome = "hit" if credit >= 1 else "miss" if credit <= 0 else "tie"
+    tally.hits += outcome == "hit"
+    tally.misses += outcome == "miss"
+    tally.ties += outcome == "tie"
+    tally.credit += credit
+    tally.outcomes.append(outcome)
+
+
+def decidable(t: Targets, scoring: str) -> bool:
+    """Whether a map can both win and lose this trial: not every cell or pixel near a box, and not none."""
+    if scoring == "pixels":
+        return 0 < t.near_all < 1
+    return bool(t.cells.any() and not t.cells.all())
+
+
+@dataclass
+class Rows:
+    """The teacher-forced captions of the game and its trials: one per scored phrase (its head noun)."""
+
+    photos: list[Image.Image]
+    entries: list[EntityImage]  # per photo, its annotation
+    views: list[Box]  # per photo, the encoder's view in the annotation's pixels
+    row_photo: list[int]  # per caption row, its photo
+    targets: list[list[int]]  # per caption row, its tokens
+    trials: list[tuple[int, int, int, int, str]]  # (row, first token, end token, photo, entity)
+
+
+def phrase_problem(entry: EntityImage, phrase: Phrase) -> str | None:
+    """Why `phrase` cannot be scored (one of SKIP_REASONS), or None."""
+    if phrase.entity == NOT_VISUAL:
+        return "not visual (entity 0)"
+    if not entry.boxes.get(phrase.entity):
+        scene, hidden = phrase.entity in entry.scene, phrase.entity in entry.no_box
+        if scene and hidden:
+            return "whole scene and not visible"
+        if scene:
+            return "whole scene"
+        if hidden:
+            return "not visible (nobndbox)"
+        return "no box in the annotation"
+    if head_word(phrase) is None:
+        return "no head noun"
+    return None
+
+
+def flickr_rows(
+    tokenizer, entity_images: Sequence[EntityImage], images_dir: Path, preprocess, leave_out: frozenset[str]
+) -> tuple[Rows, dict, dict]:
+    """Every marked phrase of `entity_images`: a trial, or a reason it is not one (counted in the second dict);
+    the third counts images and captions."""
+    rows = Rows([], [], [], [], [], [])
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    seen = {"images": len(entity_images), "photos": 0, "resized photos": 0, "captions": 0, "captions scored": 0}
+    for entry in entity_images:
+        seen["captions"] += len(entry.sentences)
+        phrases = sum(len(s.phrases) for s in entry.sentences)
+        if entry.image_id in leave_out:
+            skipped["image in the checkpoint's training split"] += phrases
+            continue
+        path = find_photo(Path(images_dir), entry.image_id)
+        photo = load_image(path) if path else None
+        if photo is None:
+            skipped["no photo (missing or unreadable)"] += phrases
+            continue
+        view, resized = annotation_view(entry, photo, preprocess)
+        seen["photos"] += 1
+        seen["resized photos"] += resized
+        rows.photos.append(photo)
+        rows.entries.append(entry)
+        rows.views.append(view)
+        for sentence in entry.sentences:
+            if sentence.unrelated:
+                skipped["caption listed in UNRELATED_CAPTIONS"] += len(sentence.phrases)
+                continue
+            text, word_of = plain_text(sentence)  # teacher-forced as plain text, "doesn't" and "grass."
+            ids = tokenizer.encode(" " + text)
+            words = split_words(tokenizer, ids)
+            if len(words) != len(text.split()):
+                skipped["words and tokens differ"] += len(sentence.phrases)
+                continue
+            row = len(rows.targets)
+            for phrase in sentence.phrases:
+                if problem := phrase_problem(entry, phrase):
+                    skipped[problem] += 1
+                    continue
+                word = words[word_of[phrase.first_word + head_word(phrase)]]
+                rows.trials.append((row, word.start, word.end, len(rows.photos) - 1, phrase.entity))
+            if rows.trials and rows.trials[-1][0] == row:  # a caption with no trial is not fed to the model
+                rows.row_photo.append(len(rows.photos) - 1)
+                rows.targets.append(ids)
+                seen["captions scored"] += 1
+    return rows, skipped, seen
+
+
+def chance(rows: Rows, targets_of, side: int) -> dict:
+    """Chance on the game's own trials, over all of them and over the decidable ones: for the pixel game a uniform
+    point of the view and the view's centre; for the cell game a uniform cell and the centre cell(s). And how many
+    trials each game cannot lose or win."""
+    out: dict = {}
+    for name in ("pixels", f"cells {side}x{side}"):
+        uniform: dict[str, list[float]] = {"all": [], "decidable": []}
+        centre = {"all": Tally(), "decidable": Tally()}
+        unwinnable = unlosable = 0
+        for _, _, _, photo, entity in rows.trials:
+            t = targets_of(photo, entity, side)
+            if name == "pixels":
+                share, centre_credit, fair = t.near_all, float(t.centre_near), decidable(t, "pixels")
+                unwinnable, unlosable = unwinnable + (t.near_all == 0), unlosable + (t.near_all == 1)
+            else:
+                share, fair = uniform_chance(t.cells), decidable(t, "cells")
+                centre_credit = point(centre_closeness(rows.views[photo], side), t.cells)[1]
+                unwinnable, unlosable = unwinnable + (not t.cells.any()), unlosable + bool(t.cells.all())
+            for subset in ("all", "decidable") if fair else ("all",):
+                uniform[subset].append(share)
+                count(centre[subset], centre_credit)
+        out[name] = {
+            "trials": len(rows.trials),
+            "unwinnable": int(unwinnable),
+            "unlosable": int(unlosable),
+            "uniform": {k: _mean(v) for k, v in uniform.items()},
+            "centre": {k: v.accuracy for k, v in centre.items()},
+        }
+    return out
+
+
+def centre_closeness(view: Box, side: int) -> np.ndarray:
+    """A map that peaks at the centre of the view (the centre prior): minus each cell centre's distance to it."""
+    g = Grid(view, side, side)
+    x0, y0, x1, y1 = view
+    centres = g.centres()
+    return -np.hypot(centres[:, 0] - (x0 + x1) / 2, centres[:, 1] - (y0 + y1) / 2).reshape(side, side)
+
+
 @torch.no_grad()
 def flickr_game(
-    model, tokenizer, entity_images: Sequence[EntityImage], images_dir: Path, methods: Sequence[str], grid: int
+    model,
+    tokenizer,
+    entity_images: Sequence[EntityImage],
+    images_dir: Path,
+    methods: Sequence[str],
+    grid: int,
+    *,
+    training: TrainingImages | None = None,
+    leave_out_training: bool = True,
 ) -> dict:
-    """The pointing game on Flickr30k Entities (see the module docstring); a JSON-ready dict of results."""
+    """The pointing game on Flickr30k Entities (see the module docstring); a JSON-ready dict of results.
+
+    `training`: the checkpoint's training split (`training_images`); its images are left out unless
+    `leave_out_training` is False, and counted either way."""
     methods = methods_for(model, methods)
-    prompt = tokenizer.encode(CAPTION_PROMPT)
-    photos, rows, targets = [], [], []
-    skipped = {"no photo": 0, "words and tokens differ": 0}
-    phrase_rows: list[tuple[int, int, int, list]] = []  # (row, start, end, boxes)
-    for entry in entity_images:
-        path = find_photo(Path(images_dir), entry.image_id)
-        image = load_image(path) if path else None
-        if image is None:
-            skipped["no photo"] += 1
-            continue
-        photos.append(image)
-        for sentence in entry.sentences:
-            ids = tokenizer.encode(" " + sentence.text)
-            words = split_words(tokenizer, ids)
-            if len(words) != len(sentence.text.split()):
-                skipped["words and tokens differ"] += 1
-                continue
-            row = len(targets)
-            rows.append(len(photos) - 1)
-            targets.append(ids)
-            for phrase in sentence.phrases:
-                boxes = entry.boxes.get(phrase.entity)
-                if boxes:
-                    word = words[phrase.first_word + head_word(phrase)]
-                    phrase_rows.append((row, word.start, word.end, boxes))
-    if not targets:
-        raise UserError(f"no Flickr30k Entities caption could be scored (skipped: {skipped})")
-    row_images = [photos[i] for i in rows]
+    training = training or TrainingImages(None, "not looked up")
+    known = training.ids is not None
+    in_training = training.ids if known else frozenset()
+    leave_out = in_training if leave_out_training else frozenset()
+    rows, skipped, seen = flickr_rows(tokenizer, entity_images, images_dir, model.encoder.preprocess, leave_out)
+    if not rows.trials:
+        not_scored = ", ".join(f"{reason} {n}" for reason, n in skipped.items() if n)
+        raise UserError(f"no Flickr30k Entities phrase could be scored (not scored: {not_scored or 'none marked'})")
+    row_images = [rows.photos[i] for i in rows.row_photo]
     features = features_of(model, row_images)
-    prompts = [prompt] * len(targets)
-    result: dict = {"images": len(photos), "captions": len(targets), "phrases": len(phrase_rows), "skipped": skipped}
-    result["methods"] = {}
-    uniform_by_grid: dict[int, list[float]] = {}
+    prompts = [tokenizer.encode(CAPTION_PROMPT)] * len(rows.targets)
+    cache: dict[tuple[int, str, int], Targets] = {}  # an entity's boxes serve every caption of its image
+
+    def targets_of(photo: int, entity: str, side: int) -> Targets:
+        if (photo, entity, side) not in cache:
+            cache[photo, entity, side] = targets(rows.views[photo], rows.entries[photo].boxes[entity], side)
+        return cache[photo, entity, side]
+
+    result: dict = {
+        **seen,
+        "phrases": {
+            "marked": sum(len(s.phrases) for e in entity_images for s in e.sentences),
+            "scored": len(rows.trials),
+            "not scored": skipped,
+        },
+        "training split": {
+            "known": known,
+            "how": training.note,
+            "images in it": len({e.image_id for e in entity_images} & in_training) if known else None,
+            "left out": leave_out_training and known,
+        },
+        "methods": {},
+        "chance": {},
+    }
     for method in methods:
         side = token_grid(model.config.num_visual_tokens)[0] if method.startswith("attention") else grid
-        maps = token_maps(model, method, row_images, features, prompts, targets, side)
-        tally, uniform = Tally(), []
-        for row, start, end, boxes in phrase_rows:
-            image = row_images[row]
-            inside = Grid(view_box(model.encoder.preprocess, *image.size), side, side).inside(boxes)
-            tally.add(word_map(method, maps[row], start, end).reshape(side, side), inside)
-            uniform.append(uniform_chance(inside))
-        result["methods"][method] = tally.to_dict()
-        uniform_by_grid[side] = uniform
-    for side, uniform in uniform_by_grid.items():
-        centre = Tally()
-        for row, _, _, boxes in phrase_rows:
-            image = row_images[row]
-            g = Grid(view_box(model.encoder.preprocess, *image.size), side, side)
-            centres = g.centres()
-            x0, y0, x1, y1 = g.box
-            closeness = -np.hypot(centres[:, 0] - (x0 + x1) / 2, centres[:, 1] - (y0 + y1) / 2).reshape(side, side)
-            centre.add(closeness, g.inside(boxes))
-        result[f"chance {side}x{side}"] = {"uniform": float(np.mean(uniform)), "centre": centre.to_dict()}
+        maps = token_maps(model, method, row_images, features, prompts, rows.targets, side)
+        scores = {name: {"all": Tally(), "decidable": Tally()} for name in ("pixels", "cells")}
+        for row, start, end, photo, entity in rows.trials:
+            t = targets_of(photo, entity, side)
+            values = word_map(method, maps[row], start, end).reshape(side, side)
+            for name, credit in (("pixels", pixel_credit(values, t.near)), ("cells", point(values, t.cells)[1])):
+                count(scores[name]["all"], credit)
+                if decidable(t, name):
+                    count(scores[name]["decidable"], credit)
+        result["methods"][method] = {
+            "grid": f"{side}x{side}",
+            **{name: {**s["all"].to_dict(), "decidable": s["decidable"].to_dict()} for name, s in scores.items()},
+        }
+        result["chance"].update(chance(rows, targets_of, side))
     return result
 
 
@@ -433,7 +701,9 @@ def build_parser():
     p.add_argument("--best-head", action="store_true", help="also score the head that points best on the val split")
     p.add_argument("--no-controls", action="store_true", help="skip the untrained-bridge and shuffled-image controls")
     p.add_argument("--grid", type=int, help="occlusion cells per side on Flickr30k (default: explain.explanation)")
-    p.add_argument("--cache-dir", help="where the shapes set is (default: the checkpoint's training setting)")
+    p.add_argument("--include-training-images", action="store_true",
+                   help="flickr30k-entities: score the photos of the checkpoint's training split too (default: left out)")  # fmt: skip
+    p.add_argument("--cache-dir", help="where the training data is cached (default: the checkpoint's training setting)")
     p.add_argument("--out", help="also write results.json, table.md and pointing.png into this folder")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: fastest for the demo's sizes)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -466,11 +736,11 @@ def run(args) -> dict:
         methods = args.methods.split(",") if args.methods else default_methods(model)
         check_methods(methods, model)
         view = model.config.view if model.config.view not in results["views"] else f"{model.config.view} ({path})"
+        cache = args.cache_dir or sidecar.get("train_config", {}).get("cache_dir", "../.data/cache")
         if args.data == "shapes":
             data = sidecar.get("data", {})
             if data.get("source") != "shapes":
                 raise UserError(f"{checkpoint} was not trained on the shapes set; use --data flickr30k-entities:DIR")
-            cache = args.cache_dir or sidecar.get("train_config", {}).get("cache_dir", "../.data/cache")
             splits, _ = load_dataset("shapes", cache_dir=Path(cache), split=data["split"], seed=data["seed"])
             if args.split not in ("train", "val", "test"):
                 raise UserError(f"--split {args.split!r} is invalid; expected train, val or test")
@@ -486,7 +756,11 @@ def run(args) -> dict:
             root = Path(args.data.removeprefix("flickr30k-entities:"))
             entries = read_entities(root, args.split, args.limit)
             grid = args.grid or default_grid(model)
-            results["views"][view] = flickr_game(model, tokenizer, entries, Path(args.images), methods, grid)
+            training = training_images(sidecar, Path(cache).expanduser())
+            results["views"][view] = flickr_game(
+                model, tokenizer, entries, Path(args.images), methods, grid,
+                training=training, leave_out_training=not args.include_training_images,
+            )  # fmt: skip
     return results
 
 
@@ -531,18 +805,58 @@ def shapes_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+CHANCE_LABELS = {"uniform": "uniform point / uniform cell", "centre": "centre of the view / centre cells"}
+
+
 def flickr_table(results: dict) -> str:
-    lines = ["| view | method | head nouns: points right | hits / misses / ties |", "|---|---|---|---|"]
+    """The markdown table of a Flickr30k Entities run: the pixel game first (the published one), the cell game beside
+    it, each over all trials and over the decidable ones, chance on the same trials; then what was not scored."""
+    lines = [
+        f"| view | method | pointing game: peak within {TOLERANCE} px of a box | decidable trials | "
+        "peak cell's centre in a box | decidable trials |",
+        "|---|---|---|---|---|---|",
+    ]
+    notes = []
     for view, r in results["views"].items():
-        for method, t in r["methods"].items():
+        grids = []
+        for method, m in r["methods"].items():
+            p, c = m["pixels"], m["cells"]
             lines.append(
-                f"| {view} | {method} | **{pct(t['accuracy'])}** | {t['hits']} / {t['misses']} / {t['ties']} |"
+                f"| {view} | {method} ({m['grid']}) | **{pct(p['accuracy'])}** | {pct(p['decidable']['accuracy'])} | "
+                f"{pct(c['accuracy'])} | {pct(c['decidable']['accuracy'])} |"
             )
-        for key, c in r.items():
-            if key.startswith("chance"):
-                lines.append(f"| {view} | {key}: uniform cell | {pct(c['uniform'])} | |")
-                lines.append(f"| {view} | {key}: centre cell | {pct(c['centre']['accuracy'])} | |")
-    return "\n".join(lines) + "\n"
+            grids += [m["grid"]] if m["grid"] not in grids else []
+        pixels = r["chance"]["pixels"]
+        for grid in grids:
+            cells = r["chance"][f"cells {grid}"]
+            for key, label in CHANCE_LABELS.items():
+                p, c = pixels[key], cells[key]
+                lines.append(
+                    f"| {view} | chance: {label} ({grid}) | {pct(p['all'])} | {pct(p['decidable'])} "
+                    f"| {pct(c['all'])} | {pct(c['decidable'])} |"
+                )
+        phrases = r["phrases"]
+        not_scored = "; ".join(f"{reason}: {n:,}" for reason, n in phrases["not scored"].items() if n) or "none"
+        notes.append(
+            f"- {view}: {phrases['scored']:,} of {phrases['marked']:,} marked phrases scored; not scored: {not_scored}"
+        )
+        undecided = "; ".join(
+            f"{name}: {t['unwinnable']:,} cannot be won, {t['unlosable']:,} cannot be lost"
+            for name, t in r["chance"].items()
+        )
+        notes.append(
+            f'- {view}: of the {phrases["scored"]:,} trials, {undecided} (counted in "all", not in "decidable")'
+        )
+        training = r["training split"]
+        if training["known"]:
+            fate = "left out" if training["left out"] else "scored (--include-training-images)"
+            notes.append(f"- {view}: {training['images in it']:,} of {r['images']:,} images are in the checkpoint's "
+                         f"training split ({training['how']}): {fate}")  # fmt: skip
+        else:
+            notes.append(f"- {view}: the checkpoint's training split is unknown ({training['how']}); no image left out")
+        if r["resized photos"]:
+            notes.append(f"- {view}: {r['resized photos']:,} photos are resized copies; their boxes were rescaled")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def figure(results: dict, path: Path) -> None:

@@ -9,6 +9,7 @@ in conftest.py), as tests/test_caption.py does.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,10 +23,20 @@ from PIL import Image, ImageDraw
 
 from bridge import VisionLanguageModel, VLMConfig
 from data import train_bpe_tokenizer
-from data.flickr30k_entities import head_word, parse_sentence, read_entities
+from data.flickr30k_entities import Phrase, head_word, parse_sentence, plain_text, read_entities
 from errors import UserError
-from explain import attention, explain
-from explain.games import derangement, flickr_game
+from explain import attention, explain, games
+from explain.games import (
+    count,
+    decidable,
+    derangement,
+    flickr_game,
+    flickr_rows,
+    flickr_table,
+    pixel_credit,
+    targets,
+    training_images,
+)
 from explain.maps import Grid, view_box
 from explain.occlusion import FILLS, model_log_probs, occlusion_drops, token_log_probs
 from explain.render import page_html, write_explanation
@@ -251,112 +262,335 @@ def test_pointing_scorer_counts_hits_misses_and_ties_as_documented():
 
 # ------------------------------------------------------------------------------------------------ Flickr30k Entities
 
-SENTENCES = """[/EN#1/people A man] in [/EN#2/clothing a red shirt] holds [/EN#3/other a cup of coffee] .
-[/EN#1/people/other The man] stands in front of [/EN#4/scene a wall] with [/EN#0/notvisual his thoughts] .
+# A sample in the release's own format (its README's example file, 1000092795, has the same quirks): Penn Treebank
+# tokens ("Two young , White males", "does n't", " 's", a final " ."), an object naming two entities, an entity with
+# several boxes, <scene> and <nobndbox> both written, an entity that is both, notvisual phrases of entity 0.
+SENTENCES = """[/EN#1/people A man] in [/EN#2/clothing a red shirt] holds [/EN#3/other a cup of coffee] under [/EN#10/other a kite] .
+[/EN#1/people/other The man] stands in front of [/EN#4/scene a wall] with [/EN#0/notvisual his thoughts] and [/EN#9/other a ball] .
+[/EN#1/people The man 's] [/EN#2/clothing shirt] does n't hide [/EN#5/bodyparts his shadow] , and [/EN#6/scene the street] is " busy " .
+[/EN#7/people Two young , White males] sit on [/EN#8/other a type of bench] outside on [/EN#11/scene the grass] ; [/EN#7/people the two] smile .
+[/EN#1/people Someone] took [/EN#12/other this picture] .
 """
-ANNOTATION = """<annotation>
-\t<filename>42.jpg</filename>
-\t<size>
-\t\t<width>120</width>
-\t\t<height>90</height>
-\t\t<depth>3</depth>
-\t</size>
-\t<object>
-\t\t<name>1</name>
-\t\t<bndbox>
-\t\t\t<xmin>1</xmin>
-\t\t\t<ymin>1</ymin>
-\t\t\t<xmax>40</xmax>
-\t\t\t<ymax>90</ymax>
-\t\t</bndbox>
-\t</object>
-\t<object>
-\t\t<name>2</name>
-\t\t<name>3</name>
-\t\t<bndbox>
-\t\t\t<xmin>81</xmin>
-\t\t\t<ymin>31</ymin>
-\t\t\t<xmax>120</xmax>
-\t\t\t<ymax>60</ymax>
-\t\t</bndbox>
-\t</object>
-\t<object>
-\t\t<name>3</name>
-\t\t<bndbox>
-\t\t\t<xmin>41</xmin>
-\t\t\t<ymin>61</ymin>
-\t\t\t<xmax>80</xmax>
-\t\t\t<ymax>90</ymax>
-\t\t</bndbox>
-\t</object>
-\t<object>
-\t\t<name>4</name>
-\t\t<scene>1</scene>
-\t\t<nobndbox>0</nobndbox>
-\t</object>
-\t<object>
-\t\t<name>5</name>
-\t\t<scene>0</scene>
-\t\t<nobndbox>1</nobndbox>
-\t</object>
-</annotation>
-"""
+WIDTH, HEIGHT = (
+    160,
+    90,
+)  # the tiny ViT sees x in [35, 125): 3 x 3 cells of 30 px, centres x 50, 80, 110 and y 15, 45, 75
+
+
+def voc_object(names: list[str], box: tuple[int, int, int, int] | None = None, scene: int = 0, hidden: int = 0) -> str:
+    """One <object> as the release writes it (tabs; 1-based, inclusive pixel coordinates)."""
+    lines = ["\t<object>"] + [f"\t\t<name>{n}</name>" for n in names]
+    if box:
+        lines += ["\t\t<bndbox>"] + [
+            f"\t\t\t<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True)
+        ]
+        lines += ["\t\t</bndbox>"]
+    else:
+        lines += [f"\t\t<scene>{scene}</scene>", f"\t\t<nobndbox>{hidden}</nobndbox>"]
+    return "\n".join([*lines, "\t</object>"])
+
+
+ANNOTATION = "\n".join([
+    "<annotation>",
+    "\t<filename>42.jpg</filename>",
+    f"\t<size>\n\t\t<width>{WIDTH}</width>\n\t\t<height>{HEIGHT}</height>\n\t\t<depth>3</depth>\n\t</size>",
+    voc_object(["1"], (36, 1, 65, 90)),  # the man: the left column of cells
+    voc_object(["2", "3"], (96, 31, 125, 60)),  # the shirt, and the cup: one box for two entities
+    voc_object(["3"], (66, 61, 95, 90)),  # the cup's second box
+    voc_object(["4"], scene=1),
+    voc_object(["5"], hidden=1),
+    voc_object(["6"], scene=1, hidden=1),
+    voc_object(["7"], (36, 1, 65, 90)),  # two males: two boxes, left and right columns
+    voc_object(["7"], (96, 1, 125, 90)),
+    voc_object(["8"], (56, 51, 70, 70)),  # the bench: between cell centres
+    voc_object(["10"], (1, 1, 10, 10)),  # the kite: 25 px left of what the encoder sees
+    voc_object(["11"], (1, 1, WIDTH, HEIGHT)),  # the grass: everywhere
+    voc_object(["12"], (1, 1, 20, 20)),
+    "</annotation>",
+])  # fmt: skip
+# What the game makes of one image's 18 marked phrases: 10 trials, 8 phrases not scored, each for its reason.
+NOT_SCORED = {
+    "whole scene": 1,
+    "not visual (entity 0)": 1,
+    "no box in the annotation": 1,
+    "not visible (nobndbox)": 1,
+    "whole scene and not visible": 1,
+    "no head noun": 1,
+    "caption listed in UNRELATED_CAPTIONS": 2,
+}
+TRIAL_CELLS = [3, 1, 2, 0, 3, 3, 1, 6, 0, 9]  # the cells whose centre lies in a box, per trial, in caption order
 
 
 @pytest.fixture
 def entities(tmp_path) -> Path:
-    """A two-image sample of Flickr30k Entities in its own layout, and the photos beside it."""
+    """Flickr30k Entities in its own layout (images 42, 43 and 44 alike; 44 has no photo), and the photos beside."""
     root = tmp_path / "flickr30k_entities"
     (root / "Sentences").mkdir(parents=True)
     (root / "Annotations").mkdir()
     (tmp_path / "photos").mkdir()
-    for image_id in ("42", "43"):
+    for image_id in ("42", "43", "44"):
         (root / "Sentences" / f"{image_id}.txt").write_text(SENTENCES)
-        (root / "Annotations" / f"{image_id}.xml").write_text(ANNOTATION)
-        Image.new("RGB", (120, 90), (200, 180, 150)).save(tmp_path / "photos" / f"{image_id}.jpg")
-    (root / "test.txt").write_text("42\n43\n")
+        (root / "Annotations" / f"{image_id}.xml").write_text(ANNOTATION.replace("42.jpg", f"{image_id}.jpg"))
+    for image_id in ("42", "43"):
+        Image.new("RGB", (WIDTH, HEIGHT), (200, 180, 150)).save(tmp_path / "photos" / f"{image_id}.jpg")
+    (root / "test.txt").write_text("42\n43\n44\n")
+    (root / "UNRELATED_CAPTIONS").write_text("# format: <imageID> <sentence number>\n42 5\n43 5\n44 5\n100759042 5\n")
     return root
 
 
 def test_flickr30k_entities_reader_on_a_sample(entities):
     images = read_entities(entities, "test")
-    assert [e.image_id for e in images] == ["42", "43"]
+    assert [e.image_id for e in images] == ["42", "43", "44"]
     first = images[0]
-    assert (first.width, first.height) == (120, 90)
+    assert (first.width, first.height) == (WIDTH, HEIGHT)
     sentence = first.sentences[0]
-    assert sentence.text == "A man in a red shirt holds a cup of coffee ."
+    assert sentence.text == "A man in a red shirt holds a cup of coffee under a kite ."
     assert [(p.text, p.first_word, p.entity, p.types) for p in sentence.phrases] == [
         ("A man", 0, "1", ("people",)),
         ("a red shirt", 3, "2", ("clothing",)),
         ("a cup of coffee", 7, "3", ("other",)),
+        ("a kite", 12, "10", ("other",)),
     ]
     assert first.sentences[1].phrases[0].types == ("people", "other")
-    assert first.sentences[1].phrases[-1].entity == "0"
-    assert first.boxes == {"1": [(0, 0, 40, 90)], "2": [(80, 30, 120, 60)], "3": [(80, 30, 120, 60), (40, 60, 80, 90)]}
-    assert first.scene == {"4"} and first.no_box == {"5"}
-    heads = [p.words[head_word(p)] for p in sentence.phrases]
-    assert heads == ["man", "shirt", "cup"]
+    assert first.sentences[1].phrases[2].entity == "0"
+    assert first.boxes["1"] == [(35, 0, 65, 90)]  # 1-based and inclusive in the file: 0-based, far edge excluded
+    assert first.boxes["2"] == [(95, 30, 125, 60)] and first.boxes["3"] == [(95, 30, 125, 60), (65, 60, 95, 90)]
+    assert first.boxes["7"] == [(35, 0, 65, 90), (95, 0, 125, 90)]
+    assert first.scene == {"4", "6"} and first.no_box == {"5", "6"}
+    assert [s.unrelated for s in first.sentences] == [False, False, False, False, True]  # "42 5": numbered from 1
     assert len(read_entities(entities, None, limit=1)) == 1
     with pytest.raises(UserError, match="no Sentences"):
         read_entities(entities / "Sentences", "test")
     with pytest.raises(UserError, match="no val.txt"):
         read_entities(entities, "val")
+    (entities / "Annotations" / "42.xml").unlink()
+    with pytest.raises(UserError, match=r"image 42 \(listed in Sentences/\) has no Annotations/42.xml"):
+        read_entities(entities, None)  # no "None split"
+    (entities / "UNRELATED_CAPTIONS").write_text("42 first\n")
+    with pytest.raises(UserError, match="UNRELATED_CAPTIONS line 1"):
+        read_entities(entities, None)
     with pytest.raises(ValueError):
         parse_sentence("[/EN#1 broken mark] here [/EN#")
 
 
+def test_captions_are_fed_as_plain_text_with_each_head_noun_found(entities, tiny):
+    sentence = parse_sentence(SENTENCES.splitlines()[2])
+    text, word_of = plain_text(sentence)
+    assert text == "The man's shirt doesn't hide his shadow, and the street is \"busy\"."
+    words = text.split()
+    assert [words[word_of[p.first_word + head_word(p)]] for p in sentence.phrases] == [
+        "man's",
+        "shirt",
+        "shadow,",
+        "street",
+    ]
+    # What the game teacher-forces, and the tokens of each trial's word: the plain text's.
+    _, tokenizer = tiny
+    rows, _, _ = flickr_rows(
+        tokenizer, read_entities(entities, "test")[:1], entities.parent / "photos", None, frozenset()
+    )
+    assert tokenizer.decode(rows.targets[2]) == " " + text
+    heads = [tokenizer.decode(rows.targets[row][start:end]).strip() for row, start, end, _, _ in rows.trials]
+    assert heads == ["man", "shirt", "cup", "kite.", "man", "man's", "shirt", "males", "bench", "grass;"]
+
+
+@pytest.mark.parametrize(
+    ("phrase", "head"),
+    [
+        ("A man", "man"),
+        ("Two young , White males", "males"),  # a comma inside the phrase
+        ("a group of people", "group"),  # a collective noun before "of" is the head (docs/explain.md says why)
+        ("a cup of coffee", "cup"),
+        ("a type of bench", "bench"),  # a word of kind or quantity before "of": the noun after it
+        ("kinds of fruit", "fruit"),
+        ("a sort of hat", "hat"),
+        ("a lot of people", "people"),
+        ("one of the dogs", "dogs"),
+        ("some of the kids", "kids"),
+        ("two of the men", "men"),
+        ("one of a group of people", "group"),
+        ("a basket full of apples", "basket"),  # "full" looks back
+        ("full of water", "water"),
+        ("a trampoline outside", "trampoline"),  # a trailing adverb
+        ("his hands up", "hands"),
+        ("the outside", "outside"),  # ... unless a determiner makes it the noun
+        ("the man 's back", "back"),
+        ("the man 's", "man"),  # a trailing possessive
+        ("the dogs '", "dogs"),
+        ("a plate full of food .", "plate"),  # trailing punctuation
+        ("the number 4", "number"),  # a number at the end
+        ("jersey number 23", "number"),
+        ('the words " Happy Birthday "', "words"),  # a quotation at the end
+        ("the word `` love ''", "word"),
+        ('a " Stop " sign', "sign"),
+        ("a man -LRB- left -RRB-", "man"),
+        ("of", None),  # no noun: not scored
+        ("the two", None),
+        ("a type of", None),
+        ("4", None),
+    ],
+)
+def test_head_noun_rules(phrase, head):
+    p = Phrase(phrase, 0, "1", ("other",))
+    found = head_word(p)
+    assert (p.words[found].lower() if found is not None else None) == head
+
+
+def test_the_head_nouns_shown_in_the_docs_are_the_rules_output():
+    doc = (REPO / "docs" / "explain.md").read_text()
+    table = doc[doc.index("| phrase | head noun |") :].split("\n\n")[0].splitlines()[2:]
+    rows = [[cell.strip().strip("`") for cell in line.strip("|").split("|")] for line in table]
+    assert len(rows) >= 20
+    for phrase, head in rows:
+        p = Phrase(phrase, 0, "1", ("other",))
+        found = head_word(p)
+        assert (p.words[found] if found is not None else "(none: not scored)") == head, phrase
+
+
+def test_pixel_targets_agree_with_a_pixel_by_pixel_count():
+    view, boxes = (14.6, 2.0, 104.2, 71.5), [(30, 10, 41, 20), (90, 60, 100, 90)]  # fractional, as a crop gives
+    t = targets(view, boxes, 3)
+    near, cells = np.zeros((3, 3)), np.zeros((3, 3))
+    for y in range(90):
+        for x in range(120):
+            cx, cy = x + 0.5, y + 0.5  # a pixel belongs to the cell its centre lies in
+            if not (view[0] <= cx < view[2] and view[1] <= cy < view[3]):
+                continue
+            r, c = int((cy - view[1]) / (view[3] - view[1]) * 3), int((cx - view[0]) / (view[2] - view[0]) * 3)
+            cells[r, c] += 1
+            gaps = [(max(x0 - x, 0, x - (x1 - 1)), max(y0 - y, 0, y - (y1 - 1))) for x0, y0, x1, y1 in boxes]
+            distance = min(math.hypot(dx, dy) for dx, dy in gaps)
+            near[r, c] += distance <= 15
+    np.testing.assert_allclose(t.near, near / cells)
+    assert t.near_all == pytest.approx(near.sum() / cells.sum())
+    assert 0 < t.near[0, 0] < 1 and t.near[2, 2] > 0  # the second box is 15 px or less below the view
+    assert not t.cells.any()  # no cell centre lies in either box: the cell game cannot be won, the pixel game can
+    assert decidable(t, "pixels") and not decidable(t, "cells")
+    assert t.centre_near is False
+    cut_away = targets((35.0, 0.0, 125.0, 90.0), [(0, 0, 20, 90)], 3)  # its last pixel, 19, is 16 px from pixel 35
+    assert cut_away.near_all == 0 and not decidable(cut_away, "pixels")
+    assert targets((35.0, 0.0, 125.0, 90.0), [(0, 0, 21, 90)], 3).near_all > 0  # 15 px: within the tolerance
+    everywhere = targets((35.0, 0.0, 125.0, 90.0), [(0, 0, 160, 90)], 3)
+    assert everywhere.near_all == 1 and everywhere.cells.all() and not decidable(everywhere, "cells")
+
+
+def test_pixel_score_of_a_map_is_the_share_of_its_peak_near_a_box():
+    near = np.array([[1.0, 0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.25]])
+    peak = np.zeros((3, 3))
+    for cell, credit in (((0, 0), 1.0), ((0, 1), 0.5), ((1, 1), 0.0)):
+        peak[:] = 0
+        peak[cell] = 1
+        assert pixel_credit(peak, near) == credit
+    assert pixel_credit(np.ones((3, 3)), near) == pytest.approx(1.75 / 9)  # a flat map: a uniform point
+    tally = Tally()
+    for credit in (1.0, 0.5, 0.0):
+        count(tally, credit)
+    assert (tally.hits, tally.ties, tally.misses, tally.accuracy) == (1, 1, 1, 0.5)
+
+
+def play(entities: Path, model, tokenizer, photos: str = "photos", methods=("attention:mean",), **options) -> dict:
+    images = read_entities(entities, "test")
+    return flickr_game(model, tokenizer, images, entities.parent / photos, list(methods), 3, **options)
+
+
 def test_pointing_game_on_the_flickr30k_entities_sample(entities, tiny):
     model, tokenizer = tiny
-    images = read_entities(entities, "test")
-    result = flickr_game(model, tokenizer, images, entities.parent / "photos", ["attention:mean", "occlusion:blur"], 3)
-    assert (result["images"], result["captions"]) == (2, 4)
-    assert result["phrases"] == 2 * (3 + 1)  # entities with boxes: man, shirt, cup; then man (wall is the scene)
-    for tally in result["methods"].values():
-        assert tally["words"] == 8 and 0 <= tally["accuracy"] <= 1
-    chance = result["chance 3x3"]
-    # 3x3 cells of 40x30 px: the man covers column 0 (3 of 9 cells), the shirt 1, the cup 2.
-    assert chance["uniform"] == pytest.approx(np.mean([3, 1, 2, 3] * 2) / 9)
-    assert chance["centre"]["accuracy"] == 0  # the centre cell (40-80, 30-60) is in no box
+    result = play(entities, model, tokenizer, methods=["attention:mean", "occlusion:blur"])
+    assert (result["images"], result["photos"], result["captions"], result["captions scored"]) == (3, 2, 15, 8)
+    phrases = result["phrases"]
+    assert (phrases["marked"], phrases["scored"]) == (3 * 18, 2 * 10)
+    assert {k: v for k, v in phrases["not scored"].items() if v} == {
+        **{reason: 2 * n for reason, n in NOT_SCORED.items()},
+        "no photo (missing or unreadable)": 18,  # image 44
+    }
+    assert phrases["scored"] + sum(phrases["not scored"].values()) == phrases["marked"]  # every phrase accounted for
+    assert phrases["not scored"]["words and tokens differ"] == 0  # plain text lines up with the tiny tokenizer too
+    for method in ("attention:mean", "occlusion:blur"):
+        m = result["methods"][method]
+        assert m["grid"] == "3x3" and m["pixels"]["words"] == m["cells"]["words"] == 20
+        assert m["pixels"]["decidable"]["words"] == 2 * 7 and m["cells"]["decidable"]["words"] == 2 * 7
+        assert 0 <= m["pixels"]["accuracy"] <= 1
+    cells, pixels = result["chance"]["cells 3x3"], result["chance"]["pixels"]
+    assert (cells["unwinnable"], cells["unlosable"]) == (2 * 2, 2 * 1)  # the kite and the bench; the grass
+    assert (pixels["unwinnable"], pixels["unlosable"]) == (2 * 1, 2 * 2)  # the kite; the grass and the two males
+    assert cells["uniform"]["all"] == pytest.approx(np.mean(TRIAL_CELLS) / 9)
+    assert cells["uniform"]["decidable"] == pytest.approx(np.mean([3, 1, 2, 3, 3, 1, 6]) / 9)
+    # The centre of the view (80, 45): in no box but the grass's; within 15 px of the shirt's, the cup's, the right
+    # male's, the bench's and the grass's.
+    assert (cells["centre"]["all"], cells["centre"]["decidable"]) == (pytest.approx(0.1), 0)
+    assert (pixels["centre"]["all"], pixels["centre"]["decidable"]) == (pytest.approx(0.6), pytest.approx(4 / 7))
+    assert result["training split"] == {"known": False, "how": "not looked up", "images in it": None, "left out": False}
+    table = flickr_table({"views": {"hidden": result}})
+    assert "| hidden | attention:mean (3x3) |" in table
+    assert "| hidden | chance: centre of the view / centre cells (3x3) | 0.60 | 0.57 | 0.10 | 0.00 |" in table
+    assert "20 of 54 marked phrases scored" in table and "no photo (missing or unreadable): 18" in table
+
+
+def test_flat_and_centred_maps_score_chance(entities, tiny, monkeypatch):
+    """The scores and the chance levels are the same computation: a flat map scores a uniform point, a map that
+    peaks at the centre cell scores the centre prior of the cell game."""
+    model, tokenizer = tiny
+    centre = np.zeros(9)
+    centre[4] = 1.0
+    for values, pixels, cells in ((np.ones(9), "uniform", "uniform"), (centre, None, "centre")):
+        monkeypatch.setattr(
+            games,
+            "token_maps",
+            lambda model, method, images, f, p, targets, side, v=values: [
+                torch.tensor(v).float().expand(len(t), 9) for t in targets
+            ],  # fmt: skip
+        )
+        result = play(entities, model, tokenizer)
+        m, chance = result["methods"]["attention:mean"], result["chance"]
+        for subset in ("all", "decidable"):
+            scored = m["cells"] if subset == "all" else m["cells"]["decidable"]
+            assert scored["accuracy"] == pytest.approx(chance["cells 3x3"][cells][subset])
+            if pixels:
+                scored = m["pixels"] if subset == "all" else m["pixels"]["decidable"]
+                assert scored["accuracy"] == pytest.approx(chance["pixels"][pixels][subset])
+
+
+def test_a_resized_copy_of_the_photos_gives_the_same_trials(entities, tiny):
+    model, tokenizer = tiny
+    half = entities.parent / "half"
+    half.mkdir()
+    for image_id in ("42", "43"):
+        Image.new("RGB", (WIDTH // 2, HEIGHT // 2), (200, 180, 150)).save(half / f"{image_id}.jpg")
+    original, resized = play(entities, model, tokenizer), play(entities, model, tokenizer, "half")
+    assert (original["resized photos"], resized["resized photos"]) == (0, 2)
+    assert resized["chance"] == original["chance"]  # the same cells and pixels near each box, the same chance
+    assert resized["phrases"] == original["phrases"]
+    Image.new("RGB", (WIDTH, WIDTH), (200, 180, 150)).save(half / "43.jpg")  # not a copy of 43 at all
+    with pytest.raises(UserError, match=r"^photo 43 is 160x160 but its Flickr30k Entities annotation is for 160x90"):
+        play(entities, model, tokenizer, "half")
+
+
+def test_images_of_the_training_split_are_counted_and_left_out(entities, tiny, tmp_path):
+    model, tokenizer = tiny
+    # A Karpathy split file that puts image 43 in train: what the checkpoint's sidecar points at.
+    data = tmp_path / "flickr30k"
+    data.mkdir()
+    images = [
+        {"filename": f"{i}.jpg", "split": s, "sentences": [{"raw": "a man"}]}
+        for i, s in (("42", "test"), ("43", "train"))
+    ]
+    (data / "dataset_flickr30k.json").write_text(json.dumps({"dataset": "flickr30k", "images": images}))
+    for image_id in ("42", "43"):
+        Image.new("RGB", (WIDTH, HEIGHT)).save(data / f"{image_id}.jpg")
+    sidecar = {"data": {"source": str(data), "split": "karpathy", "seed": 0}}
+    training = training_images(sidecar, tmp_path / "cache")
+    assert training.ids == {"43"}
+    left_out = play(entities, model, tokenizer, training=training)
+    assert left_out["training split"]["images in it"] == 1 and left_out["training split"]["left out"]
+    assert left_out["phrases"]["not scored"]["image in the checkpoint's training split"] == 18
+    assert left_out["phrases"]["scored"] == 10
+    kept = play(entities, model, tokenizer, training=training, leave_out_training=False)
+    assert kept["phrases"]["scored"] == 20 and kept["training split"]["images in it"] == 1
+    assert "1 of 3 images are in the checkpoint's training split" in flickr_table({"views": {"v": left_out}})
+    assert training_images({"data": {"source": "shapes"}}, tmp_path).ids == frozenset()  # no Flickr30k photo
+    unknown = training_images({"data": {"source": str(tmp_path / "gone")}}, tmp_path)
+    assert unknown.ids is None and "could not be loaded again" in unknown.note
+    assert training_images({}, tmp_path).ids is None
 
 
 # ------------------------------------------------------------------------------------------------ explanations
@@ -460,4 +694,6 @@ def test_pointing_command_on_the_demo(demo, entities, tmp_path, capsys, one_thre
     assert "--images" in capsys.readouterr().err
     assert pointing_main([*flickr, "--images", str(entities.parent / "photos"), "--grid", "3"]) == 0
     played = capsys.readouterr().out
-    assert "| hidden | occlusion:background |" in played and "chance 3x3: centre cell | 0.00" in played
+    assert "| hidden | occlusion:background (3x3) |" in played
+    assert "| hidden | chance: centre of the view / centre cells (3x3) | 0.60 | 0.57 | 0.10 | 0.00 |" in played
+    assert "0 of 3 images are in the checkpoint's training split (trained on the shapes set" in played
