@@ -12,8 +12,9 @@ three common ones are detected automatically from a local directory (or from the
 3. Kaggle's pipe-separated `results.csv` (`image_name| comment_number| comment`, one row per caption) next to
    `flickr30k_images/`. Two traps: the column names after the first start with a space, and one row (image
    `2199200615.jpg`, around row 19,999) lost a separator, so its number and caption share one column
-   (`2199200615.jpg| 4   A dog runs across the grass .`). We repair such rows and report them. This
-   layout has no split labels.
+   (`2199200615.jpg| 4   A dog runs across the grass .`). We repair such rows and report them. Its captions
+   are PTB-tokenised ("grass .", "does n't"): they are turned back into natural text (`data/detokenize.py`), so
+   training and reference text match the other layouts'. This layout has no split labels.
 
 The images are looked for beside the annotation file: `flickr30k_images/`, `flickr30k-images/`, `images/`,
 `Images/`, the same folder, or any other subfolder, whichever holds the listed files.
@@ -58,6 +59,7 @@ from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from errors import UserError
 from runtime.files import WRITE_ERRORS, describe_write_error, file_lock
 
+from .detokenize import detokenize
 from .records import ImageRecord, LoadReport
 
 LAYOUTS = (
@@ -244,7 +246,8 @@ def parse_results_csv(path: Path, report: LoadReport) -> list[Row]:
                 report.skip_row(where)
                 continue
             row = by_name.setdefault(name, Row(name, []))
-            row.captions.extend(clean_captions([comment], report))
+            # Its captions are PTB-tokenised ("A dog runs across the grass ."): natural text, as in the other layouts.
+            row.captions.extend(detokenize(c) for c in clean_captions([comment], report))
     return list(by_name.values())
 
 

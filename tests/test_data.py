@@ -197,7 +197,8 @@ def test_results_csv_layout_repairs_the_merged_row(tmp_path):
     records, report = read_local(write_results_csv(tmp_path))  # pass the outer folder, as Kaggle unpacks it
     assert report.layout == "results-csv"
     merged = by_id(records)["2199200615"]
-    assert merged.captions == captions_of("2199200615.jpg")[:2] + ["A dog runs across the grass ."]
+    # The file's captions are PTB-tokenised; they are read as natural text, like the other layouts' captions.
+    assert merged.captions == captions_of("2199200615.jpg")[:2] + ["A dog runs across the grass."]
     assert merged.path.parent.name == "flickr30k_images" and merged.path.is_file()
     assert report.rows_repaired == 1 and "2199200615.jpg" in report.repaired_examples[0]
     assert report.malformed_rows_skipped == 1 and "garbage" in report.malformed_examples[0]
