@@ -42,10 +42,7 @@ from __future__ import annotations
 import csv
 import gc
 import json
-import os
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -57,7 +54,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 
 from errors import UserError
-from runtime.files import WRITE_ERRORS, describe_write_error, file_lock
+from runtime.files import build_folder_once
 
 from .detokenize import detokenize
 from .records import ImageRecord, LoadReport
@@ -440,46 +437,22 @@ def read_layout(path: Path, layout: str, annotation: Path) -> tuple[list[ImageRe
 
 
 def extract_once(zip_path: Path, target: Path) -> Path:
-    """Extract `zip_path` into `target` unless that was already done, atomically and by one process at a time.
-
-    We extract into a temporary sibling folder and rename it to `target` at the end: a rename is atomic, so
-    `target` exists only after a complete extraction, and an interrupted one (a leftover `.partial-*` folder)
-    is removed and redone on the next run. The extraction holds the entry's file lock (`runtime/files.py`), so of
-    several processes sharing the cache one extracts and the others wait for it (and never remove its partial
-    folder). A write the machine refuses (disk full, file-size limit, no permission) is one `UserError` line with
-    the size of the whole extraction, and leaves no partial folder.
-    """
+    """Extract `zip_path` into `target` unless that was already done, atomically and by one process at a time
+    (`runtime.files.build_folder_once`: a temporary folder renamed into place, under a file lock; a refused write is
+    one line with the size of the whole extraction). A damaged zip is one line saying to download it again."""
     if target.is_dir():
         return target
-    with file_lock(target, f"the extraction of {zip_path.name}"):
-        if target.is_dir():  # extracted by the process that held the lock before us
-            return target
-        needed = None
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            for leftover in target.parent.glob(f"{target.name}.partial-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
-            partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
-        except OSError as err:
-            if err.errno in WRITE_ERRORS:
-                raise describe_write_error(target, err) from err
-            raise
-        try:
-            with zipfile.ZipFile(zip_path) as archive:
-                needed = sum(info.file_size for info in archive.infolist())
-                archive.extractall(partial)  # zipfile drops absolute paths and '..' parts of member names
-            os.rename(partial, target)
-        except zipfile.BadZipFile as err:
-            raise UserError(
-                f"{zip_path} is not a valid zip file; delete it from the Hugging Face cache and retry"
-            ) from err
-        except OSError as err:
-            if err.errno in WRITE_ERRORS:
-                raise describe_write_error(target, err, needed) from err
-            raise
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)  # nothing left to remove after a successful rename
-    return target
+    try:
+        with zipfile.ZipFile(zip_path) as archive:  # reads the central directory only
+            needed = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile as err:
+        raise UserError(f"{zip_path} is not a valid zip file; delete it from the Hugging Face cache and retry") from err
+
+    def extract(folder: Path) -> None:
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(folder)  # zipfile drops absolute paths and '..' parts of member names
+
+    return build_folder_once(target, f"the extraction of {zip_path.name}", extract, needed)
 
 
 class HubFilesUnavailable(UserError):

@@ -62,9 +62,7 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -76,7 +74,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import RepositoryNotFoundError
 
 from errors import UserError
-from runtime.files import WRITE_ERRORS, describe_write_error, file_lock
+from runtime.files import build_folder_once
 
 from .card import CARD_FILE, card_configs, default_config
 from .flickr30k import (
@@ -374,34 +372,6 @@ def _batches(path: Path, columns: list[str]) -> Iterator[dict[str, list]]:
 # Writing the images once
 
 
-def _build_once(target: Path, what: str, fill: Callable[[Path], None], needed: int | None) -> None:
-    """`fill` an empty temporary folder and rename it to `target`, unless `target` exists; one process at a time.
-
-    The pattern of `flickr30k.extract_once` (its docstring says why): a leftover `.partial-*` folder of an interrupted
-    run is removed and the work redone; a write the machine refuses is one line saying how much room it needs
-    (`needed`, about the Parquet files' size)."""
-    if target.is_dir():
-        return
-    with file_lock(target, what):
-        if target.is_dir():  # built by the process that held the lock before us
-            return
-        temporary = None
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            for leftover in target.parent.glob(f"{target.name}.partial-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
-            temporary = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
-            fill(temporary)
-            os.rename(temporary, target)
-        except OSError as err:
-            if err.errno in WRITE_ERRORS:
-                raise describe_write_error(target, err, needed) from err
-            raise
-        finally:
-            if temporary is not None:
-                shutil.rmtree(temporary, ignore_errors=True)  # nothing left to remove after a successful rename
-
-
 def _sniff_suffix(data: bytes) -> str:
     """The file extension an image's first bytes call for (PIL reads by content; the name is for people)."""
     if data.startswith(b"\xff\xd8\xff"):
@@ -519,7 +489,7 @@ def read_parquet_splits(
             logger.info("writing the images of %s into %s (once)", where, folder)
         fill = partial(_write_images, tables, image_column, _safe(split))
         needed = sum(table.stat().st_size for table in tables)  # about what the images take
-        _build_once(folder, f"the images of {report.source}, split {split!r}", fill, needed)
+        build_folder_once(folder, f"the images of {report.source}, split {split!r}", fill, needed)
         has_labels = SPLIT_COLUMN in schema.names and _holds_text(schema.field(SPLIT_COLUMN).type)
         without_image += _add_rows(
             tables, folder, caption_columns, SPLIT_COLUMN if has_labels else None, split, rows, report

@@ -246,3 +246,38 @@ def file_lock(path: str | Path, what: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def build_folder_once(target: Path, what: str, fill: Callable[[Path], object], needed: int | None = None) -> Path:
+    """Make the folder `target` with `fill(folder)` unless it exists: atomically, and by one process at a time.
+
+    `fill` writes into a temporary sibling folder, which is renamed to `target` at the end: a rename is atomic, so
+    `target` exists only once complete, and an interrupted build (a leftover `.partial-*` folder) is removed and
+    redone on the next run. The build holds `target`'s file lock (`file_lock`, naming `what` to those who wait), so
+    of several processes sharing the cache one builds and the others wait for it (and never remove its partial
+    folder). A write the machine refuses (disk full, file-size limit, no permission) is one `UserError` line with
+    `needed`, the bytes the whole build takes when known, and leaves no partial folder. Used for the extracted
+    Flickr30k zip (`data/flickr30k.py`) and a Parquet repo's images (`data/parquet.py`).
+    """
+    target = Path(target)
+    if target.is_dir():
+        return target
+    with file_lock(target, what):
+        if target.is_dir():  # built by the process that held the lock before us
+            return target
+        partial = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for leftover in target.parent.glob(f"{target.name}.partial-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
+            fill(partial)
+            os.rename(partial, target)
+        except OSError as err:
+            if err.errno in WRITE_ERRORS:
+                raise describe_write_error(target, err, needed) from err
+            raise
+        finally:
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)  # nothing left to remove after a successful rename
+    return target
