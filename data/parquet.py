@@ -37,7 +37,7 @@ each image's bytes are written once into our cache folder:
 
 `<name>` is the file name in the struct's `path` when it has one (and no other image took it), else
 `{split}-{row:06d}` with the extension its bytes call for. A split's folder is filled under a file lock in a temporary
-folder renamed into place at the end, as `flickr30k.extract_once` does: an interrupted extraction is redone, and a
+folder renamed into place at the end (`runtime.files.build_folder_once`): an interrupted extraction is redone, and a
 second load writes nothing. Beside the images, `index.json` maps every table row to its file; the captions are read
 from the Parquet files again at each load (their columns only, which is fast), so `--caption-column` may change
 between runs. A struct without bytes whose `path` is a file of this machine is used where it is, not copied.
