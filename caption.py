@@ -13,9 +13,11 @@ What happens to an image (the same path as training and evaluation, so the model
     features -- bridge --> N visual tokens; [visual tokens]["Caption:" or "Question: ... Answer:"] -> decoder -> text
 
 The checkpoint's sidecar names the decoder, tokenizer, encoder and its weights, the view and K; the model is rebuilt
-from it (`checkpoints/restore.py`). `--checkpoint latest` (the default) takes the newest checkpoint in `--output-dir`
-(default: $OUTPUT_DIR_MODELS, then `.env`'s, then ../.data/models, as for train.py); `--checkpoint hf:OWNER/NAME`
-one shared on the Hugging Face Hub (`python train.py --push-to-hub`), downloaded once into the hub cache.
+from it (`checkpoints/restore.py`). `--checkpoint` takes the forms every command takes (`checkpoints/resolve.py`): a
+`.safetensors` file or its `.json` sidecar, a run folder (its newest checkpoint), an output folder (its newest run),
+`hf:OWNER/NAME` (one shared on the Hugging Face Hub with `python train.py --push-to-hub`, downloaded once into the
+hub cache), or `latest` (the default): the newest run in `--output-dir` (default: $OUTPUT_DIR_MODELS, then `.env`'s,
+then `.data/models` beside the repository, as for train.py, wherever the command runs).
 `--decoder DIR` / `--encoder-weights FILE` point at local copies of the frozen parts the sidecar names.
 
 Decoding (how the next token is chosen; see tiny_decoder/generate.py and tiny_decoder/beam.py):
@@ -62,14 +64,14 @@ from typing import IO, Any
 import torch
 from PIL import Image
 
-from checkpoints.store import DEFAULT_OUTPUT_DIR, checkpoint_path, is_hub_checkpoint, local_checkpoint
-from checkpoints.store import find_checkpoint as find_checkpoint_of_runs
+from checkpoints.resolve import named_checkpoint
+from checkpoints.store import DEFAULT_OUTPUT_DIR, is_hub_checkpoint, local_checkpoint
 from data import CAPTION_PROMPT, encode_prompts, question_prompt
 from data.batches import pack
 from data.images import image_problem, load_image
 from errors import OneLineArgumentParser, UserError
 from runtime.devices import resolve_device
-from runtime.env import dotenv_values
+from runtime.env import absolute, check_file, check_folder, dotenv_values
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_PORT = 7860  # Gradio's usual port
@@ -106,6 +108,8 @@ class Decoding:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise UserError(f"--seed {self.seed} is invalid; expected an integer >= 0")
         if self.max_new_tokens < 1:
             raise UserError(f"--max-new-tokens {self.max_new_tokens} is invalid; expected an integer >= 1")
         if self.num_beams < 1:
@@ -438,74 +442,117 @@ def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[Problem]]:
     return paths, problems
 
 
-def find_checkpoint(checkpoint: str, output_dir: str | None) -> Path:
-    """--checkpoint PATH (or its .json sidecar), "hf:OWNER/NAME" (the pushed checkpoint's local copy in the hub
-    cache, downloaded on first use), or for "latest" the newest checkpoint of the newest run in --output-dir
-    (`checkpoints.store.find_checkpoint`: several runs with different settings are named, not guessed between).
+def find_checkpoint(checkpoint: str, output_dir: str | None) -> Path | str:
+    """--checkpoint, resolved as every command resolves it (`checkpoints.resolve`): a `.safetensors` file or its
+    sidecar, a run folder, an output folder, "hf:OWNER/NAME" (returned as is: `Captioner` downloads it once into the
+    hub cache), or "latest": the newest checkpoint of the newest run in --output-dir (several runs with different
+    settings are named, not guessed between).
 
     Checked here, before the slow imports and loads of checkpoints/restore.py, so a wrong path fails at once.
     """
-    if checkpoint == "latest":
-        return find_checkpoint_of_runs(Path(output_dir or default_output_dir()).expanduser())
-    return checkpoint_path(checkpoint)
+    return named_checkpoint(checkpoint, output_dir or default_output_dir(), {}, "--checkpoint")
 
 
 def default_output_dir() -> str:
-    """$OUTPUT_DIR_MODELS, else the one in `.env`, else train.py's default."""
-    return os.environ.get("OUTPUT_DIR_MODELS") or dotenv_values(".env").get("OUTPUT_DIR_MODELS") or DEFAULT_OUTPUT_DIR
+    """$OUTPUT_DIR_MODELS, else the one in the repository's `.env`, else train.py's default (all as train.py reads
+    them: `.data/models` beside the repository, wherever the command runs)."""
+    return os.environ.get("OUTPUT_DIR_MODELS") or dotenv_values().get("OUTPUT_DIR_MODELS") or DEFAULT_OUTPUT_DIR
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The folders and files the options name, before any image or model is read: one line for a missing one, or a
+    file where a folder is expected and the reverse."""
+    if args.decoder is not None and not is_hub_id(args.decoder):
+        check_folder(args.decoder, "--decoder", must_exist=True)
+    if args.encoder_weights is not None and is_file_path(args.encoder_weights):  # not a timm or open_clip tag
+        check_file(args.encoder_weights, "--encoder-weights")
+    if args.output_dir is not None:
+        check_folder(args.output_dir, "--output-dir")
+    if args.explain is not None:
+        check_folder(args.explain, "--explain")
+    if args.out is not None and absolute(args.out).is_dir():
+        raise UserError(f"--out {absolute(args.out)} is a folder; expected a .jsonl file to write")
+
+
+def is_file_path(value: str) -> bool:
+    """Written as a path (`/…`, `~/…`, `./…`, or a weights file's suffix) rather than a library's weights tag."""
+    return value.startswith(("/", "~", ".")) or Path(value).suffix in (".safetensors", ".pt", ".pth", ".bin")
+
+
+def is_hub_id(value: str) -> bool:
+    """OWNER/NAME with no local meaning: not an existing path, not written as one."""
+    return value.count("/") == 1 and not value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists()
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineArgumentParser(prog="caption.py", description="Caption images or answer a question about them.")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders (searched recursively)")
-    p.add_argument("--question", "-q", help="ask this question about every image instead of captioning it")
+    p.add_argument(
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help="image files or folders, searched recursively (no default; none with --serve)",
+    )
+    p.add_argument("--question", "-q", help="ask this question about every image (default: none, a caption)")
     p.add_argument(
         "--checkpoint",
         default="latest",
-        help="a .safetensors checkpoint, hf:OWNER/NAME (pushed with train.py --push-to-hub), or 'latest'",
+        help="a .safetensors checkpoint or its .json sidecar, a run folder (its newest checkpoint), an output folder "
+        "(its newest run), hf:OWNER/NAME (pushed with train.py --push-to-hub), or latest: the newest run in "
+        "--output-dir",
     )
     p.add_argument(
         "--decoder",
         metavar="DIR",
-        help="a local copy of the frozen decoder the checkpoint names (when that is not on this machine)",
+        help="a local copy of the frozen decoder the checkpoint names, when that is not on this machine (default: "
+        "the one its sidecar names)",
     )
     p.add_argument(
         "--encoder-weights",
         metavar="FILE",
-        help="a local copy of the encoder weights the checkpoint names (when that is not on this machine)",
+        help="a local copy of the encoder weights the checkpoint names, when that is not on this machine (default: "
+        "the ones its sidecar names)",
     )
-    p.add_argument("--output-dir", help="where 'latest' looks [env OUTPUT_DIR_MODELS; default ../.data/models]")
-    p.add_argument("--out", metavar="FILE.jsonl", help="also write one JSON object per image (path, prompt, ...)")
-    p.add_argument("--explain", metavar="DIR", help="also write DIR/IMAGE.png and .json: a map over the image per word")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
+    p.add_argument(
+        "--output-dir",
+        help="where latest looks (default: $OUTPUT_DIR_MODELS, else .env's, else .data/models beside the repository)",
+    )
+    p.add_argument("--out", metavar="FILE.jsonl", help="also write one JSON object per image (default: none)")
+    p.add_argument(
+        "--explain",
+        metavar="DIR",
+        help="also write DIR/IMAGE.png and .json: a map over the image per word (default: none)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available")
     g = p.add_argument_group("decoding")
     g.add_argument("--max-new-tokens", type=int, help="longest output (default: the checkpoint's training setting)")
-    g.add_argument("--beams", type=int, default=1, help="beam search with this many beams (default 1: none)")
+    g.add_argument("--beams", type=int, default=1, help="beam search with this many beams (1: none)")
     g.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log-prob / length**this")
     g.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
                    help="beam search: go on while a running beam could still win (default: stop at N finished)")  # fmt: skip
-    g.add_argument("--temperature", type=float, help="sample at this temperature (0: greedy)")
-    g.add_argument("--top-k", type=int, help="sample among the k most probable tokens only")
-    g.add_argument("--top-p", type=float, help="sample among the most probable tokens whose probability reaches p")
-    g.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    g.add_argument("--temperature", type=float, help="sample at this temperature (0: greedy; default: greedy)")
+    g.add_argument("--top-k", type=int, help="sample among the k most probable tokens only (default: all)")
+    g.add_argument(
+        "--top-p", type=float, help="sample among the most probable tokens whose probability reaches p (default: 1)"
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampling")
     w = p.add_argument_group("web page")
     w.add_argument("--serve", action="store_true", help="serve the web page instead of captioning files")
-    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    w.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    w.add_argument("--port", type=int, default=DEFAULT_PORT, help="port")
     w.add_argument(
         "--auth",
         metavar="USER:PASSWORD",
         help=f"ask for this login (better: set {AUTH_ENV}=USER:PASSWORD, kept out of the shell history); "
-        "required for a --host other than loopback unless --no-auth",
+        f"required for a --host other than loopback unless --no-auth (default: ${AUTH_ENV})",
     )
     w.add_argument("--no-auth", action="store_true", help="serve to the network with no login, on purpose")
     w.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
-                   help=f"largest upload in MB of 2**20 bytes, as Gradio counts (default {DEFAULT_MAX_UPLOAD_MB})")  # fmt: skip
-    w.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
-                   help=f"requests that may wait; more are refused (default {DEFAULT_QUEUE_SIZE})")  # fmt: skip
-    w.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
-                   help=f"requests that run at once (default {DEFAULT_CONCURRENCY})")  # fmt: skip
+                   help="largest upload in MB of 2**20 bytes, as Gradio counts")  # fmt: skip
+    w.add_argument(
+        "--queue-size", type=int, default=DEFAULT_QUEUE_SIZE, help="requests that may wait; more are refused"
+    )
+    w.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests that run at once")
     return p
 
 
@@ -522,7 +569,6 @@ def caption_files(args: argparse.Namespace, decoding_options: dict[str, Any]) ->
     """Caption every image named on the command line; the exit status (see the module docstring)."""
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is invalid; expected an integer >= 1")
-    Decoding(**{"max_new_tokens": 1, **decoding_options})  # check the options before any work
     paths, problems = collect_images(args.images)
     for problem in problems:
         report(problem)
@@ -587,6 +633,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_new_tokens is not None:
         decoding_options["max_new_tokens"] = args.max_new_tokens
     try:
+        Decoding(**{"max_new_tokens": 1, **decoding_options})  # check the options before any work
+        check_paths(args)
+        if not 0 <= args.port <= 65535:
+            raise UserError(f"--port {args.port} is invalid; expected 0..65535")
         if args.serve:
             if args.images:
                 raise UserError("--serve takes no image paths; upload images on the page")

@@ -58,10 +58,11 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def resolve_checkpoint(source: str | Path, *, need: str = "weights") -> Path:
+def resolve_checkpoint(source: str | Path, *, need: str = "weights", instead: str = "--decoder DIR") -> Path:
     """A local directory as is, or a hub repo id downloaded (only the files we need) into the HF cache.
 
-    Honours HF_TOKEN (private or gated repos), HF_HOME (cache location) and HF_HUB_OFFLINE=1 (cache only).
+    Honours HF_TOKEN (private or gated repos), HF_HOME (cache location) and HF_HUB_OFFLINE=1 (cache only). `instead`
+    is how the command takes a local copy, for the error line (train.py's and caption.py's `--decoder DIR`).
     """
     path = Path(source).expanduser()
     if path.is_dir():
@@ -79,7 +80,7 @@ def resolve_checkpoint(source: str | Path, *, need: str = "weights") -> Path:
         raise UserError(
             f"could not fetch {', '.join(p for p in patterns if '*' not in p)} and the weights of '{source}' from the "
             f"Hugging Face Hub ({type(e).__name__}); on a machine with network run "
-            f"`hf download {source} --local-dir DIR` and pass DIR instead of the repo id (e.g. --decoder DIR)"
+            f"`hf download {source} --local-dir DIR` and pass DIR instead of the repo id (e.g. {instead})"
         ) from None
 
 
@@ -274,24 +275,47 @@ def load_tokenizer(source: str | Path = DEFAULT_REPO) -> TextTokenizer:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
+def build_parser():
+    from errors import OneLineArgumentParser
 
-    parser = argparse.ArgumentParser(description="Load a Qwen3 checkpoint into our decoder and continue a prompt.")
-    parser.add_argument("source", nargs="?", default=DEFAULT_REPO, help=f"hub repo id or directory ({DEFAULT_REPO})")
+    parser = OneLineArgumentParser(
+        prog="weights_loader.py", description="Load a Qwen3 checkpoint into our decoder and continue a prompt."
+    )
+    parser.add_argument("source", nargs="?", default=DEFAULT_REPO, help="hub repo id or local directory")
     parser.add_argument("--prompt", default="The capital of France is", help="text to continue")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="how many tokens to generate (greedy)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def continue_prompt(source: str, prompt: str, max_new_tokens: int) -> str:
+    """The prompt and its greedy continuation by the checkpoint `source`; `UserError` for what the user can fix."""
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens {max_new_tokens} is invalid; expected an integer >= 1")
+    if not prompt:
+        raise UserError("--prompt is empty; give the text to continue")
+    path = resolve_checkpoint(source, instead="weights_loader.py DIR")  # this command's way to a local copy
+    tokenizer = load_tokenizer(path)
+    model = load_qwen3(path)
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    room = model.config.max_position_embeddings - ids.shape[1]  # positions the model was built for
+    if max_new_tokens > room:
+        raise UserError(
+            f"--max-new-tokens {max_new_tokens} is invalid for this prompt of {ids.shape[1]} tokens: the model takes "
+            f"{model.config.max_position_embeddings} positions (accepted: 1..{room})"
+        )
+    new = model.generate(ids, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_id)
+    return prompt + tokenizer.decode(new[0].tolist())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = build_parser().parse_args(argv)
     try:
-        tokenizer = load_tokenizer(args.source)
-        model = load_qwen3(args.source)
+        print(continue_prompt(args.source, args.prompt, args.max_new_tokens))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ids = torch.tensor([tokenizer.encode(args.prompt)])
-    new = model.generate(ids, max_new_tokens=args.max_new_tokens, eos_token_id=tokenizer.eos_id)
-    print(args.prompt + tokenizer.decode(new[0].tolist()))
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -38,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/decoder.py` as well as `python -m bench.decoder`
     sys.path.insert(0, str(REPO))
 
+from errors import OneLineArgumentParser, UserError  # noqa: E402
+from runtime.env import check_folder  # noqa: E402
 from tiny_decoder import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from weights_loader import load_qwen3, save_qwen3  # noqa: E402
 
@@ -54,6 +57,7 @@ SECTIONS = {
     "data_loading": "Reading COCO's annotations",
 }
 DEFAULT_WORK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "tiny_vlm_bench"
+QWEN3_0_6B_BLOCKS = 28  # the decoder every benchmark but the demo rows measures; --layers keeps fewer
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -110,8 +114,14 @@ def command_line(module: str, argv: list[str] | None) -> str:
     return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
+def make_parser(doc: str) -> OneLineArgumentParser:
+    """A benchmark's command line: a mistake is one line and exit status 2, and `--help` shows every default
+    (`errors.OneLineArgumentParser`). The description is the first paragraph of the module's docstring."""
+    return OneLineArgumentParser(description=doc.split("\n\n")[0])
+
+
 def add_common_args(parser: argparse.ArgumentParser, repeats: int | None, warmup: int = 1) -> None:
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1; see common.py)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (see common.py)")
     if repeats is not None:
         parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats per model (median reported)")
     parser.add_argument("--warmup", type=int, default=warmup, help="untimed calls per model first")
@@ -119,10 +129,75 @@ def add_common_args(parser: argparse.ArgumentParser, repeats: int | None, warmup
     parser.add_argument("--no-write", action="store_true", help="print the table only; leave BENCHMARKS.md alone")
 
 
+def parse_args(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    minimums: dict[str, float],
+    positive: tuple[str, ...] = (),
+    blocks: int = QWEN3_0_6B_BLOCKS,
+) -> argparse.Namespace:
+    """Parse `argv` and check every value before any work, each mistake one line and exit status 2 (`parser.error`):
+    each option of `minimums` at least its minimum (every item of a list option), each of `positive` above 0 (when
+    given); `--layers` at most `blocks`, the
+    decoder's, and `--top-k` at most the blocks kept; `--device` one torch knows and this machine has; `--work-dir`
+    a folder (or nothing yet); `--tokenizer`, when written as a path, an existing folder."""
+    args = parser.parse_args(argv)
+    for name, low in minimums.items():
+        value = getattr(args, name)
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and item < low:
+                parser.error(f"--{name.replace('_', '-')} {item} is invalid; expected a number >= {low:g}")
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and not value > 0:  # NaN too
+            parser.error(f"--{name.replace('_', '-')} {value} is invalid; expected a number > 0")
+    layers = getattr(args, "layers", None)
+    if layers is not None and layers > blocks:
+        parser.error(f"--layers {layers} is invalid; the decoder has {blocks} blocks (accepted: 1..{blocks})")
+    kept = layers or blocks
+    if getattr(args, "top_k", None) is not None and args.top_k > kept:
+        parser.error(f"--top-k {args.top_k} is invalid; the decoder keeps {kept} blocks (accepted: 0..{kept})")
+    if getattr(args, "device", None) is not None:
+        check_device(parser, args.device)
+    work_dir = getattr(args, "work_dir", None)
+    if work_dir is not None and Path(work_dir).exists() and not Path(work_dir).is_dir():
+        parser.error(f"--work-dir {work_dir} is a file; expected a folder")
+    tokenizer = getattr(args, "tokenizer", None)
+    if tokenizer is not None and tokenizer.startswith(("/", ".", "~")):  # a folder with Qwen3's tokenizer.json
+        try:
+            check_folder(tokenizer, "--tokenizer", must_exist=True)
+        except UserError as e:
+            parser.error(str(e))
+    return args
+
+
+def check_device(parser: argparse.ArgumentParser, name: str) -> None:
+    """`name` is a device torch knows, and CUDA is there when it names a CUDA device."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        parser.error(f"--device {name!r} is invalid; expected cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {name}: this machine has no CUDA GPU that torch can use")
+
+
+def one_line_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """A benchmark's `main`, with a `UserError` from the code it measures (a tokenizer that cannot be fetched, a
+    disk too small) printed as one line and exit status 2, as every command of the project does."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
 def set_threads(n: int) -> None:
-    if n < 1:
-        raise SystemExit(f"--threads must be >= 1, got {n}")
-    torch.set_num_threads(n)
+    torch.set_num_threads(n)  # n >= 1: checked by parse_args
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -144,14 +144,23 @@ def run_child(folder: Path, with_torch: bool) -> dict:
 # The report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    from errors import OneLineArgumentParser  # light: bench.common would import torch (see the report below)
+
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, default=None, help="where the file is written (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the file (and reuse it next time)")
     parser.add_argument("--no-write", action="store_true", help="print the section only; leave BENCHMARKS.md alone")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--with-torch", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.work_dir is not None and args.work_dir.exists() and not args.work_dir.is_dir():
+        parser.error(f"--work-dir {args.work_dir} is a file; expected a folder")
     if args.child:
         print(json.dumps(measure(args.child, args.with_torch)))
         return 0

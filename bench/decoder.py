@@ -30,13 +30,22 @@ def next_token_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())  # [B*(T-1), vocab]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=1)
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.make_parser(__doc__)
+    parser.add_argument("--batch", type=int, default=1, help="sequences per forward pass")
     parser.add_argument("--seq", type=int, default=128, help="tokens per sequence")
-    parser.add_argument("--layers", type=int, default=None, help="fewer blocks than Qwen3-0.6B's 28 (quick runs)")
+    parser.add_argument(
+        "--layers", type=int, default=None, help="fewer blocks than Qwen3-0.6B's 28, for quick runs (default: 28)"
+    )
     common.add_common_args(parser, repeats=5)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@common.one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    minimums = {"batch": 1, "seq": 1, "layers": 1, "threads": 1, "repeats": 1, "warmup": 0}
+    args = common.parse_args(parser, argv, minimums)
     common.set_threads(args.threads)
     info = common.machine()
 

@@ -42,7 +42,10 @@ from bench.common import (
     command_line,
     machine,
     machine_line,
+    make_parser,
     markdown_table,
+    one_line_errors,
+    parse_args,
     set_threads,
     today,
     verdict,
@@ -206,19 +209,26 @@ def row(label: str, result: dict, which: str, batch_size: int, command: str) -> 
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(__doc__)
     parser.add_argument("--images", type=int, default=FLICKR30K_IMAGES, help="images in the mapped cache")
     parser.add_argument("--in-ram-images", type=int, default=4096, help="images in the cache read by the in-RAM path")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shard-size", type=int, default=1024, help="FeatureCache's default")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1; see common.py)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch of the epoch read")
+    parser.add_argument("--shard-size", type=int, default=1024, help="images per shard (FeatureCache's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (see common.py)")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="where the caches are written")
     parser.add_argument("--keep", action="store_true", help="keep the caches (they are deleted by default)")
     parser.add_argument("--no-write", action="store_true", help="print the table only; leave BENCHMARKS.md alone")
     parser.add_argument("--child", choices=("mapped", "in_ram"), help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    minimums = {"images": 1, "in_ram_images": 1, "batch_size": 1, "shard_size": 1, "threads": 1}
+    args = parse_args(parser, argv, minimums)
     set_threads(args.threads)
     if args.child:
         print(json.dumps(measure(args.child, args.child_dir, args.batch_size)))
@@ -231,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     needed = (args.images + args.in_ram_images) * per_image
     free = shutil.disk_usage(args.work_dir if args.work_dir.exists() else args.work_dir.parent).free
     if needed + GB > free:
-        raise SystemExit(f"{needed / GB:.1f} GB needed in {args.work_dir}, {free / GB:.1f} GB free")
+        parser.error(f"{needed / GB:.1f} GB needed in --work-dir {args.work_dir}, {free / GB:.1f} GB free")
     full, small = root / f"synthetic-{args.images}", root / f"synthetic-{args.in_ram_images}"
     try:
         start = time.perf_counter()

@@ -44,8 +44,11 @@ from bench.common import (
     command_line,
     machine,
     machine_line,
+    make_parser,
     markdown_table,
     median,
+    one_line_errors,
+    parse_args,
     set_threads,
     today,
     write_section,
@@ -116,16 +119,23 @@ def measure(
     return {w: (rates[w], cpu_ms[w], same[w]) for w in workers}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(__doc__)
     parser.add_argument("--images", type=int, default=512, help="JPEGs for the light encoder's rows")
-    parser.add_argument("--vit-images", type=int, default=0, help="JPEGs for ViT-B/16 rows (default 0: none)")
+    parser.add_argument("--vit-images", type=int, default=0, help="JPEGs for ViT-B/16 rows (0: none)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="worker counts; the first is the base")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per worker count (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads of the main process")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="where the JPEGs and caches go")
     parser.add_argument("--no-write", action="store_true", help="print the table only; leave BENCHMARKS.md alone")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    minimums = {"images": 1, "vit_images": 0, "workers": 0, "repeats": 1, "threads": 1}
+    args = parse_args(parser, argv, minimums)
     set_threads(args.threads)
     command = command_line("bench.feature_extraction", argv)
     info = machine()

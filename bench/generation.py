@@ -26,15 +26,28 @@ from bench import common
 TARGET = 1.5  # ours >= 1.5x transformers' tokens/s at batch 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["0.6b", "demo"], choices=["0.6b", "demo"])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.make_parser(__doc__)
+    parser.add_argument(
+        "--sizes", nargs="+", default=["0.6b", "demo"], choices=["0.6b", "demo"], help="the decoders measured"
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes measured")
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens")
     parser.add_argument("--new", type=int, default=64, help="new tokens")
-    parser.add_argument("--layers", type=int, default=None, help="keep fewer blocks (quick runs)")
+    parser.add_argument(
+        "--layers", type=int, default=None, help="keep fewer blocks, for quick runs (default: all of each decoder's)"
+    )
     common.add_common_args(parser, repeats=3)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@common.one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    minimums = {"batches": 1, "prompt": 1, "new": 1, "layers": 1, "threads": 1, "repeats": 1, "warmup": 0}
+    args = parser.parse_args(argv)  # the blocks kept may not exceed the shallowest decoder measured
+    blocks = min(common.decoder_config(size).num_hidden_layers for size in args.sizes)
+    args = common.parse_args(parser, argv, minimums, blocks=blocks)
     common.set_threads(args.threads)
     info = common.machine()
     command = f"`{common.command_line('bench.generation', argv)}`"

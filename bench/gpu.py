@@ -117,17 +117,21 @@ def largest_batch(step_for_batch, start: int = 8, limit: int = 4096) -> int:
     return good
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default=None, help="default: cuda when available")
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.make_parser(__doc__)
+    parser.add_argument(
+        "--device", default=None, help="default: cuda when available, else only a 'not measured' section is written"
+    )
     parser.add_argument("--batch", type=int, default=64, help="batch for tokens/s, MFU and the comparison")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=None, help="fewer blocks (smoke tests)")
+    parser.add_argument("--top-k", type=int, default=3, help="decoder blocks that train")
+    parser.add_argument("--layers", type=int, default=None, help="fewer blocks, for smoke tests (default: 28)")
     parser.add_argument("--budget-gib", type=float, default=23.0, help="memory of a '24 GB' card PyTorch may use")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (for MFU)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="the card's dense bf16 peak, for MFU (default: from its name)"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile each decoder block (CUDA only)")
-    parser.add_argument("--skip-max-batch", action="store_true")
+    parser.add_argument("--skip-max-batch", action="store_true", help="skip the search for the largest batch")
     parser.add_argument("--gallery", type=int, default=100, help="images in the timed retrieval gallery (0: skip)")
     parser.add_argument(
         "--pairs-per-forward",
@@ -139,12 +143,20 @@ def main(argv: list[str] | None = None) -> int:
         "--tokenizer", default=DEFAULT_REPO, help="hub id or folder with Qwen3's tokenizer.json (retrieval row)"
     )
     common.add_common_args(parser, repeats=3)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@common.one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    minimums = {"batch": 1, "steps": 1, "top_k": 0, "layers": 1, "gallery": 0, "pairs_per_forward": 1, "threads": 1,
+                "repeats": 1, "warmup": 0}  # fmt: skip
+    args = common.parse_args(parser, argv, minimums, positive=("budget_gib", "peak_tflops"))
+    if args.compile and (args.device or "cuda").split(":")[0] != "cuda":
+        parser.error("--compile is for CUDA only; drop it, or use --device cuda")
     if args.device is None and not torch.cuda.is_available():
         return write_not_measured(args)
     device = torch.device(args.device or "cuda")
-    if args.compile and device.type != "cuda":
-        raise SystemExit("--compile is for CUDA only")
     common.set_threads(args.threads)
     info = common.machine(device)
     config = common.decoder_config("0.6b", args.layers)

@@ -124,16 +124,32 @@ def matmul_rate(device: torch.device, repeats: int = 5) -> float:
     return 2 * 2048 * 1024 * 3072 / min(times)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--layers", type=int, default=None, help="fewer decoder blocks than Qwen3-0.6B's 28")
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.make_parser(__doc__)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--layers", type=int, default=None, help="fewer decoder blocks than Qwen3-0.6B's 28 (default: 28)"
+    )
     parser.add_argument("--gallery", type=int, default=6, help="images in the gallery (5 captions each)")
-    parser.add_argument("--pairs-per-forward", type=int, default=RETRIEVAL_PAIRS_PER_FORWARD)
+    parser.add_argument(
+        "--pairs-per-forward",
+        type=int,
+        default=RETRIEVAL_PAIRS_PER_FORWARD,
+        help="(image, caption) pairs a forward pass",
+    )
     parser.add_argument("--tokenizer", default=DEFAULT_REPO, help="hub id or folder with Qwen3's tokenizer.json")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="a GPU's dense bf16 peak, if not in the list")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="a GPU's dense bf16 peak, if not in the list (default: none)"
+    )
     common.add_common_args(parser, repeats=3)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@common.one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    minimums = {"layers": 1, "gallery": 1, "pairs_per_forward": 1, "threads": 1, "repeats": 1, "warmup": 0}
+    args = common.parse_args(parser, argv, minimums, positive=("peak_tflops",))
     device = torch.device(args.device)
     common.set_threads(args.threads)
     info = common.machine(device)

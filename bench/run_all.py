@@ -13,21 +13,30 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
+from bench import common as shared
 from bench import decoder, generation, gpu, train_step
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = shared.make_parser(__doc__)
+    parser.add_argument("--threads", type=int, default=None, help="passed to every script (default: theirs, 1)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help=f"passed to every script (default: {shared.DEFAULT_WORK_DIR})"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print the tables only; leave BENCHMARKS.md alone")
+    return parser
+
+
+@shared.one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", default=None)
-    parser.add_argument("--work-dir", default=None)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
+    args = shared.parse_args(build_parser(), argv, {"threads": 1})  # checked once, before the first script
     common = []
     if args.threads:
-        common += ["--threads", args.threads]
+        common += ["--threads", str(args.threads)]
     if args.work_dir:
-        common += ["--work-dir", args.work_dir]
+        common += ["--work-dir", str(args.work_dir)]
     if args.no_write:
         common += ["--no-write"]
     for script in (decoder, generation, train_step, gpu):

@@ -261,21 +261,33 @@ def adamw_step_times(config, top_k: int, repeats: int) -> dict[str, list[float]]
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.make_parser(__doc__)
     parser.add_argument("--batch", type=int, default=4, help="batch of the timed steps")
     parser.add_argument("--memory-batches", type=int, nargs="+", default=[4, 16], help="batches of the memory runs")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per process")
     parser.add_argument("--rounds", type=int, default=3, help="timing processes per variant, interleaved")
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--visual-tokens", type=int, default=16)
-    parser.add_argument("--layers", type=int, default=None, help="fewer blocks than Qwen3-0.6B's 28 (quick runs)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--top-k", type=int, default=3, help="decoder blocks that train")
+    parser.add_argument("--visual-tokens", type=int, default=16, help="visual tokens the bridge prepends")
+    parser.add_argument(
+        "--layers", type=int, default=None, help="fewer blocks than Qwen3-0.6B's 28, for quick runs (default: 28)"
+    )
+    parser.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="the training steps compared"
+    )
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     common.add_common_args(parser, repeats=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@common.one_line_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    minimums = {"batch": 1, "memory_batches": 1, "steps": 1, "rounds": 1, "top_k": 0, "visual_tokens": 1,
+                "layers": 1, "threads": 1, "warmup": 0}  # fmt: skip
+    args = common.parse_args(parser, argv, minimums)
     if args.child:
         child(args)
         return 0

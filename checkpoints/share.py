@@ -107,15 +107,6 @@ class Upload:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def complete_epoch(weights: Path) -> bool:
-    """Whether a checkpoint closed its epoch (one saved mid-epoch by --save-every or Ctrl-C has no evaluation to
-    show on the card)."""
-    try:
-        return bool(json.loads(weights.with_suffix(".json").read_text()).get("complete_epoch"))
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
 def directory_size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 

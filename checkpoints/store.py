@@ -47,13 +47,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from errors import UserError
+from runtime.env import DEFAULT_OUTPUT_DIR, absolute  # noqa: F401 (DEFAULT_OUTPUT_DIR: {repository}/../.data/models)
 from runtime.files import describe_write_error, os_error_of, write_atomically
 
 HUB_PREFIX = "hf:"  # --checkpoint hf:OWNER/NAME: a checkpoint pushed to the Hugging Face Hub
 HUB_WEIGHTS = "checkpoint.safetensors"  # the file names of a pushed checkpoint in its repo
 HUB_SIDECAR = "checkpoint.json"
 HUB_DECODER_DIR = "decoder"  # a small local decoder carried in the repo (the demo's), see checkpoints/share.py
-DEFAULT_OUTPUT_DIR = "../.data/models"  # --output-dir / OUTPUT_DIR_MODELS when unset (train.py and caption.py)
 RUNS_DIR = "runs"  # {output_dir}/runs/{run_name}/: one run's checkpoints, metrics.json and W&B files
 SUFFIXES = (".safetensors", ".state.pt", ".json")  # a checkpoint's files: weights, training state, sidecar
 STAGED = ".staged.tmp"  # a file of a checkpoint being written: `.{stem}{suffix}.staged.tmp` (see save_checkpoint)
@@ -182,7 +182,7 @@ def tensor_bytes(value: Any) -> int:
 
 
 def run_directory(output_dir: str | Path, run_name: str) -> Path:
-    return Path(output_dir).expanduser() / RUNS_DIR / run_name
+    return absolute(output_dir) / RUNS_DIR / run_name
 
 
 def weights_step(weights: Path) -> int | None:
@@ -211,6 +211,15 @@ def _scan(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
             continue
         found.append((meta.get("global_step", -1), mtime, weights, meta))
     return [(w, meta) for *_, w, meta in sorted(found, key=lambda x: x[:2])]
+
+
+def complete_epoch(weights: Path) -> bool:
+    """Whether a checkpoint closed its epoch (one saved mid-epoch by --save-every, --max-steps or a signal has no
+    evaluation to show on a model card)."""
+    try:
+        return bool(json.loads(weights.with_suffix(".json").read_text()).get("complete_epoch"))
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -258,7 +267,7 @@ def read_run(directory: Path) -> Run | None:
 
 def list_runs(output_dir: str | Path) -> list[Run]:
     """The runs in `output_dir` that have a complete checkpoint, oldest first."""
-    runs = [read_run(directory) for directory in sorted((Path(output_dir).expanduser() / RUNS_DIR).glob("*/"))]
+    runs = [read_run(directory) for directory in sorted((absolute(output_dir) / RUNS_DIR).glob("*/"))]
     return sorted((run for run in runs if run is not None), key=lambda run: run.modified)
 
 
@@ -267,25 +276,41 @@ def differences(settings: Mapping[str, Any], other: Mapping[str, Any], keys: tup
     return [f"{k} ({settings.get(k)!r}, not {other.get(k)!r})" for k in keys if settings.get(k) != other.get(k)]
 
 
-def find_run(output_dir: str | Path, want: Mapping[str, Any], what: str = "a checkpoint") -> Run:
+def find_run(
+    output_dir: str | Path, want: Mapping[str, Any], what: str = "a checkpoint", flag: str | None = "--checkpoint"
+) -> Run:
     """The newest run in `output_dir` whose settings equal `want` (a subset of `RUN_KEYS`, e.g. encoder and top_k).
 
     Raises `UserError` (one line) when no run matches, naming the nearest run's differences, and when several runs
     match but differ from each other in other settings, naming the candidates: picking one of those silently would
-    evaluate, share or resume another experiment than the one meant.
+    evaluate, share or resume another experiment than the one meant. `flag` is how the command names a checkpoint
+    by its path (`--checkpoint`, `--init-from`), for the advice in those lines; None for `--resume`, which continues
+    a run by its name (`--run-name`) and never takes a path.
     """
-    output_dir = Path(output_dir).expanduser()
+    runs_dir = absolute(output_dir) / RUNS_DIR
     runs = list_runs(output_dir)
     matching = [run for run in runs if not differences(want, run.settings, tuple(want))]
     asked = ", ".join(f"{k}={v}" for k, v in want.items()) or "any settings"
     if not matching:
         if not runs:
-            raise UserError(f"no run with {what} in {output_dir / RUNS_DIR}; train one first or pass --checkpoint PATH")
+            instead = (
+                f"train one first or pass {flag} PATH"
+                if flag
+                else "start it without --resume (or with --resume auto --run-name NAME, which starts it when it has "
+                "no checkpoint yet)"
+            )
+            raise UserError(f"no run with {what} in {runs_dir}; {instead}")
         nearest = min(reversed(runs), key=lambda run: len(differences(want, run.settings, tuple(want))))
+        differ = differences(want, nearest.settings, tuple(want))
+        if flag:
+            instead = f"pass {flag} PATH, or the settings of the run you mean"
+        elif not differences(want, nearest.settings, MODEL_KEYS):  # only what --resume --run-name may change
+            instead = f"continue it with --resume --run-name {nearest.name}, or pass the settings of the run you mean"
+        else:
+            instead = "pass the settings of the run you mean, or start a new run (--init-from takes its weights)"
         raise UserError(
-            f"no run in {output_dir / RUNS_DIR} matches {asked}; the nearest, {nearest.name}, differs in "
-            + ", ".join(differences(want, nearest.settings, tuple(want)))
-            + "; pass --checkpoint PATH, or the settings of the run you mean"
+            f"no run in {runs_dir} matches {asked}; the nearest, {nearest.name}, differs in {', '.join(differ)}; "
+            + instead
         )
     kinds = {json.dumps([run.settings.get(k) for k in RUN_KEYS], default=str) for run in matching}
     if len(kinds) > 1:
@@ -294,9 +319,10 @@ def find_run(output_dir: str | Path, want: Mapping[str, Any], what: str = "a che
         candidates = "; ".join(
             f"{run.name} ({', '.join(f'{k}={run.settings.get(k)}' for k in varied)})" for run in reversed(matching)
         )
+        name_one = f"{flag} {newest.latest}" if flag else f"--run-name {newest.name}"
         raise UserError(
-            f"{len(matching)} runs in {output_dir / RUNS_DIR} match {asked} but differ in {', '.join(varied)}: "
-            f"{candidates}; name one with --checkpoint {newest.latest} (or add the setting that tells them apart)"
+            f"{len(matching)} runs in {runs_dir} match {asked} but differ in {', '.join(varied)}: "
+            f"{candidates}; name one with {name_one} (or add the setting that tells them apart)"
         )
     return matching[-1]
 
@@ -304,18 +330,6 @@ def find_run(output_dir: str | Path, want: Mapping[str, Any], what: str = "a che
 def find_checkpoint(output_dir: str | Path, want: Mapping[str, Any] | None = None) -> Path:
     """The newest checkpoint of the newest run whose settings match `want` (see `find_run`)."""
     return find_run(output_dir, want or {}).latest
-
-
-def checkpoint_path(spec: str | Path) -> Path:
-    """A checkpoint named on a command line: `hf:OWNER/NAME` (its local copy, downloaded once), a `.safetensors`
-    path, or its `.json` sidecar's path."""
-    if is_hub_checkpoint(spec):
-        return local_checkpoint(spec)
-    path = Path(spec).expanduser()
-    path = path.with_suffix(".safetensors") if path.suffix == ".json" else path
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    return path
 
 
 def is_hub_checkpoint(spec: str | Path) -> bool:

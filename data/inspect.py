@@ -45,6 +45,7 @@ from tokenizers import Tokenizer
 
 from errors import OneLineArgumentParser, UserError
 from hub import download_repo
+from runtime.env import DEFAULT_CACHE_DIR
 
 from .images import load_image
 from .loading import load_dataset
@@ -271,26 +272,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", default="auto", choices=SCHEMES, help="the split scheme, as train.py's (default: auto)"
     )
     parser.add_argument("--seed", type=int, default=0, help="the seed of the random split (default: 0)")
-    parser.add_argument("--image-column", help="a Parquet repo's image column, when not found by itself")
-    parser.add_argument("--caption-column", help="the caption column of a Parquet repo or an imagefolder's metadata")
+    parser.add_argument("--image-column", help="a Parquet repo's image column (default: found by itself)")
+    parser.add_argument("--caption-column", help="the caption column of a Parquet repo or an imagefolder's metadata "
+                        "(default: text, caption, captions, ...)")  # fmt: skip
     parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
                         help=f"the tokenizer that measures caption lengths: a hub id or a folder with tokenizer.json "
                         f"(default: {DEFAULT_TOKENIZER})")  # fmt: skip
     parser.add_argument("--max-target-tokens", type=int, default=48,
                         help="count the captions longer than this (train.py's default: 48)")  # fmt: skip
-    parser.add_argument("--cache-dir", type=Path, default=Path("../.data/cache"),
-                        help="where downloads, extracted images and the sheet go (default: ../.data/cache)")  # fmt: skip
-    parser.add_argument("--sheet", type=Path, help="the contact sheet's path (default: CACHE_DIR/inspect/NAME.png)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(DEFAULT_CACHE_DIR),
+                        help=f"where downloads, extracted images and the sheet go (default: {DEFAULT_CACHE_DIR})")  # fmt: skip
+    parser.add_argument("--sheet", type=Path,
+                        help="the contact sheet's path (default: CACHE_DIR/inspect/NAME.png)")  # fmt: skip
     parser.add_argument("--samples", type=int, default=12, help="images on the contact sheet (default: 12)")
     return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, in one line, values no inspection can use (before any data is read)."""
+    for flag, value in (("--samples", args.samples), ("--max-target-tokens", args.max_target_tokens)):
+        if value < 1:
+            raise UserError(f"{flag} {value} is invalid; expected an integer >= 1")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is invalid; expected an integer >= 0")
+    if args.cache_dir.expanduser().is_file():
+        raise UserError(f"--cache-dir {args.cache_dir} is a file; expected a folder (it is made if missing)")
+    if args.sheet is not None and args.sheet.expanduser().is_dir():
+        raise UserError(f"--sheet {args.sheet} is a folder; expected the path of a PNG file to write")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=False, highlight=False, soft_wrap=True)
     try:
-        if args.samples < 1 or args.max_target_tokens < 1:
-            raise UserError("--samples and --max-target-tokens must be at least 1")
+        check_args(args)
         inspection, splits = inspect_source(
             args.data, cache_dir=args.cache_dir.expanduser(), split=args.split, seed=args.seed,
             image_column=args.image_column, caption_column=args.caption_column, tokenizer=args.tokenizer,

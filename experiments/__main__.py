@@ -4,6 +4,11 @@ python -m experiments transfer                       # the transfer grid on the 
 python -m experiments transfer views two-stage       # all three
 python -m experiments smoke --results-dir /tmp/r     # two short cells (what CI runs)
 python -m experiments transfer --decoder Qwen/Qwen3-0.6B-Base --encoder vit --data flickr30k --jobs 1
+python -m experiments transfer views two-stage --results-dir experiments/results   # re-make the committed tables
+
+Records, tables and figures go to `.data/experiments/results/` beside the repository by default, never into it: the
+committed ones in `experiments/results/` are re-made only on purpose, with `--results-dir experiments/results`. A
+rerun reuses every record that still describes its run, and says how many it reused and how many it trained.
 
 Read next: `experiments/runner.py` (what this command runs), `experiments/grids.py` (the grids it names).
 """
@@ -16,15 +21,15 @@ import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: sleeping, not spinning, OpenMP threads
 
-from pathlib import Path  # noqa: E402
-
 from errors import OneLineArgumentParser, UserError  # noqa: E402
 from experiments.grids import ALL, GRIDS, GridOptions, build_grid  # noqa: E402
 from experiments.runner import Setup, cell_configs, demo_base, run_grid, write_figures, write_table  # noqa: E402
+from runtime.env import DATA_ROOT, DEFAULT_CACHE_DIR, absolute, check_folder  # noqa: E402
 from runtime.signals import Stopped  # noqa: E402
 from training.decoders import RANDOM_INIT  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+WORK_DIR = DATA_ROOT / "experiments"  # the runs' checkpoints and logs
+RESULTS_DIR = WORK_DIR / "results"  # records, tables and figures of a plain `python -m experiments`
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -32,25 +37,39 @@ def build_parser() -> OneLineArgumentParser:
         prog="python -m experiments", description="Run grids of training configurations, several seeds each."
     )
     parser.add_argument("grids", nargs="*", default=["transfer"], metavar="GRID", help=f"{', '.join(GRIDS)}")
-    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
-    parser.add_argument("--jobs", default="2", help="cells trained at the same time, one process each (default 2)")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
+    parser.add_argument("--jobs", default="2", help="cells trained at the same time, one process each")
     parser.add_argument("--epochs", default=None, help="epochs per cell (default: the demo's 3)")
-    parser.add_argument("--k", default=None, help=f"transfer grid's K values (default 0,1,2,{ALL})")
-    parser.add_argument("--views", default=None, help="views grid's views (default pooled,hidden)")
-    parser.add_argument("--tokens", default=None, help="views grid's visual-token counts (demo: 1,4,9; real: 1,4,16)")
-    parser.add_argument("--stage1-epochs", default=None, help="two-stage grid: bridge-only epochs (default 1)")
-    parser.add_argument("--two-stage-k", default=None, help="two-stage grid: K of the second stage (default 2)")
+    parser.add_argument("--k", default=None, help=f"transfer grid's K values (default: 0,1,2,{ALL})")
+    parser.add_argument("--views", default=None, help="views grid's views (default: pooled,hidden)")
     parser.add_argument(
-        "--eval-every", default=None, help="validation every N steps for the curves (demo: 650, about twice an epoch)"
+        "--tokens", default=None, help="views grid's visual-token counts (default: 1,4,9 on the demo; 1,4,16 real)"
     )
-    parser.add_argument("--results-dir", default=str(REPO / "experiments" / "results"), help="records, tables, PNGs")
-    parser.add_argument("--work-dir", default="../.data/experiments", help="checkpoints, run directories, logs")
-    parser.add_argument("--cache-dir", default="../.data/cache", help="datasets, features, the pretrained demo LM")
-    parser.add_argument("--wandb", default="auto", help="auto (online with an API key, else offline), disabled, ...")
-    parser.add_argument("--decoder", default=None, help="a real Qwen3 checkpoint (hub id or directory)")
-    parser.add_argument("--encoder", default=None, help="vit or clip (with --decoder/--data: a real run)")
-    parser.add_argument("--encoder-weights", default=None, help="encoder weights tag or file")
-    parser.add_argument("--data", default=None, help="flickr30k, a local directory, ... (as train.py's --data)")
+    parser.add_argument("--stage1-epochs", default=None, help="two-stage grid: bridge-only epochs (default: 1)")
+    parser.add_argument("--two-stage-k", default=None, help="two-stage grid: K of the second stage (default: 2)")
+    parser.add_argument(
+        "--eval-every",
+        default=None,
+        help="validation every N steps for the curves (default: 650 on the demo, about twice an epoch; 0 real)",
+    )
+    parser.add_argument(
+        "--results-dir",
+        default=str(RESULTS_DIR),
+        help="records, tables and figures (outside the repository; --results-dir experiments/results re-makes the "
+        "committed ones)",
+    )
+    parser.add_argument("--work-dir", default=str(WORK_DIR), help="checkpoints, run directories, logs")
+    parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="datasets, features, the pretrained demo LM")
+    parser.add_argument("--wandb", default="auto", help="auto (online with an API key, else offline), online, "
+                        "offline or disabled; each grid's runs form one W&B group named after the grid")  # fmt: skip
+    parser.add_argument(
+        "--decoder", default=None, help="a real Qwen3 checkpoint, hub id or directory (default: the demo's decoders)"
+    )
+    parser.add_argument("--encoder", default=None, help="vit or clip, with --decoder/--data (default: the demo's tiny)")
+    parser.add_argument("--encoder-weights", default=None, help="encoder weights tag or file (default: the encoder's)")
+    parser.add_argument(
+        "--data", default=None, help="flickr30k, a local directory, ..., as train.py's --data (default: shapes)"
+    )
     return parser
 
 
@@ -74,7 +93,8 @@ def setup_for(grid: str, args) -> tuple[Setup, GridOptions, int]:
         base = {k: v for k, v in (("encoder", args.encoder), ("encoder_weights", args.encoder_weights),
                                   ("data", args.data)) if v is not None}  # fmt: skip
         decoder = args.decoder or "Qwen/Qwen3-0.6B-Base"
-        depth = Qwen3Config.from_json_file(resolve_checkpoint(decoder) / "config.json").num_hidden_layers
+        config = resolve_checkpoint(decoder, need="tokenizer") / "config.json"  # its config, not yet its weights
+        depth = Qwen3Config.from_json_file(config).num_hidden_layers
         pretrained, random, tokens, eval_every = decoder, RANDOM_INIT + decoder, (1, 4, 16), 0
     else:  # the offline demo's shapes set, tiny encoder and 3-block decoder
         from demo.decoders import demo_config
@@ -95,17 +115,24 @@ def setup_for(grid: str, args) -> tuple[Setup, GridOptions, int]:
     for view in options.views:
         if view not in ("pooled", "hidden"):
             raise UserError(f"--views value {view!r} is invalid; accepted: pooled, hidden")
-    command = "python -m experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    setup = Setup(grid, base, pretrained, random, Path(args.results_dir), Path(args.work_dir).expanduser(), command)
+    if not (options.two_stage_k == ALL or options.two_stage_k.isdigit()):  # its range: the grid checks it (top_k)
+        raise UserError(f"--two-stage-k {options.two_stage_k!r} is invalid; accepted: integers 0..{depth} or 'all'")
+    command = "python -m experiments " + " ".join(shlex.quote(a) for a in args.argv)
+    setup = Setup(grid, base, pretrained, random, absolute(args.results_dir), absolute(args.work_dir), command)
     return setup, options, depth
 
 
 def check_cells(setup: Setup, cells, seed: int) -> None:
-    """Every cell's configuration is valid (TrainConfig checks each value), before anything trains."""
+    """Every cell's configuration is valid (TrainConfig checks each value), and what the grid reads exists (the data
+    source and the encoder weights, by their form: `training/preflight.py`'s checks), before anything trains."""
     from bridge.vlm import check_visual_tokens
+    from data.loading import check_source
     from training.run import vlm_config
+    from vision.encoders import check_weights
 
     configs = [config for cell in cells for config in cell_configs(setup, cell, seed)]
+    check_source(configs[0].data)
+    check_weights(configs[0].encoder, configs[0].encoder_weights)
     if setup.base.get("encoder_weights") == "none":  # a random encoder is built in a moment: check its token count
         from vision import build_encoder
 
@@ -114,11 +141,19 @@ def check_cells(setup: Setup, cells, seed: int) -> None:
             check_visual_tokens(vlm_config(c), tokens)
 
 
+def check_folders(args) -> None:
+    """--results-dir, --work-dir and --cache-dir are folders (or will be), not files."""
+    for flag in ("--results-dir", "--work-dir", "--cache-dir"):
+        check_folder(getattr(args, flag.removeprefix("--").replace("-", "_")), flag)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.argv = sys.argv[1:] if argv is None else argv  # written into the tables: the command that made them
         seeds = integers("--seeds", args.seeds, 0)
         jobs = integers("--jobs", args.jobs, 1)[0]
+        check_folders(args)
         plans = []
         for grid in args.grids:  # every grid and value is checked before anything trains
             setup, options, depth = setup_for(grid, args)
@@ -126,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             check_cells(setup, cells, seeds[0])
             plans.append((setup, cells))
         for setup, cells in plans:
-            records = run_grid(setup, cells, seeds, jobs=jobs)
+            records = run_grid(setup, cells, seeds, jobs=jobs)  # says how many it reused and how many it trained
             print(f"{setup.grid}: {write_table(setup, records)}")
             for path in write_figures(setup, records):
                 print(f"{setup.grid}: {path}")

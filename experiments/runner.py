@@ -11,8 +11,10 @@ also goes to Weights & Biases, grouped by grid, so the dashboard compares them.
     results/<grid>/curves.png                  validation metric against training step, mean over seeds
 
 A rerun skips every cell whose record exists with the same configuration (so an interrupted grid resumes, and a grid
-run with other settings reruns only what changed). Checkpoints, W&B files and logs of the runs go to the work
-directory (`../.data/experiments/` by default), never into the results.
+run with other settings reruns only what changed), and says how many records it reused and how many runs it trained.
+A record's key is the configuration of its runs, not where they ran (the work and cache folders, W&B), so records
+stay valid when those folders move. Checkpoints, W&B files and logs of the runs go to the work directory
+(`.data/experiments/` beside the repository by default), never into the results.
 
 Read next: `training/run.py` (the run each cell is), `EXPERIMENTS.md` (the results).
 """
@@ -34,7 +36,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from checkpoints.store import find_checkpoint
+from checkpoints.resolve import named_checkpoint
 from experiments.grids import PRETRAINED, Cell
 from runtime.files import write_atomically
 from training.config import DEMO_SETTINGS, TrainConfig
@@ -88,9 +90,13 @@ def cell_configs(setup: Setup, cell: Cell, seed: int) -> list[TrainConfig]:
     return configs
 
 
+# Where and how a run ran, not what it trained: left out of a record's key, so moving a folder keeps the records.
+LOCATION_FIELDS = ("output_dir", "cache_dir", "wandb", "wandb_entity", "wandb_project", "wandb_group")
+
+
 def config_key(configs: Sequence[TrainConfig]) -> str:
     """A hash of a cell's configurations: a record is reused only while it still describes the same runs."""
-    fields = [{k: v for k, v in c.to_dict().items() if k not in ("wandb", "wandb_entity")} for c in configs]
+    fields = [{k: v for k, v in c.to_dict().items() if k not in LOCATION_FIELDS} for c in configs]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -107,6 +113,15 @@ def finished(setup: Setup, cell: Cell, seed: int) -> dict | None:
     return record if record.get("key") == config_key(cell_configs(setup, cell, seed)) else None
 
 
+def reuse_line(setup: Setup, reused: int, to_train: int) -> str:
+    """What a grid run is about to do: how many (cell, seed) records it reuses, and how many runs it trains."""
+    where = setup.results_dir / setup.grid / "cells"
+    return (
+        f"{setup.grid}: {reused + to_train} (cell, seed) runs: {reused} reused from their records in {where} (same "
+        f"configuration), {to_train} to train"
+    )
+
+
 def run_cell(setup: Setup, cell: Cell, seed: int) -> dict:
     """Train every stage of one (cell, seed) with training.run, and return its record. Runs in a worker process too."""
     from training.run import run  # here, not at the top: a worker process imports torch and the model code once, itself
@@ -119,8 +134,8 @@ def run_cell(setup: Setup, cell: Cell, seed: int) -> dict:
     with open(log_path, "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
         for i, config in enumerate(configs):
             if i > 0 and config.init_from:  # stage 2 starts from stage 1's final checkpoint
-                stage1 = Path(configs[0].output_dir)
-                config = TrainConfig(**{**config.to_dict(), "init_from": str(find_checkpoint(stage1))})
+                stage1 = named_checkpoint(configs[0].output_dir, flag="--init-from")  # its output folder's run
+                config = TrainConfig(**{**config.to_dict(), "init_from": str(stage1)})
             results.append(run(config))
     final = results[-1]
     offset = 0  # steps of the earlier stages, so that a two-stage curve continues where stage 1 ended
@@ -169,8 +184,7 @@ def run_grid(
     """Run every (cell, seed) without a current record, `jobs` at a time; return all records of the grid."""
     todo = [(cell, seed) for cell in cells for seed in seeds if finished(setup, cell, seed) is None]
     skipped = len(cells) * len(seeds) - len(todo)
-    if skipped:
-        say(f"{setup.grid}: {skipped} of {len(cells) * len(seeds)} cells already finished; skipping them")
+    say(reuse_line(setup, skipped, len(todo)))
     started = time.perf_counter()
     done = 0
 
@@ -196,6 +210,7 @@ def run_grid(
             for future in as_completed(futures):
                 report(future.result())
     wall = time.perf_counter() - started
+    say(f"{setup.grid}: trained {len(todo)} runs in {wall / 60:.1f} min; reused {skipped} records")
     records = [finished(setup, cell, seed) for cell in cells for seed in seeds]
     records = [r for r in records if r is not None]
     summary = {"grid": setup.grid, "cells_run": len(todo), "cells_reused": skipped, "wall_seconds": round(wall, 1)}

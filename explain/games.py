@@ -691,12 +691,13 @@ def build_parser():
 
     p = OneLineArgumentParser(prog="python -m explain.pointing", description="The pointing game (explain/games.py).")
     p.add_argument("--checkpoint", action="append", required=True,
-                   help="a trained checkpoint, or a training output folder (its newest); repeat for each view")  # fmt: skip
+                   help="a .safetensors checkpoint or its .json sidecar, a run folder, an output folder, hf:OWNER/NAME "
+                   "or latest (checkpoints/resolve.py); repeat for each view")  # fmt: skip
     p.add_argument("--data", default="shapes",
                    help="shapes (the checkpoint's own held-out split) or flickr30k-entities:DIR (Sentences/, Annotations/)")  # fmt: skip
-    p.add_argument("--images", help="with flickr30k-entities: the folder of Flickr30k photos (ID.jpg)")
+    p.add_argument("--images", help="with flickr30k-entities: the folder of Flickr30k photos, ID.jpg (default: none)")
     p.add_argument("--split", default="test", help="the split to score (default test)")
-    p.add_argument("--limit", type=int, help="score only the first N images of the split")
+    p.add_argument("--limit", type=int, help="score only the first N images of the split (default: all)")
     p.add_argument("--methods", help="comma-separated attention:CHOICE / occlusion:FILL (default: all of them)")
     p.add_argument("--best-head", action="store_true", help="also score the head that points best on the val split")
     p.add_argument("--no-controls", action="store_true", help="skip the untrained-bridge and shuffled-image controls")
@@ -704,46 +705,58 @@ def build_parser():
     p.add_argument("--include-training-images", action="store_true",
                    help="flickr30k-entities: score the photos of the checkpoint's training split too (default: left out)")  # fmt: skip
     p.add_argument("--cache-dir", help="where the training data is cached (default: the checkpoint's training setting)")
-    p.add_argument("--out", help="also write results.json, table.md and pointing.png into this folder")
+    p.add_argument("--out", help="also write results.json, table.md and pointing.png into this folder (default: none)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: fastest for the demo's sizes)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     return p
 
 
+def check_args(args) -> None:
+    """Every option's mistake, before any checkpoint is read: one line (`UserError`), exit status 2."""
+    from runtime.env import check_folder
+
+    for flag, value in (("--threads", args.threads), ("--limit", args.limit), ("--grid", args.grid)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value} is invalid; expected an integer >= 1")
+    if args.split not in ("train", "val", "test"):
+        raise UserError(f"--split {args.split!r} is invalid; expected train, val or test")
+    if args.data != "shapes" and not args.data.startswith("flickr30k-entities:"):
+        raise UserError(f"--data {args.data!r} is invalid; expected shapes or flickr30k-entities:DIR")
+    if args.data.startswith("flickr30k-entities:"):
+        if not args.images:
+            raise UserError("--data flickr30k-entities:DIR needs --images FOLDER (the Flickr30k photos)")
+        check_folder(args.data.removeprefix("flickr30k-entities:"), "--data flickr30k-entities:", must_exist=True)
+        check_folder(args.images, "--images", must_exist=True)
+    for flag, folder in (("--cache-dir", args.cache_dir), ("--out", args.out)):
+        if folder is not None:
+            check_folder(folder, flag)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: this machine has no CUDA GPU that torch can use")
+
+
 def run(args) -> dict:
+    from checkpoints.resolve import checkpoint_file
     from checkpoints.restore import load_trained
-    from checkpoints.store import find_checkpoint, list_checkpoints
     from data import load_dataset
     from data.flickr30k_entities import read_entities
+    from runtime.env import DEFAULT_CACHE_DIR
 
     from .explanation import default_grid
 
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit {args.limit} is invalid; expected an integer >= 1")
-    if args.data != "shapes" and not args.data.startswith("flickr30k-entities:"):
-        raise UserError(f"--data {args.data!r} is invalid; expected shapes or flickr30k-entities:DIR")
-    if args.data.startswith("flickr30k-entities:") and not args.images:
-        raise UserError("--data flickr30k-entities:DIR needs --images FOLDER (the Flickr30k photos)")
+    check_args(args)
     results: dict = {"data": args.data, "split": args.split, "views": {}}
     for checkpoint in args.checkpoint:
-        path = Path(checkpoint).expanduser()
-        if path.is_dir():  # a run's folder (its newest checkpoint), or an output folder (its newest run's)
-            found = list_checkpoints(path)
-            path = found[-1] if found else find_checkpoint(path)
-        elif not path.is_file():
-            raise UserError(f"checkpoint not found: {checkpoint}")
+        path = checkpoint_file(checkpoint)  # a file, a run or output folder, hf:OWNER/NAME or latest (checkpoints/)
         model, tokenizer, sidecar = load_trained(path, args.device)
         methods = args.methods.split(",") if args.methods else default_methods(model)
         check_methods(methods, model)
         view = model.config.view if model.config.view not in results["views"] else f"{model.config.view} ({path})"
-        cache = args.cache_dir or sidecar.get("train_config", {}).get("cache_dir", "../.data/cache")
+        cache = args.cache_dir or sidecar.get("train_config", {}).get("cache_dir", DEFAULT_CACHE_DIR)
         if args.data == "shapes":
             data = sidecar.get("data", {})
             if data.get("source") != "shapes":
                 raise UserError(f"{checkpoint} was not trained on the shapes set; use --data flickr30k-entities:DIR")
             splits, _ = load_dataset("shapes", cache_dir=Path(cache), split=data["split"], seed=data["seed"])
-            if args.split not in ("train", "val", "test"):
-                raise UserError(f"--split {args.split!r} is invalid; expected train, val or test")
             records = getattr(splits, args.split)[: args.limit]
             extra = {}
             if args.best_head and model.config.view == "hidden":
@@ -890,8 +903,9 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.files import write_text_atomically
 
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
     try:
+        check_args(args)  # --threads 0 included, before torch is asked for 0 threads
+        torch.set_num_threads(args.threads)
         results = run(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 
 from errors import OneLineArgumentParser, UserError
+from runtime.env import DEFAULT_CACHE_DIR, check_folder
 
 from .dataset import read_all, write_card
 from .hub import check_repo_id, describe_upload, push_to_hub
@@ -34,17 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="python -m synth", description="Caption and question data from a teacher model (see synth/__main__.py)."
     )
-    parser.add_argument("--images", help="'flickr30k', 'hf:OWNER/REPO' (Flickr30k's hub layout) or a folder of images")
+    parser.add_argument(
+        "--images",
+        help="'flickr30k', 'hf:OWNER/REPO' (Flickr30k's hub layout) or a folder of images (default: none, upload only)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="the dataset folder (created, or resumed)")
-    parser.add_argument("--questions", type=int, default=5, help="question-answer pairs asked per image (default 5)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per generate call (default 8)")
-    parser.add_argument("--limit", type=int, help="only the first N images of --images (sorted by path)")
-    parser.add_argument("--model", default=DEFAULT_TEACHER, help=f"teacher: hub id or local folder ({DEFAULT_TEACHER})")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="longest answer, in tokens (default 512)")
+    parser.add_argument("--questions", type=int, default=5, help="question-answer pairs asked per image")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per generate call")
+    parser.add_argument("--limit", type=int, help="only the first N images of --images, sorted by path (default: all)")
+    parser.add_argument("--model", default=DEFAULT_TEACHER, help="teacher: hub id or local folder")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="longest answer, in tokens")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="images are resized to at most this")
-    parser.add_argument("--cache-dir", type=Path, default=Path("../.data/cache"), help="where Flickr30k is cached")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(DEFAULT_CACHE_DIR),
+        help="where Flickr30k is cached (.data/cache beside the repository by default)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled retries")
-    parser.add_argument("--push-to-hub", metavar="REPO", help="upload --out to this hub dataset repo (OWNER/NAME)")
+    parser.add_argument(
+        "--push-to-hub", metavar="REPO", help="upload --out to this hub dataset repo, OWNER/NAME (default: none)"
+    )
     parser.add_argument("--public", action="store_true", help="create the hub repo public (default: private)")
     parser.add_argument("--dry-run", action="store_true", help="show what would be generated and uploaded; do nothing")
     return parser
@@ -56,12 +67,19 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("nothing to do: pass --images to generate data, and/or --push-to-hub REPO to upload --out")
     if args.public and args.push_to_hub is None:
         raise UserError("--public only applies to an upload; add --push-to-hub REPO")
-    for name, low in (("questions", 0), ("batch_size", 1), ("limit", 1), ("max_new_tokens", 1), ("max_pixels", 3136)):
+    lows = (("questions", 0), ("batch_size", 1), ("limit", 1), ("max_new_tokens", 1), ("max_pixels", 3136), ("seed", 0))
+    for name, low in lows:
         value = getattr(args, name)
         if value is not None and value < low:
             raise UserError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
     if args.push_to_hub is not None:
         check_repo_id(args.push_to_hub)
+    check_folder(args.out, "--out", must_exist=args.images is None)  # an upload alone needs the dataset folder
+    check_folder(args.cache_dir, "--cache-dir")
+    if args.images is not None and args.images != "flickr30k" and not args.images.startswith("hf:"):
+        check_folder(args.images, "--images", must_exist=True)  # a folder of images (a dry run too)
+    if args.model.startswith(("/", ".", "~")):  # a local copy of the teacher, not a hub id
+        check_folder(args.model, "--model", must_exist=True)
 
 
 def dry_run(args: argparse.Namespace) -> None:

@@ -144,7 +144,10 @@ def test_user_mistakes_are_one_error_line_and_exit_2(demo, tmp_path, capsys):
     cases = [  # (arguments, the start of the one stderr line); a bad image fails before any model is loaded
         ([str(not_an_image), "--output-dir", str(empty)], f"error: {not_an_image}: not an image (or not a format"),
         ([str(tmp_path / "nowhere.png")], f"error: {tmp_path / 'nowhere.png'}: no such file or folder"),
-        ([image, "--checkpoint", str(tmp_path / "7_tiny_top2.safetensors")], "error: checkpoint not found: "),
+        (
+            [image, "--checkpoint", str(tmp_path / "7_tiny_top2.safetensors")],
+            f"error: --checkpoint {tmp_path / '7_tiny_top2.safetensors'}: no such file or folder; accepted: ",
+        ),
         ([image, "--output-dir", str(empty)], f"error: no run with a checkpoint in {empty}"),  # --checkpoint latest
         ([image, "--checkpoint", str(mismatched)], "error: checkpoint does not fit this model: unexpected"),
     ]

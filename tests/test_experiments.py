@@ -184,6 +184,7 @@ def test_smoke_grid_writes_records_table_and_figures_and_a_rerun_skips_them(sess
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(argv) == 0
+    assert "smoke: 2 (cell, seed) runs: 0 reused" in printed.getvalue() and "2 to train" in printed.getvalue()
     grid = tmp_path / "results" / "smoke"
     records = {p.name: json.loads(p.read_text()) for p in (grid / "cells").glob("*.json")}
     assert sorted(records) == ["pretrained-k0-seed0.json", "random-k0-seed0.json"]
@@ -203,5 +204,7 @@ def test_smoke_grid_writes_records_table_and_figures_and_a_rerun_skips_them(sess
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(argv) == 0
-    assert "2 of 2 cells already finished; skipping them" in printed.getvalue()
+    said = printed.getvalue()  # how many records it reused, and how many runs it trained
+    assert "smoke: 2 (cell, seed) runs: 2 reused from their records in " in said and "0 to train" in said
+    assert "smoke: trained 0 runs in " in said and "reused 2 records" in said
     assert {name: (grid / "cells" / name).stat().st_mtime_ns for name in records} == stamps

@@ -264,7 +264,7 @@ def test_push_mistakes_are_one_line_exit_2_and_lose_nothing(demo_copy, monkeypat
 
     fails(["--push-to-hub", "not a repo", "--checkpoint", str(checkpoint)], "is not a valid repo id")
     fails(["--push-to-hub", "a/b/c", "--checkpoint", str(checkpoint)], "write it as OWNER/NAME")
-    fails(["--push-to-hub", REPO_ID, "--checkpoint", str(tmp_path / "none.safetensors")], "checkpoint not found")
+    fails(["--push-to-hub", REPO_ID, "--checkpoint", str(tmp_path / "none.safetensors")], "no such file or folder")
     fails(["--demo", "--push-to-hub", REPO_ID, "--output-dir", str(tmp_path)], "no run with a checkpoint")
     fails(["--public"], "--public only applies to an upload")
     fails(["--test", "--push-to-hub", REPO_ID], "run --test separately")

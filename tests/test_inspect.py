@@ -68,7 +68,7 @@ def test_inspect_measures_captions_in_qwen3_tokens(shapes_folder, qwen3_tokenize
     ("args", "message"),
     [
         (["--data", "/no/such/folder"], "no such file or folder"),
-        (["--data", "shapes", "--samples", "0"], "--samples and --max-target-tokens must be at least 1"),
+        (["--data", "shapes", "--samples", "0"], "--samples 0 is invalid; expected an integer >= 1"),
         (["--data", "shapes", "--split", "sideways"], "invalid choice"),
     ],
 )

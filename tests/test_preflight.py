@@ -45,7 +45,9 @@ def test_a_good_run_passes(tmp_path: Path) -> None:
     decoder = write_decoder(tmp_path / "decoder")
     (tmp_path / "images").mkdir()
     check_run(config(tmp_path, decoder=str(decoder), top_k=3, data=f"shapes,{tmp_path / 'images'}"))
-    check_run(config(tmp_path, decoder="demo", top_k=99))  # built by the run itself: checked when it exists
+    check_run(config(tmp_path, decoder="demo", top_k=3))  # built by the run itself, with the demo's 3 blocks ...
+    with pytest.raises(UserError, match="top_k=4 is invalid; the decoder has 3 blocks"):
+        check_run(config(tmp_path, decoder="demo", top_k=4))  # ... known before it is built
     check_run(config(tmp_path, decoder="demo-pretrained", top_k=2))
     # A pretrained tag is known to timm without downloading anything; a local weights file is accepted as it is.
     weights = tmp_path / "vit.safetensors"
@@ -124,7 +126,7 @@ def test_a_bad_decoder_is_one_line(tmp_path: Path, damage, top_k: int, message: 
         (dict(data="/no/such/flickr30k"), "data source '/no/such/flickr30k' is not .*: no such file or folder"),
         (dict(data="synthetic:/no/such/set"), "synthetic data folder /no/such/set does not exist"),
         (dict(data="flickr30k,,shapes"), "has an empty entry"),
-        (dict(init_from="/no/such/stage1.safetensors"), "--init-from /no/such/stage1.safetensors: no such checkpoint"),
+        (dict(init_from="/no/such/stage1.safetensors"), "--init-from /no/such/stage1.safetensors: no such file or"),
         (dict(resume=True), "no run with a checkpoint to resume in"),
         (dict(mode="test"), "no run with a checkpoint in"),
         (dict(mode="test", checkpoint="/no/such/1_vit_top3.safetensors"), "--checkpoint /no/such/1_vit_top3"),

@@ -407,7 +407,7 @@ def test_a_missing_teacher_is_one_clear_error(tmp_path, capsys):
         (["--out", "x", "--images", "y", "--public"], "--public only applies"),
         (["--out", "x", "--images", "y", "--batch-size", "0"], "--batch-size must be at least 1"),
         (["--out", "x", "--images", "y", "--push-to-hub", "not a repo"], "not a valid repo id"),
-        (["--out", "x", "--images", "no/such/folder"], "neither 'flickr30k'"),
+        (["--out", "x", "--images", "no/such/folder"], "no/such/folder: no such folder"),  # absolute, in the line
     ],
 )
 def test_command_line_mistakes_are_one_line(tmp_path, monkeypatch, capsys, args, message):

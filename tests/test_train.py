@@ -94,6 +94,9 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path, session_cache):
     for step in range(1, 7):
         assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
     assert [p.name for p in (resumed / "models" / "runs").iterdir()] == ["b"]
+    # --max-steps is the run's length and its schedule's, and the checkpoint says so
+    _, meta = read_checkpoint(resumed / "models" / "runs" / "b" / "1_tiny_top2_step6.safetensors")
+    assert meta["schedule"] == {"total_steps": 6, "warmup_steps": 50, "epochs": 1, "set_by": "max_steps"}
 
 
 def test_two_runs_in_one_folder_never_touch_each_others_files(tmp_path, session_cache, capsys):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +25,7 @@ from data.splits import SCHEMES
 from errors import OneLineArgumentParser, UserError
 from evaluation.protocol import EvalSettings
 from runtime.devices import DEVICES, PRECISIONS
-from runtime.env import dotenv_values
+from runtime.env import DEFAULT_CACHE_DIR, dotenv_values
 from vision.encoders import ENCODER_NAMES, VIEWS
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -85,7 +85,7 @@ class TrainConfig:
     eval_every: int = 0  # also evaluate validation every N optimizer steps (0: only at the end of each epoch)
     # output
     output_dir: str = DEFAULT_OUTPUT_DIR
-    cache_dir: str = "../.data/cache"
+    cache_dir: str = DEFAULT_CACHE_DIR
     run_name: str | None = None
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at the end of each epoch only)
     keep_checkpoints: int = 2
@@ -133,8 +133,14 @@ class TrainConfig:
         at_least("beams", 1)
         for key in ("max_steps", "eval_images", "keep_checkpoints", "threads", "log_every", "bridge_hidden_dim"):
             at_least(key, 1)
+        for key in ("seed", "num_samples"):
+            at_least(key, 0)
         for key in ("lr_adapter", "lr_qwen", "weight_decay", "grad_clip"):
             at_least(key, 0, "a number")
+        if self.run_name is not None and (self.run_name.strip() in ("", ".", "..") or "/" in self.run_name):
+            raise UserError(
+                f"run_name={self.run_name!r} is invalid; expected a folder name, without / (OUTPUT_DIR/runs/NAME)"
+            )
         check_max_bad_fraction(self.max_bad_fraction)  # [0, 1], NaN refused; the same check as data loading's
         if self.push_to_hub is None:
             for key in ("public", "dry_run", "hub_decoder"):
@@ -146,6 +152,8 @@ class TrainConfig:
             raise UserError("--push-to-hub uploads a checkpoint and trains or tests nothing; run --test separately")
         else:
             hub.check_repo_id(self.push_to_hub)  # before anything is read
+            if self.hub_decoder is not None:
+                hub.check_repo_id(self.hub_decoder, label=f"--hub-decoder {self.hub_decoder!r}")
         if self.resume not in (False, True, "auto"):
             raise UserError(f"--resume {self.resume!r} is invalid; accepted: --resume, or --resume auto")
         if self.resume == "auto" and not self.run_name:
@@ -225,7 +233,7 @@ HELP = {
     "split": "auto (default): karpathy when the data's own split labels make train, val and test (Karpathy's json, the hub's "
     "Flickr30k CSV, split folders, a Parquet repo's splits), else random; random: 80/10/10 by image, from the seed; "
     "karpathy: the data's own labels (Flickr30k 29,000/1,014/1,000, COCO 113,287/5,000/5,000)",
-    "image_column": "the image column of a Parquet dataset repo, when it is not found by itself",
+    "image_column": "the image column of a Parquet dataset repo, when it is not found by itself (default: detected)",
     "caption_column": "the caption column of a Parquet repo or of an imagefolder's metadata file (default: text, "
     "caption or captions)",
     "tasks": "what to train on: caption, qa, or caption,qa (question answering needs data with questions)",
@@ -241,7 +249,9 @@ HELP = {
     "weight_decay": "AdamW weight decay (matrices only; not norms or biases)",
     "warmup_steps": "linear warm-up steps before the cosine decay",
     "grad_clip": "clip the global gradient norm to this (0: off)",
-    "max_steps": "stop after this many optimizer steps (checkpoint written)",
+    "max_steps": "train this many optimizer steps, then stop with a checkpoint: the warm-up and cosine schedule are "
+    "planned for them, and they replace --epochs (more epochs when needed), as transformers' Trainer and nanoGPT do "
+    "(default: none, every epoch)",
     "grad_checkpointing": "recompute decoder activations in the backward pass to save memory",
     "seed": "seed of data order, splits and initialisation [env SEED]",
     "device": "auto (cuda if available), cpu or cuda",
@@ -263,8 +273,8 @@ HELP = {
     "metrics are reported",
     "eval_every": "also evaluate on validation every N optimizer steps and when --max-steps stops the run, for learning "
     "curves (0: at the end of each epoch only)",
-    "output_dir": "where checkpoints go [env OUTPUT_DIR_MODELS]",
-    "cache_dir": "where datasets and encoder features are cached",
+    "output_dir": "where runs and their checkpoints go, OUTPUT_DIR/runs/NAME/ [env OUTPUT_DIR_MODELS]",
+    "cache_dir": "where datasets, encoder features and the demo's LM are cached",
     "run_name": "name of this run and of its folder OUTPUT_DIR/runs/NAME (default: from the encoder, top-K and time); "
     "with --resume, the run to continue",
     "save_every": "also checkpoint every N optimizer steps (0: only at the end of each epoch)",
@@ -272,27 +282,51 @@ HELP = {
     "resume": "continue the newest run with these settings (or --run-name) exactly where it stopped; a run whose "
     "model settings differ is refused. --resume auto --run-name NAME: continue NAME, or start it when it has no "
     "checkpoint yet (for jobs a scheduler requeues)",
-    "init_from": "start from another run's trained weights (e.g. stage 1 with --top-k 0, then stage 2)",
-    "checkpoint": "with --test or --push-to-hub: a .safetensors checkpoint, hf:OWNER/NAME (test), or 'latest' (the "
-    "newest run of this encoder and K, and of any other run setting typed)",
+    "init_from": "start from another run's trained weights (e.g. stage 1 with --top-k 0, then stage 2): a checkpoint "
+    "file, a run folder, an output folder (its newest run with this encoder, view, visual tokens, bridge width and "
+    "decoder), hf:OWNER/NAME, or latest (that run in --output-dir) (default: none)",
+    "checkpoint": "with --test or --push-to-hub: a .safetensors checkpoint or its .json sidecar, a run folder (its "
+    "newest checkpoint), an output folder, hf:OWNER/NAME, or latest: in --output-dir, the newest run of this encoder "
+    "and K and of any other run setting typed",
     "push_to_hub": "upload a checkpoint (newest complete one of this encoder and K, or --checkpoint) with a model card "
-    "to this hub model repo, OWNER/NAME, and exit (trains nothing); token from HF_TOKEN",
+    "to this hub model repo, OWNER/NAME, and exit (trains nothing); token from HF_TOKEN (default: none)",
     "public": "with --push-to-hub: create the repo public (default: private)",
     "dry_run": "with --push-to-hub: print what would be uploaded, without network",
     "hub_decoder": "with --push-to-hub: the hub id of the decoder when it was trained from a local copy of it "
-    "(recorded instead of the local path)",
+    "(recorded instead of the local path; default: none)",
     "wandb": "Weights & Biases: auto (online with an API key, else offline), online, offline, disabled",
     "wandb_project": "W&B project [env WANDB_PROJECT]",
-    "wandb_entity": "W&B entity (user or team) [env WANDB_ENTITY]",
-    "wandb_group": "W&B group of the run (python -m experiments puts each grid in one)",
+    "wandb_entity": "W&B entity (user or team) [env WANDB_ENTITY] (default: your account's default entity)",
+    "wandb_group": "W&B group of the run (python -m experiments puts each grid in one; default: none)",
     "log_every": "send the training metrics to W&B every N steps (metrics.jsonl in the run directory gets every step)",
 }
+
+
+def shown(value: Any) -> str:
+    """A default as `--help` shows it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def help_text(field: Field) -> str:
+    """A flag's help: its `HELP` line and its default, the dataclass's (and the demo's, where `--demo` changes it).
+    The flags default to None in argparse, so that `load_config` can tell a typed value from the default."""
+    text = HELP[field.name]
+    if field.name in DEMO_SETTINGS and DEMO_SETTINGS[field.name] != field.default:
+        text += f" (default: {shown(field.default)}; --demo: {shown(DEMO_SETTINGS[field.name])})"
+    elif "default" not in text:
+        text += f" (default: {shown(field.default)})"
+    return text.replace("%", "%%")  # argparse formats help strings with %
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="train.py",
         description="Train, evaluate and save the vision-language model (frozen encoder + bridge + Qwen3 top-K).",
+        formatter_class=argparse.HelpFormatter,  # help_text says each default (argparse's are None here)
     )
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--train", dest="mode", action="store_const", const="train", help="train (the default)")
@@ -303,12 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         flag = "--" + f.name.replace("_", "-")
         if f.name == "resume":  # --resume, --resume auto, --no-resume
-            parser.add_argument(flag, nargs="?", const=True, default=None, metavar="auto", help=HELP[f.name])
+            parser.add_argument(flag, nargs="?", const=True, default=None, metavar="auto", help=help_text(f))
             parser.add_argument("--no-resume", dest="resume", action="store_false", help="do not resume (default)")
         elif f.type in ("bool",):  # never type=bool: bool("False") is True
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text(f))
         else:
-            parser.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=HELP[f.name])
+            parser.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=help_text(f))
     return parser
 
 
@@ -368,9 +402,10 @@ DEMO_ENV_KEYS = ("OUTPUT_DIR_MODELS", "WANDB_ENTITY", "WANDB_PROJECT")
 
 
 def load_config(
-    argv: list[str] | None = None, env: dict[str, str] | None = None, dotenv: str | Path = ".env"
+    argv: list[str] | None = None, env: dict[str, str] | None = None, dotenv: str | Path | None = None
 ) -> TrainConfig:
-    """Command line > environment > .env > defaults (for --demo: command line > demo settings), validated."""
+    """Command line > environment > .env > defaults (for --demo: command line > demo settings), validated. `dotenv`:
+    the `.env` file to read (default: the repository's, `runtime.env.DOTENV`, wherever the command runs)."""
     args = build_parser().parse_args(argv)
     env = dict(os.environ) if env is None else env
     file_values = dotenv_values(dotenv)
@@ -395,4 +430,23 @@ def load_config(
         values["mode"] = args.mode
     cfg = TrainConfig(**values)
     cfg.explicit = frozenset(given)  # an instance attribute, shadowing the class's empty set
+    check_typed_together(cfg)
     return cfg
+
+
+def check_typed_together(cfg: TrainConfig) -> None:
+    """Flags typed on one command line that contradict each other (the values of a checkpoint's sidecar are not
+    checked here: a stage-2 run's settings hold both --init-from and, once tested, mode test)."""
+    typed = cfg.explicit
+    if cfg.mode == "test":
+        for name in ("resume", "init_from"):
+            if name in typed and getattr(cfg, name):
+                raise UserError(
+                    f"--test evaluates a checkpoint and trains nothing, so --{name.replace('_', '-')} does not apply; "
+                    "name the checkpoint with --checkpoint"
+                )
+    elif "checkpoint" in typed and cfg.checkpoint != "latest" and not cfg.push_to_hub:
+        raise UserError(
+            "--checkpoint names the checkpoint of --test or --push-to-hub; to start training from a checkpoint's "
+            "weights use --init-from, to continue a run --resume"
+        )

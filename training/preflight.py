@@ -13,8 +13,10 @@ after all of that. `check_run(cfg)` looks at every argument that names something
   (`vision.encoders.check_weights`);
 - the data source's form: hf:OWNER/REPO, an existing folder or file, ... (`data.loading.check_source`);
 - `--ptb`: Java on the PATH (pycocoevalcap's PTB tokenizer is a Java program), checked first;
+- `--output-dir` and `--cache-dir`: folders, not files;
 - `--init-from`: the checkpoint it names exists; with `--test`, the checkpoint to evaluate (`checkpoint_to_test`).
-  A checkpoint on the hub (`hf:OWNER/NAME`) is checked for its form only; it is fetched when it is read;
+  Both go through `checkpoints.resolve.named_checkpoint`, the one resolver of every command: a file, a run folder,
+  an output folder, `latest` or `hf:OWNER/NAME` (checked for its form only; it is fetched when it is read);
 - `--resume`: a run to continue exists, trained with the same model settings (`run_to_resume`); `--resume auto`
   also accepts a named run that has no checkpoint yet (it starts).
 
@@ -29,21 +31,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from bridge.vlm import check_top_k
-from checkpoints.share import complete_epoch
-from checkpoints.store import (
-    HUB_PREFIX,
-    MODEL_KEYS,
-    Run,
-    checkpoint_path,
-    differences,
-    find_run,
-    is_hub_checkpoint,
-    read_run,
-    run_directory,
-)
+from checkpoints.resolve import checkpoint_file, named_checkpoint
+from checkpoints.store import MODEL_KEYS, Run, differences, find_run, read_run, run_directory
 from data.loading import check_source
+from demo.decoders import demo_config
 from errors import UserError
 from metrics.captioning import require_java
+from runtime.env import check_folder
 from tiny_decoder import Qwen3Config
 from training.config import TrainConfig
 from training.decoders import BUILT_BY_THE_RUN, RANDOM_INIT
@@ -55,6 +49,8 @@ def check_run(cfg: TrainConfig) -> None:
     """Raise `UserError` (one line) for the first argument of `cfg` that names something that cannot be loaded."""
     if cfg.ptb:
         require_java()
+    check_folder(cfg.output_dir, "--output-dir")
+    check_folder(cfg.cache_dir, "--cache-dir")
     if cfg.mode == "test":  # the model, data and settings come from the checkpoint's sidecar
         checkpoint_to_test(cfg)
         return
@@ -62,7 +58,7 @@ def check_run(cfg: TrainConfig) -> None:
     check_weights(cfg.encoder, cfg.encoder_weights)
     check_decoder(cfg.decoder, cfg.top_k)
     if cfg.init_from:
-        _check_checkpoint(cfg.init_from, "--init-from")
+        checkpoint_to_init_from(cfg)
     if cfg.resume:
         run_to_resume(cfg)  # raises when there is nothing to resume, or it was trained with other model settings
 
@@ -70,7 +66,8 @@ def check_run(cfg: TrainConfig) -> None:
 def check_decoder(source: str, top_k: int) -> None:
     """The decoder `source` (a hub id or a directory) has a readable config with at least `top_k` blocks, its weights
     files (for a directory), and a tokenizer with a known end-of-text token."""
-    if source in BUILT_BY_THE_RUN:
+    if source in BUILT_BY_THE_RUN:  # built from the data by the run, with the demo's architecture
+        check_top_k(top_k, demo_config().num_hidden_layers)
         return
     random_init = source.startswith(RANDOM_INIT)
     source = source.removeprefix(RANDOM_INIT)
@@ -91,27 +88,27 @@ def check_decoder(source: str, top_k: int) -> None:
 
 
 def checkpoint_to_test(cfg: TrainConfig) -> str | Path:
-    """--test and --push-to-hub: `--checkpoint PATH` (or hf:OWNER/NAME), or with 'latest' the newest checkpoint of
-    the newest run of this encoder and K (and of any other run setting typed; `checkpoints.store.find_run`)."""
-    if cfg.checkpoint == "latest":
-        return find_run(cfg.output_dir, cfg.selection()).latest
-    _check_checkpoint(cfg.checkpoint, "--checkpoint")
-    return cfg.checkpoint
+    """--test: the checkpoint `--checkpoint` names (`checkpoints.resolve`); with `latest` (the default) or an output
+    folder, the newest checkpoint of the newest run of this encoder and K, and of any other run setting typed."""
+    return named_checkpoint(cfg.checkpoint, cfg.output_dir, cfg.selection(), "--checkpoint")
 
 
 def checkpoint_to_share(cfg: TrainConfig) -> Path:
-    """--push-to-hub: `--checkpoint PATH`, or the newest checkpoint that closed its epoch of the run `--test` would
-    pick (one saved mid-epoch by --save-every or Ctrl-C has no evaluation to show on the model card)."""
-    if cfg.checkpoint != "latest":
-        return checkpoint_path(cfg.checkpoint)
-    run = find_run(cfg.output_dir, cfg.selection())
-    complete = [p for p in run.checkpoints if complete_epoch(p)]
-    if not complete:
-        raise UserError(
-            f"run {run.name} has no checkpoint that closed an epoch (only mid-epoch saves); finish an epoch, or pick "
-            "one with --checkpoint PATH"
-        )
-    return complete[-1]
+    """--push-to-hub: the checkpoint `--test` would evaluate, downloaded when it is on the hub; from a run, its newest
+    checkpoint that closed an epoch (one saved mid-epoch by --save-every or Ctrl-C has no evaluation to show on the
+    model card)."""
+    return checkpoint_file(cfg.checkpoint, cfg.output_dir, cfg.selection(), "--checkpoint", closed_epoch=True)
+
+
+# The settings that shape the bridge: --init-from's output folder or `latest` picks a run trained with these.
+BRIDGE_KEYS = tuple(key for key in MODEL_KEYS if key != "top_k")
+
+
+def checkpoint_to_init_from(cfg: TrainConfig) -> str | Path:
+    """--init-from: the checkpoint it names (`checkpoints.resolve`); from an output folder or `latest`, the newest
+    run whose bridge fits this one (its encoder, view, visual tokens, bridge width and decoder; K may differ: that is
+    the two-stage recipe)."""
+    return named_checkpoint(cfg.init_from, cfg.output_dir, {k: getattr(cfg, k) for k in BRIDGE_KEYS}, "--init-from")
 
 
 def run_to_resume(cfg: TrainConfig) -> Run | None:
@@ -124,7 +121,7 @@ def run_to_resume(cfg: TrainConfig) -> Run | None:
     another experiment. Other differences (say, a lower learning rate for the rest of the run) are allowed when the
     run is named, and `training/run.py` says which."""
     if not cfg.run_name:
-        return find_run(cfg.output_dir, cfg.run_settings(), what="a checkpoint to resume")
+        return find_run(cfg.output_dir, cfg.run_settings(), what="a checkpoint to resume", flag=None)
     directory = run_directory(cfg.output_dir, cfg.run_name)
     run = read_run(directory)
     if run is None:
@@ -141,17 +138,3 @@ def run_to_resume(cfg: TrainConfig) -> Run | None:
             "first); resume with the run's settings, or start a new run with --init-from"
         )
     return run
-
-
-def _check_checkpoint(spec: str, flag: str) -> None:
-    """A local checkpoint exists with its sidecar; a hub checkpoint (hf:OWNER/NAME) has a valid repo id."""
-    if is_hub_checkpoint(spec):
-        import hub  # the hub client, only when a hub checkpoint is named
-
-        hub.check_repo_id(spec.removeprefix(HUB_PREFIX), label=f"{flag} {spec!r}", form=f"{HUB_PREFIX}OWNER/NAME")
-        return
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise UserError(f"{flag} {path}: no such checkpoint file (a .safetensors file written by train.py)")
-    if not path.with_suffix(".json").is_file():
-        raise UserError(f"{flag} {path}: no sidecar {path.with_suffix('.json').name}; it is incomplete or not ours")

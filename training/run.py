@@ -27,7 +27,7 @@ import math
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,7 +59,7 @@ from training.config import TrainConfig, test_config
 from training.decoders import build_decoder_and_tokenizer
 from training.loop import Job, Position, train_epoch
 from training.optim import build_optimizer, lr_lambda
-from training.preflight import check_run, checkpoint_to_test, run_to_resume
+from training.preflight import check_run, checkpoint_to_init_from, checkpoint_to_test, run_to_resume
 from training.space import check_space
 from training.tracking import Log, SilentTracker, Tracker, format_metrics, log_samples, print_samples, write_metrics
 from vision import FeatureCache, MappedFeatures, build_clip_text
@@ -111,8 +111,9 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     model = build_vlm(vlm_config(cfg), decoder, device, seed=cfg.seed)
     model.decoder.gradient_checkpointing = cfg.grad_checkpointing
     if cfg.init_from:
-        load_init_weights(model, cfg.init_from)
-        log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {cfg.init_from}")
+        init_from = checkpoint_to_init_from(cfg)  # a file, a run, an output folder, latest or hf:OWNER/NAME
+        load_init_weights(model, init_from)
+        log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {init_from}")
     log("what trains:\n" + model.summary())
     settings = cfg.eval_settings(tasks)
     val_protocol = protocol(settings, f"{splits.scheme} validation", val_records)
@@ -136,16 +137,17 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
             f"{cfg.max_target_tokens} and are cut there, without an end-of-text token", "yellow")  # fmt: skip
     lengths = [len(s.target) + len(s.prompt) for s in samples]  # characters: a cheap proxy for bucketing
     batches_per_epoch = math.ceil(len(samples) / cfg.batch_size)
-    total_steps = math.ceil(batches_per_epoch / cfg.grad_accum) * cfg.epochs  # --max-steps only stops early
 
     # --- 5. optimizer and schedule --------------------------------------------------------------------------------------
+    plan = plan_schedule(cfg, math.ceil(batches_per_epoch / cfg.grad_accum))  # --max-steps: the schedule's length
     optimizer = build_optimizer(model, cfg.lr_adapter, cfg.lr_qwen, cfg.weight_decay, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan.warmup_steps, plan.total_steps))
+    log(plan.describe())
 
     # --- 6. resume and tracking: a run's files are its own folder's ------------------------------------------------------
     at, run_name = Position(), cfg.run_name or f"{cfg.encoder}_top{cfg.top_k}_{datetime.now():%Y%m%d-%H%M%S}"
     if cfg.resume:
-        at, run_name = resume(cfg, model, optimizer, scheduler, batches_per_epoch, log) or (at, run_name)
+        at, run_name = resume(cfg, model, optimizer, scheduler, batches_per_epoch, plan, log) or (at, run_name)
     run_dir = run_directory(cfg.output_dir, run_name)
     tracker = make_tracker(cfg, run_dir, run_name) if dist.is_main else SilentTracker()
     log(f"run directory {run_dir} (W&B {tracker.mode})")
@@ -157,8 +159,9 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
         if dist.enabled
         else model
     )
-    job = Job(cfg, train_model, optimizer, scheduler, samples, lengths, collate, train_features, device, autocast,
-              tracker, dist, log)  # fmt: skip
+    # The loop runs the plan's epochs (more than --epochs when --max-steps asks for more steps than they hold).
+    job = Job(replace(cfg, epochs=plan.epochs), train_model, optimizer, scheduler, samples, lengths, collate,
+              train_features, device, autocast, tracker, dist, log)  # fmt: skip
     data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": tasks,
                  "image_column": cfg.image_column, "caption_column": cfg.caption_column}  # fmt: skip
 
@@ -167,7 +170,7 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     def checkpoint(complete: bool, metrics: dict) -> None:
         if not dist.is_main:  # every process holds the same weights; one writes them
             return
-        meta = sidecar(cfg, model, decoder_source, tokenizer, data_info, at, complete, metrics, run_dir)
+        meta = sidecar(cfg, model, decoder_source, tokenizer, data_info, at, complete, metrics, run_dir, plan)
         state = training_state(optimizer, scheduler, at)
         # The epoch's own name when it closes the epoch; mid-epoch, a name with the step, never the epoch's.
         stem = checkpoint_stem(at.epoch, cfg.encoder, cfg.top_k, step=None if complete else at.step)
@@ -203,7 +206,7 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     signals = StopSignals(ignore_after_stop=dist.enabled).install()
     job.stop = lambda: signals.requested(dist)
     try:
-        while at.epoch <= cfg.epochs:
+        while at.epoch <= plan.epochs:
             started = time.perf_counter()
             stopped = train_epoch(job, at, checkpoint, validate if cfg.eval_every and val_records else None)
             train_seconds += time.perf_counter() - started
@@ -212,7 +215,7 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
             complete = at.batch >= batches_per_epoch
             # With --eval-every, a run that --max-steps stops early is evaluated too: its curve gets a last point.
             if (complete or (stopped and cfg.eval_every)) and val_records:
-                last_eval = validate(shuffled_control=at.epoch == cfg.epochs or stopped)
+                last_eval = validate(shuffled_control=at.epoch == plan.epochs or stopped)
                 all_metrics[f"epoch_{at.epoch}/val"] = {**last_eval, "protocol": val_protocol.to_dict()}
                 log(format_metrics(f"epoch {at.epoch} validation", last_eval), "green")
             checkpoint(complete, last_eval if complete else {})
@@ -241,6 +244,39 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
 # ---------------------------------------------------------------------------------------------------------------------
 # The named steps of `run`, in the order it calls them
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The run's length in optimizer steps, and the warm-up + cosine learning-rate schedule planned over it.
+
+    Without `--max-steps` the run trains every step of `--epochs` epochs. With it, `--max-steps` is the run's step
+    budget, as in transformers' Trainer (`max_steps` "overrides num_train_epochs") and nanoGPT (`max_iters`): the
+    schedule decays over those steps, so a short run ends at the schedule's floor rather than at a high learning rate,
+    and the epochs are as many as those steps need (fewer than `--epochs`, or more). The sidecar records it."""
+
+    total_steps: int  # the schedule's length: the warm-up, then the cosine decay to 10% at this step
+    warmup_steps: int
+    epochs: int  # the epochs the loop runs to reach total_steps
+    set_by: str  # "epochs" or "max_steps"
+
+    def describe(self) -> str:
+        by = "--max-steps" if self.set_by == "max_steps" else "--epochs"
+        steps = f"schedule: {self.total_steps:,} optimizer steps ({by}; {self.epochs} epoch(s))"
+        if self.warmup_steps >= self.total_steps:
+            return f"{steps}, all inside the linear warm-up of --warmup-steps {self.warmup_steps:,}: no decay"
+        return f"{steps}: linear warm-up over {self.warmup_steps:,}, then cosine decay to 10% at the last step"
+
+    def to_dict(self) -> dict:
+        return {"total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "epochs": self.epochs,
+                "set_by": self.set_by}  # fmt: skip
+
+
+def plan_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
+    """The run's `Schedule`: `--epochs` epochs of `steps_per_epoch` optimizer steps, or `--max-steps` steps."""
+    if cfg.max_steps is None:
+        return Schedule(steps_per_epoch * cfg.epochs, cfg.warmup_steps, cfg.epochs, "epochs")
+    return Schedule(cfg.max_steps, cfg.warmup_steps, math.ceil(cfg.max_steps / steps_per_epoch), "max_steps")
 
 
 def seed_everything(seed: int) -> None:
@@ -329,7 +365,7 @@ def clip_zero_shot_inputs(cfg: TrainConfig, model: VisionLanguageModel, records,
 
 
 def resume(
-    cfg: TrainConfig, model, optimizer, scheduler, batches_per_epoch: int, log: Log
+    cfg: TrainConfig, model, optimizer, scheduler, batches_per_epoch: int, plan: Schedule, log: Log
 ) -> tuple[Position, str] | None:
     """--resume: the run's newest checkpoint's weights, optimizer, schedule, RNG and data position, and its name (the
     run goes on in its own folder). None with `--resume auto` when the run has no checkpoint yet: a first start."""
@@ -341,6 +377,10 @@ def resume(
         log(f"resuming {found.name} with {change}", "yellow")
     path = found.latest
     weights, meta = read_checkpoint(path)
+    planned = meta.get("schedule", {}).get("total_steps")
+    if planned is not None and planned != plan.total_steps:  # e.g. a longer --max-steps: the decay is replanned
+        log(f"the schedule of {found.name} planned {planned:,} steps; it goes on planned for {plan.total_steps:,}",
+            "yellow")  # fmt: skip
     model.load_trainable_state_dict(weights)
     state = read_training_state(path)
     optimizer.load_state_dict(state["optimizer"])
@@ -370,13 +410,15 @@ def make_tracker(cfg: TrainConfig, run_dir: Path, run_name: str) -> Tracker:
     )
 
 
-def sidecar(cfg, model, decoder_source, tokenizer, data_info, at: Position, complete, metrics, run_dir) -> dict:
+def sidecar(cfg, model, decoder_source, tokenizer, data_info, at: Position, complete, metrics, run_dir,
+            plan: Schedule) -> dict:  # fmt: skip
     """What a checkpoint's `.json` says: enough to rebuild the model without the command line (checkpoints/)."""
     return {
         "format": 1,
         "epoch": at.epoch,
         "global_step": at.step,
         "complete_epoch": complete,
+        "schedule": plan.to_dict(),  # how long the run is, and what said so (--epochs or --max-steps)
         "model": model.config.to_dict(),
         "decoder": {"source": decoder_source, "config": model.decoder.config.to_dict()},
         "tokenizer": {"source": decoder_source, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id},
@@ -457,7 +499,7 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast, dist: Distributed
         dist=dist,
     )  # fmt: skip
     stem = Path(path).stem
-    run_dir = Path(meta.get("run_dir") or Path(cfg.output_dir).expanduser() / "runs" / f"test_{stem}")
+    run_dir = Path(meta.get("run_dir") or run_directory(cfg.output_dir, f"test_{stem}"))
     if dist.is_main:
         for line in result.notes:  # METEOR without Java, SPICE that cannot run: one line each, the rest is scored
             log(escape(line), "yellow")
@@ -473,6 +515,6 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast, dist: Distributed
         write_metrics(run_dir, entries, merge=True)
         log(format_metrics(f"test split ({len(records)} images)", result.metrics), "green")
         if table is not None:
-            log(escape(format_table(table)))
+            log.console.print(format_table(table), markup=False, soft_wrap=True)  # a table: never wrapped
         print_samples(log, result.samples)
     return result.metrics
