@@ -2,12 +2,14 @@
 #   make demo   train and evaluate the offline demo (shapes set, tiny decoder): a few minutes on a laptop CPU
 #   make test   run the test suite (parity with transformers' Qwen3, data, vision, training, ...), two workers
 #   make test-fast   the tests that take seconds (no training runs, notebooks or browsers), for the edit-run loop
+#   make rehearse    the real run at its real size, offline: Qwen3-0.6B-Base's layout, ViT-B/16, CLIP, torchrun, --test,
+#                    caption.py, the push and the teacher, on random weights (about 5 min and 16 GB; docs/testing.md)
 
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint clean-venv
+.PHONY: demo test test-fast rehearse lint clean-venv
 
 # OpenMP threads that wait by spinning make small CPU models 10-20x slower as soon as anything else runs on the
 # machine (a browser, a second job); PASSIVE lets them sleep. Set it yourself when calling python directly.
@@ -29,6 +31,10 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest $(XDIST) -m "not slow"
+
+# Not part of `make test`: it needs ../shared/qwen3-tokenizer, 8 GB of disk and 16 GB of memory (python -m rehearse).
+rehearse: $(VENV)/.installed
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m rehearse
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -89,7 +89,11 @@ def card_metadata(sidecar: dict[str, Any], base_model: str | None) -> ModelCardD
 def metrics_table(validation: dict[str, float], test: dict[str, float]) -> list[str]:
     """A markdown table of the metrics both evaluations have, one row each."""
     keys = [k for k in METRIC_NAMES if k in validation or k in test]
-    keys += [k for k in {**validation, **test} if k not in METRIC_NAMES and not k.startswith("n_")]
+    keys += [
+        k
+        for k, v in {**validation, **test}.items()
+        if k not in METRIC_NAMES and not k.startswith("n_") and isinstance(v, int | float)
+    ]
     if not keys:
         return ["No metrics were recorded for this checkpoint (it was saved before its epoch's evaluation)."]
 
@@ -130,10 +134,12 @@ def data_description(sidecar: dict[str, Any]) -> str:
     source, split = data.get("source", "?"), data.get("split", "?")
     names = {"flickr30k": f"Flickr30k (`{DEFAULT_HUB_REPO}` on the hub)", "shapes": "the generated shapes set"}
     described = ", ".join(names.get(p.strip(), f"`{p.strip()}`") for p in str(source).split(","))
+    sizes = data.get("images")  # {"train": n, "val": n, "test": n}, recorded since the data issue
+    counted = f" ({sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} images)" if sizes else ""
     how = {
-        "random": f"a random 80/10/10 split by image (seed {data.get('seed', '?')})",
-        "karpathy": "Karpathy's split (29,000 / 1,014 / 1,000 images)",
-    }.get(split, f"the {split} split")
+        "random": f"a random 80/10/10 split by image (seed {data.get('seed', '?')}){counted}",
+        "karpathy": f"the data's own split (Karpathy's, for Flickr30k and COCO){counted}",
+    }.get(split, f"the {split} split{counted}")
     return f"{described}, {how}; trained on: {', '.join(data.get('tasks', [])) or '?'}."
 
 

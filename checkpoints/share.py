@@ -149,9 +149,10 @@ def recorded_test_metrics(sidecar: dict[str, Any], checkpoint: Path) -> dict[str
         return {}
     path = Path(sidecar["run_dir"]) / "metrics.json"
     try:
-        return json.loads(path.read_text()).get(f"test/{checkpoint.stem}", {})
+        recorded = json.loads(path.read_text()).get(f"test/{checkpoint.stem}", {})
     except (OSError, json.JSONDecodeError):
         return {}
+    return {k: v for k, v in recorded.items() if isinstance(v, int | float)}  # the numbers; not the protocol's dict
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -164,17 +165,20 @@ def is_absolute_path(value: str) -> bool:
     return value.startswith(("/", "~", "\\\\")) or (len(value) > 2 and value[1] == ":" and value[2] in "/\\")
 
 
-def public_name(value: str) -> str:
+def public_name(value: str, local: str = "") -> str:
     """A source as a user elsewhere can read it: hub ids, tags and names as they are; a local path by its last part
     (`/home/me/data/flickr` -> `flickr`), also after a prefix (`synthetic:/home/me/out` -> `synthetic:out`) and in
-    a comma-separated list. A relative local path is cut too: it names a place on the training machine."""
+    a comma-separated list. A relative local path is cut too: it names a place on the training machine.
+
+    `local` goes before a bare local path's last part: "./" for a data source, so that a folder named `flickr30k`
+    stays `./flickr30k`, a local folder, and is never read as the built-in hub source `flickr30k` (or `shapes`)."""
     parts = []
     for part in str(value).split(","):
         prefix, colon, rest = part.strip().partition(":")
         if colon and prefix != "hf" and len(prefix) > 1 and (is_absolute_path(rest) or is_local_path(rest)):
             parts.append(f"{prefix}:{_last_part(rest)}")
         elif is_absolute_path(part.strip()) or is_local_path(part.strip()):
-            parts.append(_last_part(part.strip()))
+            parts.append(local + _last_part(part.strip()))
         else:
             parts.append(part.strip())
     return ",".join(parts)
@@ -197,7 +201,7 @@ def public_sidecar(sidecar: dict[str, Any]) -> dict[str, Any]:
     if "encoder_weights" in model:
         model["encoder_weights"] = public_name(model["encoder_weights"])  # caption.py --encoder-weights FILE
     if isinstance(public.get("data"), dict) and "source" in public["data"]:
-        public["data"]["source"] = public_name(public["data"]["source"])
+        public["data"]["source"] = public_name(public["data"]["source"], local="./")
     config = public.get("train_config")
     if isinstance(config, dict):
         for name in MACHINE_FIELDS:

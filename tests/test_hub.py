@@ -168,7 +168,8 @@ def test_push_sends_weights_sidecar_card_and_the_small_demo_decoder(pushed, demo
     uploaded = json.loads(sent["checkpoint.json"])
     test_metrics = json.loads((checkpoint.parent / "runs/copy/metrics.json").read_text())[f"test/{checkpoint.stem}"]
     assert uploaded["decoder"]["bundled"] == "decoder" and "bundled" not in local["decoder"]
-    assert uploaded["test_metrics"] == test_metrics and uploaded["run_dir"] is None
+    numbers = {k: v for k, v in test_metrics.items() if k != "protocol"}  # the numbers travel; the protocol's dict not
+    assert uploaded["test_metrics"] == numbers and uploaded["run_dir"] is None
     assert uploaded["model"] == local["model"] and uploaded["metrics"] == local["metrics"]
     assert uploaded["hub"]["repo_id"] == REPO_ID and uploaded["hub"]["checkpoint"] == checkpoint.name
 
@@ -394,6 +395,27 @@ def test_missing_repo_or_frozen_parts_are_one_line(demo_copy, held_out, tmp_path
 )
 def test_public_names_of_sources(source, public):
     assert checkpoints.share.public_name(source) == public
+
+
+def test_a_local_data_folder_named_like_a_built_in_source_stays_local():
+    """A folder ~/data/flickr30k is pushed as ./flickr30k: not the hub's dataset on the card, nor at --test."""
+    from checkpoints.model_card import data_description, hub_datasets
+
+    public = checkpoints.share.public_name("/home/ada/data/flickr30k,/srv/shapes,flickr30k", local="./")
+    assert public == "./flickr30k,./shapes,flickr30k"
+    assert hub_datasets(public) == ["nlphuji/flickr30k"]  # only the real hub source
+    sizes = {"train": 8, "val": 8, "test": 8}
+    card = data_description(
+        {"data": {"source": "./flickr30k", "split": "karpathy", "images": sizes, "tasks": ["caption"]}}
+    )
+    assert card.startswith("`./flickr30k`, the data's own split") and "(8 / 8 / 8 images)" in card
+
+
+def test_the_cards_metrics_table_holds_numbers_only():
+    from checkpoints.model_card import metrics_table
+
+    rows = metrics_table({"bleu4": 0.1, "n_images": 4}, {"bleu4": 0.2, "protocol": {"images": 4}, "meteor": 0.3})
+    assert [r.split("|")[1].strip() for r in rows[2:]] == ["BLEU-4", "METEOR"]
 
 
 def test_pushed_repo_holds_no_local_path_nor_environment_value(trained_demo, tmp_path, monkeypatch):

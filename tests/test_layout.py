@@ -17,7 +17,7 @@ LAYERS = [
     {"bridge"},
     {"evaluation", "checkpoints", "demo"},
     {"training"},
-    {"experiments", "synth", "bench", "explain"},
+    {"experiments", "synth", "bench", "explain", "rehearse"},
     {"train", "caption"},  # the entry points: nothing imports them
 ]
 LAYER = {package: i for i, packages in enumerate(LAYERS) for package in packages}

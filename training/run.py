@@ -162,8 +162,10 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     # The loop runs the plan's epochs (more than --epochs when --max-steps asks for more steps than they hold).
     job = Job(replace(cfg, epochs=plan.epochs), train_model, optimizer, scheduler, samples, lengths, collate,
               train_features, device, autocast, tracker, dist, log)  # fmt: skip
-    data_info = {"source": cfg.data, "split": cfg.split, "seed": cfg.seed, "tasks": tasks,
-                 "image_column": cfg.image_column, "caption_column": cfg.caption_column}  # fmt: skip
+    # The split as made ("auto" resolved), with its sizes: --test and the model card read them.
+    data_info = {"source": cfg.data, "split": splits.scheme, "seed": cfg.seed, "tasks": tasks,
+                 "image_column": cfg.image_column, "caption_column": cfg.caption_column,
+                 "images": dict(zip(("train", "val", "test"), splits.sizes(), strict=True))}  # fmt: skip
 
     saved = Position(step=-1)  # where the last checkpoint was written
 
