@@ -3,7 +3,7 @@
 #   make test   run the test suite (parity with transformers' Qwen3, data, vision, training, ...), two workers
 #   make test-fast   the tests that take seconds (no training runs, notebooks or browsers), for the edit-run loop
 #   make rehearse    the real run at its real size, offline: Qwen3-0.6B-Base's layout, ViT-B/16, CLIP, torchrun, --test,
-#                    caption.py, the push and the teacher, on random weights (about 5 min and 16 GB; docs/testing.md)
+#                    caption.py, the push, the teacher, COCO and a Parquet repo, on random weights (about 8 min, 16 GB)
 
 VENV   ?= .venv
 PYTHON ?= python3

@@ -18,7 +18,10 @@ HF_HUB_OFFLINE=1, measured for time and peak memory, in this order (`commands`):
 6. `train.py --test --encoder vit --top-k 3` (the newest matching run: the two-process one);
 7. `caption.py IMAGE` (the newest checkpoint);
 8. `train.py --push-to-hub OWNER/NAME --dry-run --encoder vit --top-k 3`;
-9. `python -m synth` on three images with the teacher.
+9. `python -m synth` on three images with the teacher;
+10. the same images as COCO with Karpathy's split over the 2017 folders (`--data COCO --split karpathy`) and as a
+    Parquet dataset repo on the hub (`--data hf:someone/captions`): a step each, then `--test`, whose full metric
+    set (and for COCO the published rows beside ours) is checked.
 
 Training uses batch 8 (40 captions: 5 steps an epoch) and evaluates 4 images in galleries of 4; every other
 setting is the commands' default. Then the checks (`check`, `rehearse/checks.py`), one line each, with the measured
@@ -27,7 +30,7 @@ numbers, generation ending with end-of-text, the tokenizer's count of over-long 
 upload, the teacher's output.
 
 Exit status 0 when every check passes; 1 when one fails (every check is printed, then the end of the log of each
-command that failed); 2 when the rehearsal cannot start (no tokenizer, too little disk or memory). About 5 minutes
+command that failed); 2 when the rehearsal cannot start (no tokenizer, too little disk or memory). About 8 minutes
 on the 2-core test machine; it needs 8 GB of disk and 16 GB of memory (two training processes of 7 GB at once).
 
 Read next: `rehearse/__init__.py` (why rehearse, and what is real and what is not).
@@ -52,6 +55,7 @@ from errors import OneLineArgumentParser
 
 from . import checks as c
 from .build import SPLITS, TOKENIZER_DIR, Workspace, read_build_checks
+from .captions import PARQUET_REPO
 from .commands import Finished, command_environment, run
 from .encoders import CLIP_REPO, CLIP_WEIGHTS, VIT_REPO
 from .flickr import KARPATHY_FILE, image_name
@@ -88,9 +92,10 @@ def commands(ws: Workspace) -> dict[str, list[str]]:
     py = sys.executable
     train, caption = str(REPO / "train.py"), str(REPO / "caption.py")
     images = ws.flickr / "flickr30k_images"
-    data = ["--data", str(ws.flickr), "--cache-dir", str(ws.cache), "--precision", "bf16", "--epochs", "1",
-            "--batch-size", str(BATCH), "--eval-images", str(EVAL_IMAGES),
-            "--gallery-size", str(EVAL_IMAGES)]  # fmt: skip
+    common = ["--cache-dir", str(ws.cache), "--precision", "bf16", "--epochs", "1", "--batch-size", str(BATCH),
+              "--eval-images", str(EVAL_IMAGES), "--gallery-size", str(EVAL_IMAGES)]  # fmt: skip
+    data = ["--data", str(ws.flickr), *common]
+    evaluation = ["--cache-dir", str(ws.cache), "--eval-images", str(EVAL_IMAGES), "--gallery-size", str(EVAL_IMAGES)]
     vit, clip = ["--encoder", "vit", "--top-k", str(TOP_K)], ["--encoder", "clip", "--top-k", str(TOP_K)]
     torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     photo = images / image_name(sum(SPLITS.values()) - 1)  # the last test image
@@ -107,6 +112,15 @@ def commands(ws: Workspace) -> dict[str, list[str]]:
         "push dry run": [py, train, "--push-to-hub", PUSH_REPO, "--dry-run", *vit],
         "teacher": [py, "-m", "synth", "--images", str(images), "--limit", str(TEACHER_IMAGES), "--out",
                     str(ws.root / "synthetic"), "--questions", "3", "--max-new-tokens", str(TEACHER_TOKENS)],
+        # The other data users bring (rehearse/captions.py), each in its own output folder.
+        "train coco": [py, train, *vit, "--data", str(ws.coco), "--split", "karpathy", *common, "--max-steps", "1",
+                       "--eval-every", "1", "--run-name", "coco", "--output-dir", str(ws.root / "models-coco")],
+        "test coco": [py, train, "--test", "--checkpoint", str(ws.run_dir("coco", ws.root / "models-coco")),
+                      *evaluation, "--output-dir", str(ws.root / "models-coco")],
+        "train parquet": [py, train, *vit, "--data", f"hf:{PARQUET_REPO}", *common, "--max-steps", "1",
+                          "--eval-every", "1", "--run-name", "parquet", "--output-dir", str(ws.root / "models-parquet")],
+        "test parquet": [py, train, "--test", "--checkpoint", str(ws.run_dir("parquet", ws.root / "models-parquet")),
+                         *evaluation, "--output-dir", str(ws.root / "models-parquet")],
     }  # fmt: skip
 
 
@@ -172,6 +186,8 @@ def memory_checks(ws: Workspace, finished: dict[str, Finished]) -> list[c.Check]
         "train, 1 process": c.training_memory(imports, vit, bf16=True, processes=1),
         "train clip hidden": c.training_memory(imports, clip, bf16=True, processes=1),
         "train, 2 processes": c.training_memory(imports, vit, bf16=True, processes=2),
+        "train coco": c.training_memory(imports, vit, bf16=True, processes=1),
+        "train parquet": c.training_memory(imports, vit, bf16=True, processes=1),
         "test": c.inference_memory(imports, vit),
         "caption": c.inference_memory(imports, vit),
         "teacher": teacher,
@@ -203,7 +219,39 @@ def logged_number_checks(ws: Workspace) -> list[c.Check]:
         c.finite_metrics_check("run vit-1", ws.run_dir("vit-1"), train),
         c.finite_metrics_check("run clip-hidden", ws.run_dir("clip-hidden", ws.root / "models-clip"), train),
         c.finite_metrics_check("run vit-2 and its --test", ws.run_dir("vit-2"), (*train, "shuffled/cider_d", "test/")),
-    ]
+        c.finite_metrics_check("run coco and its --test", ws.run_dir("coco", ws.root / "models-coco"), (*train, "test/")),
+        c.finite_metrics_check("run parquet and its --test", ws.run_dir("parquet", ws.root / "models-parquet"),
+                               (*train, "test/")),
+    ]  # fmt: skip
+
+
+FULL_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider_d")  # what --test reports
+
+
+def other_data_checks(ws: Workspace, finished: dict[str, Finished]) -> list[c.Check]:
+    """COCO on Karpathy's split and a Parquet repo: read in their layouts, and --test's full metric set; COCO's with
+    the published rows beside ours (metrics.json's `/published` entry, and the table in the output)."""
+    found = []
+    for name, layout in (("coco", "coco-karpathy-json (2017 folders)"), ("parquet", f"parquet at hf:{PARQUET_REPO}")):
+        metrics_file = ws.run_dir(name, ws.root / f"models-{name}") / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        test = next((v for k, v in metrics.items() if k.startswith("test/") and not k.endswith("/published")), {})
+        missing = [key for key in FULL_METRICS if key not in test]
+        found.append(c.Check(f"train {name}: the layout read", layout in finished[f"train {name}"].output(),
+                             f"{'found' if layout in finished[f'train {name}'].output() else 'not found'} in its log",
+                             layout))  # fmt: skip
+        found.append(c.Check(f"test {name}: the COCO caption metrics", bool(test) and not missing,
+                             f"{len(FULL_METRICS) - len(missing)} of {len(FULL_METRICS)}"
+                             + (f"; no {', '.join(missing)}" if missing else ""), ", ".join(FULL_METRICS)))  # fmt: skip
+    metrics_file = ws.run_dir("coco", ws.root / "models-coco") / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    published = next((v for k, v in metrics.items() if k.endswith("/published")), {})
+    rows = [row["model"] for row in published.get("rows", [])]
+    printed = "coco, karpathy test split: published results and ours" in finished["test coco"].output()
+    found.append(c.Check("test coco: the published rows beside ours", printed and len(rows) >= 3 and rows[-1] == "ours",
+                         f"{len(rows)} rows in metrics.json ({', '.join(rows)}); table printed: {printed}",
+                         "ClipCap's two rows, then ours, printed and in metrics.json"))  # fmt: skip
+    return found
 
 
 def end_of_text_checks(ws: Workspace, tokenizer: Tokenizer) -> list[c.Check]:
@@ -298,6 +346,7 @@ def check(ws: Workspace, finished: dict[str, Finished]) -> list[c.Check]:
         ("the card", lambda: [card_data_check(finished["push dry run"].output())]),
         ("the card's table", lambda: [card_table_check(finished["push dry run"].output())]),
         ("the teacher", lambda: [teacher_check(ws)]),
+        ("other data", lambda: other_data_checks(ws, finished)),
     ]
     results = []
     for name, make in groups:

@@ -2,6 +2,8 @@
 
     ROOT/hf/hub/        Qwen/Qwen3-0.6B-Base, timm's ViT-B/16, open_clip's ViT-B/32 'openai', Qwen2.5-VL-3B-Instruct
     ROOT/flickr30k/     24 images (8 train, 8 val, 8 test), Karpathy's dataset_flickr30k.json
+    ROOT/coco/          the same images and captions as COCO with Karpathy's dataset_coco.json over the 2017 folders
+    ROOT/hf/hub/        ... and as a Parquet dataset repo, someone/captions (rehearse/captions.py)
     ROOT/build.json     the checks of what was built: the decoder file's size, the teacher loading in transformers
 
 It runs in a process of its own, as the rehearsal's first command: making 3.6 GB of random weights and loading the
@@ -24,6 +26,7 @@ from typing import TypeVar
 from checkpoints.store import RUNS_DIR
 
 from . import checks as c
+from .captions import PARQUET_REPO, write_coco, write_parquet_repo
 from .encoders import CLIP_REPO, VIT_REPO, write_clip_repo, write_vit_repo
 from .flickr import write_flickr30k
 from .qwen3 import DECODER_REPO, QWEN3_0_6B_BASE_CONFIG, write_decoder_repo
@@ -52,6 +55,10 @@ class Workspace:
     @property
     def flickr(self) -> Path:
         return self.root / "flickr30k"
+
+    @property
+    def coco(self) -> Path:
+        return self.root / "coco"
 
     @property
     def models(self) -> Path:
@@ -90,7 +97,9 @@ def build(ws: Workspace) -> list[c.Check]:
     timed(CLIP_REPO, write_clip_repo, ws.hub_cache)
     teacher = timed(f"{TEACHER_REPO} ({TEXT_BLOCKS} text and {VISION_BLOCKS} vision blocks)", write_teacher_repo,
                     ws.hub_cache, TOKENIZER_DIR)  # fmt: skip
-    timed(f"a Flickr30k folder of {sum(SPLITS.values())} images", write_flickr30k, ws.flickr, SPLITS)
+    flickr = timed(f"a Flickr30k folder of {sum(SPLITS.values())} images", write_flickr30k, ws.flickr, SPLITS)
+    timed("the same as a COCO folder (Karpathy's split, 2017 folders)", write_coco, ws.coco, flickr)
+    timed(f"the same as a Parquet dataset repo, {PARQUET_REPO}", write_parquet_repo, ws.hub_cache, flickr)
     return [decoder_file_check(decoder), teacher_load_check(teacher)]
 
 
