@@ -118,7 +118,8 @@ def commands(ws: Workspace) -> dict[str, list[str]]:
         "test coco": [py, train, "--test", "--checkpoint", str(ws.run_dir("coco", ws.root / "models-coco")),
                       *evaluation, "--output-dir", str(ws.root / "models-coco")],
         "train parquet": [py, train, *vit, "--data", f"hf:{PARQUET_REPO}", *common, "--max-steps", "1",
-                          "--eval-every", "1", "--run-name", "parquet", "--output-dir", str(ws.root / "models-parquet")],
+                          "--eval-every", "1", "--run-name", "parquet",
+                          "--output-dir", str(ws.root / "models-parquet")],
         "test parquet": [py, train, "--test", "--checkpoint", str(ws.run_dir("parquet", ws.root / "models-parquet")),
                          *evaluation, "--output-dir", str(ws.root / "models-parquet")],
     }  # fmt: skip
@@ -219,7 +220,8 @@ def logged_number_checks(ws: Workspace) -> list[c.Check]:
         c.finite_metrics_check("run vit-1", ws.run_dir("vit-1"), train),
         c.finite_metrics_check("run clip-hidden", ws.run_dir("clip-hidden", ws.root / "models-clip"), train),
         c.finite_metrics_check("run vit-2 and its --test", ws.run_dir("vit-2"), (*train, "shuffled/cider_d", "test/")),
-        c.finite_metrics_check("run coco and its --test", ws.run_dir("coco", ws.root / "models-coco"), (*train, "test/")),
+        c.finite_metrics_check("run coco and its --test", ws.run_dir("coco", ws.root / "models-coco"),
+                               (*train, "test/")),
         c.finite_metrics_check("run parquet and its --test", ws.run_dir("parquet", ws.root / "models-parquet"),
                                (*train, "test/")),
     ]  # fmt: skip
