@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             console.print(lines, soft_wrap=True, markup=False)
             return 0
         started = time.perf_counter()
-        metrics = run(cfg).metrics  # check, then train (or --test: evaluate) in training/run.py
-        if cfg.mode == "demo" and int(os.environ.get("RANK", "0")) == 0:
-            report_demo(console, metrics, time.perf_counter() - started, cfg.output_dir)
+        result = run(cfg)  # check, then train (or --test: evaluate) in training/run.py
+        if cfg.mode == "demo" and int(os.environ.get("RANK", "0")) == 0:  # the table, and the run folder's demo.json
+            report_demo(console, result, time.perf_counter() - started, cfg, argv)
     except UserError as e:
         console.print(f"[red]error:[/] {e}", soft_wrap=True)
         return 2

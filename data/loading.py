@@ -32,6 +32,7 @@ import re
 from pathlib import Path
 
 from errors import UserError
+from runtime.env import check_folder
 from runtime.files import file_lock
 
 from .coco import LAYOUTS as COCO_LAYOUTS
@@ -84,7 +85,7 @@ def load_dataset(
         raise UserError(f"unknown split scheme {split!r}; accepted: {', '.join(SCHEMES)}")
     check_max_bad_fraction(max_bad_fraction)
     names = check_source(source)
-    cache_dir = Path(cache_dir).expanduser()
+    cache_dir = check_folder(cache_dir, "the cache folder (--cache-dir)")
     columns = Columns(image_column, caption_column)
     loaded = [_read_source(name, cache_dir, seed, shapes_images, columns) for name in names]
     records, report = loaded[0] if len(loaded) == 1 else merge_sources(loaded)

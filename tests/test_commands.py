@@ -35,6 +35,7 @@ def entry_points() -> dict[str, tuple[Callable[[], argparse.ArgumentParser], Cal
     import train
     import weights_loader
     from data import inspect
+    from demo import tables
     from experiments import __main__ as experiments
     from explain import games
     from synth import __main__ as synth
@@ -48,6 +49,7 @@ def entry_points() -> dict[str, tuple[Callable[[], argparse.ArgumentParser], Cal
         "explain.pointing": (games.build_parser, games.main),
         "weights_loader.py": (weights_loader.build_parser, weights_loader.main),
         "data.inspect": (inspect.build_parser, inspect.main),
+        "demo.tables": (tables.build_parser, tables.main),
     }
     for name in BENCHES:
         module = importlib.import_module(f"bench.{name}")
@@ -68,6 +70,7 @@ NOTHING_TO_REFUSE = {
     "explain.pointing": {"--best-head": "switch", "--no-controls": "switch", "--include-training-images": "switch",
                          "--methods": "checked against the model's heads once it is loaded (test_explain.py)"},
     "weights_loader.py": {},
+    "demo.tables": {"--check": "switch"},
     "data.inspect": {"--image-column": "a column name, read when the data is", "--caption-column": "the same",
                      "--tokenizer": "one that does not load is reported, and words are counted instead"},
     "bench.gpu": {"--skip-max-batch": "switch", "--no-write": "switch"},
@@ -344,6 +347,7 @@ CASES = [
     ("data.inspect", "--samples", ["--data", "shapes", "--samples", "x"], "argument --samples: invalid int value"),
     ("data.inspect", "--cache-dir", ["--data", "shapes", "--cache-dir", "{file}"], "--cache-dir {file} is a file"),
     ("data.inspect", "--sheet", ["--data", "shapes", "--sheet", "{dir}"], "--sheet {dir} is a folder"),
+    ("demo.tables", "--cache-dir", ["--cache-dir", "{file}"], "--cache-dir {file} is a file"),
     ("bench.run_all", "--threads", ["--threads", "x"], "argument --threads: invalid int value"),
     ("bench.run_all", "--threads", ["--threads", "0"], "--threads 0 is invalid"),
     ("bench.run_all", "--work-dir", ["--work-dir", "{file}"], "--work-dir {file} is a file"),

@@ -665,3 +665,10 @@ def test_bucketing_mixes_templates_of_similar_length():
     order = batch_order(lengths, batch_size=32, seed=0, epoch=1)
     mixed = sum(len({lengths[i] for i in batch}) == 2 for batch in order)
     assert mixed >= 0.9 * len(order)
+
+
+def test_a_cache_folder_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "cache").write_text("not a folder")
+    with pytest.raises(UserError, match="the cache folder .--cache-dir. .* is a file; expected a folder") as err:
+        load_dataset("shapes", cache_dir=tmp_path / "cache")
+    assert "\n" not in str(err.value)
