@@ -61,7 +61,7 @@ from demo.decoders import demo_config, demo_tokenizer
 from runtime.files import file_lock
 from tiny_decoder import Qwen3ForCausalLM
 from training.optim import lr_lambda
-from weights_loader import TextTokenizer, load_qwen3, load_tokenizer, save_qwen3
+from weights_loader import TextTokenizer, save_qwen3
 
 DEMO_PRETRAINED = "demo-pretrained"  # the --decoder value that means this model
 PRETRAIN_FORMAT = 4  # bump when the documents or the recipe change in a way the settings below do not capture
@@ -296,7 +296,3 @@ def _pretrain_demo_lm(
     )
     return directory
 
-
-def load_pretrained_demo_lm(directory: Path) -> tuple[Qwen3ForCausalLM, TextTokenizer]:
-    """The pretrained LM and its tokenizer, read back exactly like a hub checkpoint."""
-    return load_qwen3(directory), load_tokenizer(directory)

@@ -278,7 +278,9 @@ class Log:
     """Timestamped lines on stderr, from the main process only (with torchrun, only rank 0 talks)."""
 
     def __init__(self, is_main: bool = True) -> None:
-        self.console = Console(stderr=True, highlight=False)
+        # force_jupyter=False: in a notebook too, plain lines on stderr (rich would render them through IPython's
+        # display, which a captured cell, or nbclient's output, does not show)
+        self.console = Console(stderr=True, highlight=False, force_jupyter=False)
         self.is_main = is_main
 
     def __call__(self, message: str, style: str = "cyan") -> None:
