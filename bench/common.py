@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:  # `python bench/decoder.py` as well as `python -m
     sys.path.insert(0, str(REPO))
 
 from errors import OneLineArgumentParser, UserError  # noqa: E402
-from runtime.env import check_folder  # noqa: E402
+from runtime.env import check_folder, cpu_name  # noqa: E402
 from tiny_decoder import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from weights_loader import load_qwen3, save_qwen3  # noqa: E402
 
@@ -65,23 +65,12 @@ QWEN3_0_6B_BLOCKS = 28  # the decoder every benchmark but the demo rows measures
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name, from /proc/cpuinfo on Linux (platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine(device: torch.device | None = None) -> dict:
     """What produced the numbers: CPU, cores, threads, library versions, GPU, and how busy the machine was."""
     import transformers
 
     info = {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

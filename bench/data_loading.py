@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
     # Only now: bench.common imports torch, and a child forked from a process that holds it would start with its
     # resident memory as ru_maxrss (which survives fork and exec).
-    from bench.common import command_line, cpu_model, markdown_table, today, write_section
+    from bench.common import command_line, cpu_name, markdown_table, today, write_section
 
     seconds = loader["read_s"] + loader["split_s"]
     met = seconds <= TARGET_SECONDS and loader["rss_peak"] <= TARGET_RSS
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "**met**" if met else "**not met**",
     ]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    body = f"""Run {today()}. Machine: {cpu_model()}, {cores} cores, Python {sys.version.split()[0]}. Command:
+    body = f"""Run {today()}. Machine: {cpu_name()}, {cores} cores, Python {sys.version.split()[0]}. Command:
 `{command_line("bench.data_loading", argv)}`.
 
 A synthetic `dataset_coco.json` at full size, in Karpathy's real schema (`tokens` lists included), read and split by

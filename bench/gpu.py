@@ -343,7 +343,7 @@ def write_not_measured(args: argparse.Namespace) -> int:
         ["measurement", "value", "command"], [[w, NOT_MEASURED, "`python -m bench.gpu`"] for w in what]
     )
     print(table)
-    body = f"""Checked {common.today()} on {common.cpu_model()}: `torch.cuda.is_available()` is False, so nothing
+    body = f"""Checked {common.today()} on {common.cpu_name()}: `torch.cuda.is_available()` is False, so nothing
 here was measured. On a CUDA machine, `python -m bench.gpu` fills this section (see its docstring for the method).
 
 {table}"""

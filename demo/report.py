@@ -27,6 +27,7 @@ import torch
 from rich.console import Console
 
 from runtime.devices import resolve_device
+from runtime.env import cpu_name
 from runtime.files import write_text_atomically
 
 if TYPE_CHECKING:  # never imported at run time: training is a layer above demo/ (tests/test_layout.py)
@@ -45,17 +46,6 @@ ROWS = (  # (shown as, metric key, its shuffled-image control's key or None)
     ("image->text R@1", "i2t_recall@1", None),
     ("text->image R@1", "t2i_recall@1", None),
 )
-
-
-def cpu_name() -> str:
-    """The processor's name as /proc/cpuinfo gives it on Linux ("AMD EPYC"), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(device: str) -> dict[str, Any]:

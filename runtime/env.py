@@ -24,6 +24,7 @@ Read next: `training/config.py` (the settings it fills), `.env.example` (the key
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 from errors import UserError
@@ -76,3 +77,15 @@ def check_file(path: str | Path, flag: str) -> Path:
     if not file.is_file():
         raise UserError(f"{flag} {file}: no such file")
     return file
+
+
+def cpu_name() -> str:
+    """The processor's name as /proc/cpuinfo gives it on Linux ("AMD EPYC"), else what `platform` knows: the machine
+    that results files (the demo's `demo.json`, BENCHMARKS.md) say produced their numbers."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

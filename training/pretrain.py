@@ -295,4 +295,3 @@ def _pretrain_demo_lm(
         f"(random init {random_perplexity:.1f}) -> {directory}"
     )
     return directory
-
