@@ -237,12 +237,11 @@ class VisionLanguageModel(nn.Module):
         labels: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,  # accepted for symmetry; see below
     ) -> torch.Tensor:
         """Mean cross-entropy over the target tokens of a right-padded batch.
 
-        Padding is on the right, after every target, so plain causal attention is exact for every position that
-        has a label: no mask is needed (and the decoder takes its fastest attention path).
+        No attention mask is taken: padding is on the right, after every target, so plain causal attention is exact
+        for every position that has a label (and the decoder takes its fastest attention path).
         """
         embeds = self._inputs(input_ids, pixel_values, features)
         keep, next_tokens = self._targets(labels)
