@@ -1,6 +1,6 @@
 """The generation loop: images in, checked records out, resumable, with a progress bar.
 
-    images = list_images("flickr30k", cache_dir=Path("../.data/cache"), limit=1000)
+    images = list_images("flickr30k", cache_dir=Path(DEFAULT_CACHE_DIR), limit=1000)
     stats = generate(images, QwenTeacher(), Path("out/flickr30k-qwen"), n_questions=5, batch_size=8)
 
 For each batch of images not done yet: ask the teacher (greedy decoding), check every answer (`prompt.py`),

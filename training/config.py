@@ -26,6 +26,7 @@ from errors import OneLineArgumentParser, UserError
 from evaluation.protocol import EvalSettings
 from runtime.devices import DEVICES, PRECISIONS
 from runtime.env import DEFAULT_CACHE_DIR, dotenv_values
+from training.tracking import DEFAULT_PROJECT
 from vision.encoders import ENCODER_NAMES, VIEWS
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -99,7 +100,7 @@ class TrainConfig:
     hub_decoder: str | None = None  # the hub id of a decoder trained from a local copy (recorded instead of the path)
     # tracking
     wandb: str = "auto"
-    wandb_project: str = "mlx8-w4-multimodal-transferlearning"
+    wandb_project: str = DEFAULT_PROJECT  # mlx8-w4-multimodal-transferlearning (training/tracking.py)
     wandb_entity: str | None = None
     wandb_group: str | None = None  # W&B group (the experiment runner puts each grid's runs in one group)
     log_every: int = 1  # send the training metrics to W&B every N steps (metrics.jsonl gets every step)
