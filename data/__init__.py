@@ -11,7 +11,6 @@
   `datasets` push_to_hub writes), on the hub (`hf:OWNER/NAME[:SUBSET]`) or downloaded into a folder.
 - `split_records`, `Splits` (`splits.py`): random 80/10/10 or Karpathy's split, always by image.
 - `make_samples`, `VLMCollator`, `batch_order`, `encode_prompts`, prompts (`batches.py`).
-- `train_bpe_tokenizer` (`tokenizer.py`): a small byte-level BPE for the offline demo.
 
 Read next: `data/records.py` (one image and its texts), then `data/batches.py` (from texts to tensors).
 """
@@ -35,12 +34,10 @@ from .records import ImageRecord, LoadReport
 from .shapes import generate_shapes
 from .splits import Splits, split_records
 from .synthetic import read_synthetic
-from .tokenizer import EOS_TOKEN, train_bpe_tokenizer
 
 __all__ = [
     "BadImageError",
     "CAPTION_PROMPT",
-    "EOS_TOKEN",
     "IGNORE_INDEX",
     "ImageRecord",
     "LoadReport",
@@ -64,5 +61,4 @@ __all__ = [
     "read_parquet_folder",
     "read_synthetic",
     "split_records",
-    "train_bpe_tokenizer",
 ]

@@ -29,9 +29,11 @@ from collections.abc import Sequence
 
 import torch
 
-from data import CAPTION_PROMPT, EOS_TOKEN, ImageRecord, question_prompt, train_bpe_tokenizer
+from data import CAPTION_PROMPT, ImageRecord, question_prompt
 from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
 from weights_loader import TextTokenizer
+
+from .tokenizer import EOS_TOKEN, train_bpe_tokenizer
 
 DEMO_VOCAB_SIZE = 512
 EMBEDDING_STD = 0.1

@@ -24,7 +24,6 @@ from tokenizers import Tokenizer
 import data.flickr30k as flickr30k
 from data import (
     CAPTION_PROMPT,
-    EOS_TOKEN,
     IGNORE_INDEX,
     ImageRecord,
     LoadReport,
@@ -39,10 +38,10 @@ from data import (
     make_samples,
     question_prompt,
     split_records,
-    train_bpe_tokenizer,
 )
 from data.flickr30k import read_local
 from data.images import image_problem
+from demo.tokenizer import EOS_TOKEN, train_bpe_tokenizer
 from errors import UserError
 
 QWEN_TOKENIZER = Path(__file__).resolve().parents[2] / "shared/qwen3-tokenizer/tokenizer.json"

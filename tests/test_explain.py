@@ -22,8 +22,8 @@ from conftest import tiny_qwen3_config
 from PIL import Image, ImageDraw
 
 from bridge import VisionLanguageModel, VLMConfig
-from data import train_bpe_tokenizer
 from data.flickr30k_entities import Phrase, head_word, parse_sentence, plain_text, read_entities
+from demo.tokenizer import train_bpe_tokenizer
 from errors import UserError
 from explain import attention, explain, games
 from explain.games import (

@@ -15,8 +15,8 @@ from conftest import REPO
 
 import train
 from data import load_dataset
-from data.tokenizer import EOS_TOKEN, train_bpe_tokenizer
 from demo.decoders import demo_config
+from demo.tokenizer import EOS_TOKEN, train_bpe_tokenizer
 from errors import UserError
 from tiny_decoder import Qwen3ForCausalLM
 from training.config import TrainConfig, load_config

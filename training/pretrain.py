@@ -55,9 +55,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import CAPTION_PROMPT, EOS_TOKEN, ImageRecord, question_prompt
+from data import CAPTION_PROMPT, ImageRecord, question_prompt
 from data.batches import encode_prompts
 from demo.decoders import demo_config, demo_tokenizer
+from demo.tokenizer import EOS_TOKEN
 from runtime.files import file_lock
 from tiny_decoder import Qwen3ForCausalLM
 from training.optim import lr_lambda
