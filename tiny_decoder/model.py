@@ -167,6 +167,19 @@ class Qwen3Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)  # one norm shared by all heads, over head_dim
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
+    def qkv(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of `x` [B, T, d], ready to attend: q [B, H, T, hd], k and v [B, KV, T, hd].
+        The one place they are made (`forward`, and `tiny_decoder/shared_prefix.py`'s retrieval path, use it)."""
+        B, T, _ = x.shape
+        # Project, split into heads, and normalise each head's query and key (QK-norm comes BEFORE RoPE).
+        q = self.q_norm(self.q_proj(x).view(B, T, self.num_heads, self.head_dim))  # [B, T, H, hd]
+        k = self.k_norm(self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim))  # [B, T, KV, hd]
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)  # [B, T, KV, hd]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
     def forward(
         self,
         x: torch.Tensor,
@@ -176,12 +189,7 @@ class Qwen3Attention(nn.Module):
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        # Project, split into heads, and normalise each head's query and key (QK-norm comes BEFORE RoPE).
-        q = self.q_norm(self.q_proj(x).view(B, T, self.num_heads, self.head_dim))  # [B, T, H, hd]
-        k = self.k_norm(self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim))  # [B, T, KV, hd]
-        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)  # [B, T, KV, hd]
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.qkv(x, cos, sin)  # [B, H, T, hd], [B, KV, T, hd], [B, KV, T, hd]
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # [B, KV, past + T, hd]
         if self.recorded is not None:  # asked for (`recording_attention`): the weights, and the output from them

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .model import apply_rope, rope_cos_sin, rope_inverse_frequencies
+from .model import rope_cos_sin, rope_inverse_frequencies
 
 if TYPE_CHECKING:
     from .model import KVCache, Qwen3Attention, Qwen3ForCausalLM
@@ -74,10 +74,7 @@ def _attention(
     IB, S, _ = x.shape
     B, H, KV, hd = IB // I, attn.num_heads, attn.num_kv_heads, attn.head_dim
     G = H // KV  # query heads per key/value head: query head h reads key/value head h // G
-    q = attn.q_norm(attn.q_proj(x).view(IB, S, H, hd)).transpose(1, 2)  # [I*B, H, S, hd]
-    k = attn.k_norm(attn.k_proj(x).view(IB, S, KV, hd)).transpose(1, 2)  # [I*B, KV, S, hd]
-    v = attn.v_proj(x).view(IB, S, KV, hd).transpose(1, 2)  # [I*B, KV, S, hd]
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q, k, v = attn.qkv(x, cos, sin)  # [I*B, H, S, hd], [I*B, KV, S, hd], [I*B, KV, S, hd]
     q = q.reshape(I, B, KV, G, S, hd) * hd**-0.5  # scaled as scaled_dot_product_attention scales
     k, v = k.reshape(I, B, KV, S, hd), v.reshape(I, B, KV, S, hd)
 
