@@ -128,7 +128,7 @@ def loss_fn(variant: str, model, batch: dict[str, torch.Tensor]) -> torch.Tensor
     ids, labels, features = batch["input_ids"], batch["labels"], batch["features"]
     if variant == "ours":
         return model(ids, labels, features=features)
-    embeds = model._inputs(ids, None, features)  # [B, N + T, d]: visual tokens, then the text's embeddings
+    embeds = model.sequence_embeddings(ids, None, features)  # [B, N + T, d]: visual tokens, then the text's embeddings
     N = model.config.num_visual_tokens
     if variant == "plain":  # the loss before chunking: [M, vocab] logits kept for the backward pass
         keep, next_tokens = model._targets(labels)

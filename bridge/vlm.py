@@ -217,9 +217,12 @@ class VisionLanguageModel(nn.Module):
         bridge_param = next(self.bridge.parameters())
         return self.bridge(features.to(device=bridge_param.device, dtype=bridge_param.dtype))
 
-    def _inputs(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, features: torch.Tensor | None
+    def sequence_embeddings(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """[visual tokens][text] as the decoder reads it: embeddings [B, N + T, d] of `input_ids` [B, T] after each
+        image's N visual tokens. The one place the training sequence is made (the loss, the likelihoods of retrieval,
+        explain's teacher-forced rows); generation's left-padded prompts are `prompt_embeddings`."""
         visual = self.visual_tokens(pixel_values, features)  # [B, N, d]
         text = self.decoder.model.embed_tokens(input_ids)  # [B, T, d]
         return torch.cat([visual.to(text.dtype), text], dim=1)  # [B, N + T, d]
@@ -243,7 +246,7 @@ class VisionLanguageModel(nn.Module):
         No attention mask is taken: padding is on the right, after every target, so plain causal attention is exact
         for every position that has a label (and the decoder takes its fastest attention path).
         """
-        embeds = self._inputs(input_ids, pixel_values, features)
+        embeds = self.sequence_embeddings(input_ids, pixel_values, features)
         keep, next_tokens = self._targets(labels)
         # The last position predicts nothing and, attention being causal, no other position reads it: leave it out.
         hidden = self.decoder.hidden_states(inputs_embeds=embeds[:, :-1])  # [B, N + T - 1, d]
@@ -262,7 +265,7 @@ class VisionLanguageModel(nn.Module):
         features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean log-probability of each sample's target tokens given its image, [B] (for retrieval)."""
-        embeds = self._inputs(input_ids, pixel_values, features)
+        embeds = self.sequence_embeddings(input_ids, pixel_values, features)
         keep, next_tokens = self._targets(labels)
         hidden = self.decoder.hidden_states(inputs_embeds=embeds[:, :-1])  # [B, N + T - 1, d], as in forward
         return self._mean_log_probs(hidden, keep, next_tokens)
@@ -303,7 +306,9 @@ class VisionLanguageModel(nn.Module):
         if (labels[:, :prefix_len] != -100).any() or (input_ids[:, :prefix_len] != input_ids[:1, :prefix_len]).any():
             raise ValueError("the first prefix_len tokens must be the same unlabelled prompt in every row")
         I = len(features if features is not None else pixel_values)  # noqa: E741 (I images, as in the docstring)
-        prefix = self._inputs(input_ids[:1, :prefix_len].expand(I, -1), pixel_values, features)  # [I, N + P, d]
+        prefix = self.sequence_embeddings(
+            input_ids[:1, :prefix_len].expand(I, -1), pixel_values, features
+        )  # [I, N + P, d]
         S = T - prefix_len - 1  # text positions that predict a next token (the text's last token predicts nothing)
         cache = self.decoder.new_kv_cache(I, prefix.shape[1] + (S if copy_prefix else 0))
         last = self.decoder.hidden_states(inputs_embeds=prefix, kv_cache=cache)[:, -1:]  # [I, 1, d]

@@ -24,6 +24,4 @@ def teacher_forced(
     input_ids = torch.zeros(len(rows), width, dtype=torch.long, device=features.device)  # [B, W]
     for b, row in enumerate(rows):
         input_ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
-    visual = model.visual_tokens(features=features)  # [B, N, d]
-    text = model.decoder.model.embed_tokens(input_ids)  # [B, W, d]
-    return torch.cat([visual.to(text.dtype), text], dim=1), input_ids
+    return model.sequence_embeddings(input_ids, features=features), input_ids  # [B, N + W, d], [B, W]

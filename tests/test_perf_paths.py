@@ -105,7 +105,7 @@ def test_vlm_loss_in_small_chunks_gives_the_plain_loss_and_gradients():
 
     # The plain loss, written out: logits at the labelled positions, then F.cross_entropy.
     keep, next_tokens = model._targets(labels)
-    hidden = model.decoder.hidden_states(inputs_embeds=model._inputs(input_ids, None, features))[:, :-1]
+    hidden = model.decoder.hidden_states(inputs_embeds=model.sequence_embeddings(input_ids, None, features))[:, :-1]
     plain = F.cross_entropy(model.decoder.lm_head(hidden[keep]).float(), next_tokens[keep])
     expected = torch.autograd.grad(plain, params)
 
