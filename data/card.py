@@ -25,6 +25,7 @@ Read next: `data/parquet.py` (Parquet repos on the hub), `data/imagefolder.py` (
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub.repocard import metadata_load
@@ -34,41 +35,47 @@ from errors import UserError
 CARD_FILE = "README.md"
 
 
-def card_configs(folder: Path) -> dict[str, dict[str, list[str]]]:
-    """{config name: {split name: [glob patterns, relative to `folder`]}} from `folder/README.md`; {} when it has no
-    `configs:` block (or no card)."""
+@dataclass(frozen=True)
+class Configs:
+    """A card's `configs:`: each config's {split name: [glob patterns, relative to the card's folder]}, and the config
+    marked `default: true`, if one is."""
+
+    files: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    marked_default: str | None = None
+    card: Path | None = None
+
+    def default(self) -> str:
+        """The config used when none is named: the one marked `default: true`, else "default", else the only one."""
+        if self.marked_default is not None:
+            return self.marked_default
+        if "default" in self.files or len(self.files) == 1:
+            return "default" if "default" in self.files else next(iter(self.files))
+        raise UserError(
+            f"{self.card} has several subsets ({', '.join(self.files)}) and none is the default; name one as "
+            f"SOURCE:SUBSET, e.g. :{next(iter(self.files))}"
+        )
+
+
+def card_configs(folder: Path) -> Configs:
+    """The `configs:` of `folder/README.md`, read once; empty when it has no `configs:` block (or no card)."""
     card = Path(folder) / CARD_FILE
     if not card.is_file():
-        return {}
+        return Configs()
     try:
         metadata = metadata_load(card) or {}
     except Exception as err:  # YAML errors differ by version; the card is the user's, so say which file
         raise UserError(f"cannot read the YAML front matter of {card}: {str(err).splitlines()[0]}") from err
     configs = metadata.get("configs") if isinstance(metadata, dict) else None
     if not configs:
-        return {}
+        return Configs(card=card)
     if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
         raise UserError(f"{card}: 'configs' must be a list of {{config_name, data_files}} entries")
     parsed: dict[str, dict[str, list[str]]] = {}
     for config in configs:
         name = str(config.get("config_name", "default"))
         parsed[name] = _data_files(config.get("data_files"), f"{card} config {name!r}")
-    return parsed
-
-
-def default_config(folder: Path, configs: dict[str, dict[str, list[str]]]) -> str:
-    """The config used when none is named: the one marked `default: true`, else "default", else the only one."""
-    card = Path(folder) / CARD_FILE
-    metadata = (metadata_load(card) or {}) if card.is_file() else {}
-    marked = [str(c.get("config_name", "default")) for c in metadata.get("configs") or [] if c.get("default")]
-    if marked:
-        return marked[0]
-    if "default" in configs or len(configs) == 1:
-        return "default" if "default" in configs else next(iter(configs))
-    raise UserError(
-        f"{card} has several subsets ({', '.join(configs)}) and none is the default; name one as SOURCE:SUBSET, "
-        f"e.g. :{next(iter(configs))}"
-    )
+    marked = [str(c.get("config_name", "default")) for c in configs if c.get("default")]
+    return Configs(parsed, marked[0] if marked else None, card)
 
 
 def _data_files(value: object, where: str) -> dict[str, list[str]]:

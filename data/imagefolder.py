@@ -59,7 +59,7 @@ from pathlib import Path
 
 from errors import UserError
 
-from .card import card_configs, default_config
+from .card import card_configs
 from .flickr30k import Row, clean_captions, clean_qa, merge_rows, read_text, rows_to_records
 from .records import Columns, ImageRecord, LoadReport
 
@@ -317,10 +317,10 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 def card_patterns(root: Path) -> dict[str, list[re.Pattern[str]]] | None:
     """{our split name: patterns} of the card's default config; None when the folder has no card with configs."""
     configs = card_configs(root)
-    if not configs:
+    if not configs.files:
         return None
     patterns: dict[str, list[re.Pattern[str]]] = {}
-    for split, globs in configs[default_config(root, configs)].items():
+    for split, globs in configs.files[configs.default()].items():
         patterns.setdefault(SPLIT_NAMES.get(split, split), []).extend(_glob_regex(g) for g in globs)
     return patterns
 

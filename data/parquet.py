@@ -76,7 +76,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from errors import UserError
 from runtime.files import build_folder_once
 
-from .card import CARD_FILE, card_configs, default_config
+from .card import CARD_FILE, Configs, card_configs
 from .flickr30k import (
     HUB_ANNOTATIONS,
     HUB_IMAGES_ZIP,
@@ -216,23 +216,23 @@ def choose_subset(
 
     `card_folder` holds the repo's README.md (None: it has none); `subset` is the user's `:SUBSET`, or None."""
     parquet = [path for path in files if _is_parquet(path)]
-    configs = card_configs(card_folder) if card_folder is not None else {}
-    if not configs:
+    configs = card_configs(card_folder) if card_folder is not None else Configs()
+    if not configs.files:
         if subset not in (None, "default"):
             raise UserError(f"{source} has no subsets (its card has no 'configs:'); drop :{subset}")
         return "default", _ordered(infer_splits(parquet))
     if subset is None:
         try:
-            subset = default_config(card_folder, configs)
+            subset = configs.default()
         except UserError:  # say it with this source's name, which the user types
             raise UserError(
-                f"{source} has several subsets ({', '.join(configs)}) and none is the default; name one as "
-                f"{source}:SUBSET, e.g. {source}:{next(iter(configs))}"
+                f"{source} has several subsets ({', '.join(configs.files)}) and none is the default; name one as "
+                f"{source}:SUBSET, e.g. {source}:{next(iter(configs.files))}"
             ) from None
-    if subset not in configs:
-        raise UserError(f"{source} has no subset {subset!r}; its subsets: {', '.join(configs)}")
+    if subset not in configs.files:
+        raise UserError(f"{source} has no subset {subset!r}; its subsets: {', '.join(configs.files)}")
     splits: dict[str, list[str]] = {}
-    for split, patterns in configs[subset].items():
+    for split, patterns in configs.files[subset].items():
         regexes = [_glob_regex(pattern) for pattern in patterns]
         matched = [path for path in files if any(r.fullmatch(path) for r in regexes) and not _is_hidden(path)]
         if not matched:
