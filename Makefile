@@ -14,6 +14,7 @@ PY     := $(VENV)/bin/python
 # OpenMP threads that wait by spinning make small CPU models 10-20x slower as soon as anything else runs on the
 # machine (a browser, a second job); PASSIVE lets them sleep. Set it yourself when calling python directly.
 
+# `pip install -e '.[dev]'` installs the dependencies only: the project itself runs from this checkout (README).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

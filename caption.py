@@ -7,10 +7,8 @@
     python caption.py --serve                                      # the web page, on http://127.0.0.1:7860
     CAPTION_AUTH=me:secret python caption.py --serve --host 0.0.0.0  # on the network, behind a login
 
-What happens to an image (the same path as training and evaluation, so the model sees what it was trained on):
-
-    file -- data.images.load_image --> RGB image -- encoder.preprocess --> [3, H, W] -- frozen encoder --> features
-    features -- bridge --> N visual tokens; [visual tokens]["Caption:" or "Question: ... Answer:"] -> decoder -> text
+This file is the command line only; the work is done by `captioning/` (`Captioner` and `Decoding`, which Python
+code imports with `from captioning import Captioner, Decoding`; the page, its login and limits, the server).
 
 The checkpoint's sidecar names the decoder, tokenizer, encoder and its weights, the view and K; the model is rebuilt
 from it (`checkpoints/restore.py`). `--checkpoint` takes the forms every command takes (`checkpoints/resolve.py`): a
@@ -36,10 +34,9 @@ a login, from $CAPTION_AUTH=USER:PASSWORD (or `--auth USER:PASSWORD`), and refus
 `--no-auth` is given on purpose. Uploads above `--max-upload-mb` (20) are refused, at most `--queue-size` (16)
 requests wait and `--concurrency` (1) run at once. See docs/reliability.md, "The page on a network".
 
-References: Vinyals et al. 2015, "Show and Tell" (beam search for captions), https://arxiv.org/abs/1411.4555;
-Gradio Blocks, https://www.gradio.app/guides/blocks-and-event-listeners
+Reference: Vinyals et al. 2015, "Show and Tell" (beam search for captions), https://arxiv.org/abs/1411.4555
 
-Read next: `checkpoints/restore.py` (how the model is rebuilt from a checkpoint), `explain/` (the maps of `--explain`).
+Read next: `captioning/__init__.py` (the library and the page this command runs), `explain/` (the maps of `--explain`).
 """
 
 from __future__ import annotations
@@ -55,391 +52,21 @@ import argparse
 import importlib.util
 import json
 import sys
-import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import torch
 from PIL import Image
 
+from captioning.access import AUTH_ENV, DEFAULT_CONCURRENCY, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE_SIZE, page_access
+from captioning.captioner import Captioner, Decoding, make_generator, prompt_text
+from captioning.files import PROBLEMS, Problem, collect_images
+from captioning.server import DEFAULT_PORT, serve
 from checkpoints.resolve import named_checkpoint
-from checkpoints.store import DEFAULT_OUTPUT_DIR, is_hub_checkpoint, local_checkpoint
-from data import CAPTION_PROMPT, encode_prompts, question_prompt
-from data.batches import pack
+from checkpoints.store import DEFAULT_OUTPUT_DIR
 from data.images import image_problem, load_image
 from errors import OneLineArgumentParser, UserError
-from runtime.devices import resolve_device
 from runtime.env import absolute, check_file, check_folder, dotenv_values
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-DEFAULT_PORT = 7860  # Gradio's usual port
-AUTH_ENV = "CAPTION_AUTH"  # USER:PASSWORD for the page's login, kept out of the shell history and `ps`
-DEFAULT_MAX_UPLOAD_MB = 20  # a phone photo is 2-12 MB; larger uploads are refused by Gradio (413)
-MB = 1024**2  # Gradio counts upload sizes in units of 1024 bytes
-DEFAULT_QUEUE_SIZE = 16  # requests that may wait for the model; more are told the queue is full
-DEFAULT_CONCURRENCY = 1  # requests that run at once (the model answers one at a time: Captioner.lock)
-PROBLEMS = {  # data.images.image_problem's reasons, as a user reads them
-    "missing": "no such file",
-    "unreadable": "not an image (or not a format Pillow can read)",
-    "truncated": "the image file is truncated (an interrupted download?)",
-    "decompression bomb": f"the image is too large (over {Image.MAX_IMAGE_PIXELS or 0:,} pixels)",
-}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Decoding options
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """How to choose tokens. Beam search when num_beams > 1; sampling when temperature > 0 (or top_k / top_p is
-    set, at temperature 1 unless given); greedy otherwise."""
-
-    max_new_tokens: int = 32
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    early_stopping: bool = True
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.seed < 0:
-            raise UserError(f"--seed {self.seed} is invalid; expected an integer >= 0")
-        if self.max_new_tokens < 1:
-            raise UserError(f"--max-new-tokens {self.max_new_tokens} is invalid; expected an integer >= 1")
-        if self.num_beams < 1:
-            raise UserError(f"--beams {self.num_beams} is invalid; expected an integer >= 1 (1: no beam search)")
-        if self.temperature is not None and self.temperature < 0:
-            raise UserError(f"--temperature {self.temperature} is invalid; expected 0 (greedy) or more")
-        if self.top_k is not None and self.top_k < 1:
-            raise UserError(f"--top-k {self.top_k} is invalid; expected an integer >= 1")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p {self.top_p} is invalid; expected a number in (0, 1]")
-        if self.sampling and self.num_beams > 1:
-            raise UserError("--beams and sampling (--temperature, --top-k, --top-p) exclude each other; pick one")
-
-    @property
-    def sampling(self) -> bool:
-        if self.temperature == 0:
-            return False  # temperature 0 is the limit of sampling: greedy
-        return self.temperature is not None or self.top_k is not None or self.top_p is not None
-
-    def describe(self) -> str:
-        if self.num_beams > 1:
-            stop = "early stopping" if self.early_stopping else "no early stopping"
-            return f"beam search ({self.num_beams} beams, length penalty {self.length_penalty:g}, {stop})"
-        if self.sampling:
-            parts = [f"temperature {1.0 if self.temperature is None else self.temperature:g}"]
-            parts += [f"top-k {self.top_k}"] if self.top_k else []
-            parts += [f"top-p {self.top_p:g}"] if self.top_p is not None and self.top_p < 1 else []
-            return f"sampling ({', '.join(parts)}, seed {self.seed})"
-        return "greedy"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The captioner: a restored model and one method that turns images into text
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def prompt_text(question: str | None) -> str:
-    """The prompt the model was trained with: "Caption:" or "Question: ... Answer:"."""
-    question = (question or "").strip()
-    return question_prompt(question) if question else CAPTION_PROMPT
-
-
-class Captioner:
-    """A trained VisionLanguageModel with its tokenizer, ready to caption PIL images."""
-
-    def __init__(
-        self,
-        checkpoint: Path | str,
-        device: str = "auto",
-        decoder: str | None = None,
-        encoder_weights: str | None = None,
-    ) -> None:
-        # Imported here: the vision libraries (timm, open_clip) take seconds to import, and a bad path or option
-        # should fail at once.
-        from checkpoints.restore import load_trained
-
-        self.checkpoint = local_checkpoint(checkpoint)  # hf:OWNER/NAME: the downloaded copy in the hub cache
-        self.name = str(checkpoint) if is_hub_checkpoint(checkpoint) else self.checkpoint.name
-        self.device, self.autocast = resolve_device(device)  # bf16 autocast on a GPU, as in training; fp32 on a CPU
-        self.model, self.tokenizer, self.sidecar = load_trained(
-            self.checkpoint, self.device, decoder=decoder, encoder_weights=encoder_weights
-        )
-        self.default_max_new_tokens = int(self.sidecar.get("train_config", {}).get("max_new_tokens", 32))
-        self.lock = threading.Lock()  # one generation at a time (the web page serves several browsers)
-
-    def summary(self) -> str:
-        m = self.sidecar["model"]
-        return (
-            f"{self.name}: encoder {m['encoder']} ({m['view']} view), top-{m['top_k']} decoder blocks "
-            f"trained, epoch {self.sidecar.get('epoch', '?')}"
-        )
-
-    @torch.no_grad()
-    def run(
-        self,
-        images: Sequence[Image.Image],
-        question: str | None,
-        decoding: Decoding,
-        generator: torch.Generator | None = None,
-    ) -> list[tuple[str, float]]:
-        """(output text, score) for each image; the same prompt for all of them."""
-        model, eos = self.model, self.tokenizer.eos_id
-        prompt = encode_prompts(self.tokenizer.tokenizer, [prompt_text(question)])[0]
-        prompts = [prompt] * len(images)
-        pixel_values = torch.stack([model.encoder.preprocess(image) for image in images])  # [B, 3, H, W]
-        with self.lock, self.autocast():
-            features = model.encoder(pixel_values.to(self.device), view=model.config.view)  # the frozen encoder, once
-            if decoding.num_beams > 1:
-                outputs, beam_scores = model.beam_search(
-                    prompts, features=features, num_beams=decoding.num_beams, max_new_tokens=decoding.max_new_tokens,
-                    length_penalty=decoding.length_penalty, eos_token_id=eos, early_stopping=decoding.early_stopping,
-                )  # fmt: skip
-                scores = beam_scores.float().tolist()
-            else:
-                outputs = model.generate(
-                    prompts, features=features, max_new_tokens=decoding.max_new_tokens, eos_token_id=eos,
-                    pad_token_id=self.tokenizer.pad_id, do_sample=decoding.sampling,
-                    temperature=decoding.temperature or 1.0, top_k=decoding.top_k, top_p=decoding.top_p,
-                    generator=generator,
-                )  # fmt: skip
-                scores = self.mean_log_prob(features, prompt, outputs, decoding.max_new_tokens)
-        return [(self.tokenizer.decode(ids).strip(), score) for ids, score in zip(outputs, scores, strict=True)]
-
-    def mean_log_prob(
-        self, features: torch.Tensor, prompt: list[int], outputs: list[list[int]], max_new_tokens: int
-    ) -> list[float]:
-        """Mean log-probability per generated token (the end-of-text included when it was generated), one forward
-        pass over [visual][prompt][output] with teacher forcing."""
-        eos, pad = self.tokenizer.eos_id, self.tokenizer.pad_id
-        # An output shorter than max_new_tokens was cut at its end-of-text token, which the model chose too.
-        targets = [ids + [eos] if len(ids) < max_new_tokens else ids for ids in outputs]
-        batch = pack([prompt] * len(targets), targets, pad)  # the training batches' layout (data/batches.py)
-        scores = self.model.sequence_log_likelihood(
-            batch["input_ids"].to(self.device), batch["labels"].to(self.device), features=features
-        )
-        return scores.float().tolist()
-
-
-def make_generator(decoding: Decoding, device: torch.device) -> torch.Generator | None:
-    """A seeded generator for sampling (None otherwise): the same seed gives the same outputs."""
-    return torch.Generator(device=device).manual_seed(decoding.seed) if decoding.sampling else None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The web page
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def build_app(captioner: Captioner):
-    """The page (a `gradio.Blocks`): image and question on the left, the output and what produced it on the right.
-
-    Gradio Blocks lays components out in rows and columns and attaches Python functions to their events.
-    Uploading an image captions it at once; the button (or Enter in the question box) runs again with the question
-    and the decoding options. It is the same `Captioner.run` as the command line, so the page and
-    `caption.py IMAGE` give the same output for the same options. Under the output, each word shows its map over
-    the image on hover or click (`explain/render.py`). Gradio is imported here, not at the top: the
-    command line does not need it and it takes seconds to import.
-    """
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports to Gradio's servers
-    import gradio as gr
-
-    def respond(image_path, question, beams, length_penalty, temperature, top_k, top_p, seed, max_new_tokens):
-        if not image_path:
-            raise gr.Error("Upload an image first.")
-        image = load_image(image_path)  # the same safe decoding as the command line
-        if image is None:
-            raise gr.Error(PROBLEMS.get(image_problem(image_path) or "", "unreadable image"))
-        try:
-            decoding = Decoding(
-                max_new_tokens=int(max_new_tokens),
-                num_beams=int(beams),
-                length_penalty=float(length_penalty),
-                temperature=float(temperature) if temperature > 0 else None,
-                top_k=int(top_k) if top_k > 0 else None,
-                top_p=float(top_p) if top_p < 1 else None,
-                seed=int(seed),
-            )
-        except UserError as e:
-            raise gr.Error(str(e)) from None
-        ((text, score),) = captioner.run([image], question, decoding, make_generator(decoding, captioner.device))
-        details = (
-            f"**prompt** `{prompt_text(question)}` · **decoding** {decoding.describe()} · "
-            f"**score** {score:.3f} (mean log-probability per token)"
-        )
-        from explain.render import page_view  # where it looked, word by word (explain/)
-
-        with captioner.lock:
-            maps = page_view(captioner.model, captioner.tokenizer, image, prompt_text(question), text)
-        return text, details, maps
-
-    with gr.Blocks(title="tiny-vlm: caption and ask") as app:
-        gr.Markdown(f"## Caption an image, or ask about it\nCheckpoint {captioner.summary()}")
-        with gr.Row():
-            with gr.Column():
-                image = gr.Image(
-                    type="filepath", label="Image", sources=["upload", "clipboard"], height=320, elem_id="image"
-                )
-                question = gr.Textbox(
-                    label="Question (empty: a caption)", placeholder="what colour is the circle?", elem_id="question"
-                )
-                with gr.Accordion("Decoding options", open=False):
-                    beams = gr.Slider(1, 8, value=1, step=1, label="Beams (1: greedy, or sampling)")
-                    length_penalty = gr.Slider(0.0, 2.0, value=1.0, step=0.1, label="Length penalty (beam search)")
-                    temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature (0: no sampling)")
-                    top_k = gr.Slider(0, 100, value=0, step=1, label="Top-k (0: off)")
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1: off)")
-                    seed = gr.Number(value=0, precision=0, label="Seed (sampling)")
-                    max_new_tokens = gr.Slider(
-                        1, 64, value=captioner.default_max_new_tokens, step=1, label="Max new tokens"
-                    )
-                run = gr.Button("Caption / answer", variant="primary", elem_id="run")
-            with gr.Column():
-                output = gr.Textbox(label="Caption or answer", interactive=False, elem_id="output")
-                details = gr.Markdown(elem_id="details")
-                maps = gr.HTML(elem_id="explain")
-        inputs = [image, question, beams, length_penalty, temperature, top_k, top_p, seed, max_new_tokens]
-        for event in (image.upload, run.click, question.submit):
-            event(respond, inputs, [output, details, maps])
-    return app
-
-
-@dataclass(frozen=True)
-class PageAccess:
-    """Who may open the page, and how much it takes at once (checked by `page_access` before the model loads).
-
-    `login`: (user, password) for Gradio's login form, or None for no login (loopback, or --no-auth on purpose);
-    `max_upload_bytes`: the largest file an upload may be (Gradio answers 413 above it);
-    `queue_size`: how many requests may wait; beyond it a browser is told the queue is full;
-    `concurrency`: how many requests run at once (the model answers one at a time anyway, see Captioner.lock).
-    """
-
-    login: tuple[str, str] | None = None
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * MB
-    queue_size: int = DEFAULT_QUEUE_SIZE
-    concurrency: int = DEFAULT_CONCURRENCY
-
-    def __repr__(self) -> str:  # never show the password, even in a traceback or a debugger
-        user = f"{self.login[0]!r} (password hidden)" if self.login else None
-        return (
-            f"PageAccess(login={user}, max_upload_bytes={self.max_upload_bytes}, queue_size={self.queue_size}, "
-            f"concurrency={self.concurrency})"
-        )
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is reachable from this machine only: localhost, 127.0.0.0/8 or ::1 (not 0.0.0.0, which is
-    every address of the machine, nor a host name or an address of a network interface)."""
-    import ipaddress
-
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to a network interface
-        return False
-
-
-def parse_login(value: str, where: str) -> tuple[str, str]:
-    """USER:PASSWORD (the password may itself hold ':') -> (user, password); `where` names it in the error line,
-    which never repeats the value."""
-    user, sep, password = value.partition(":")
-    if not sep or not user.strip() or not password:
-        raise UserError(f"{where} must be USER:PASSWORD, both non-empty")
-    return user.strip(), password
-
-
-def page_access(args: argparse.Namespace, environ: dict[str, str] | None = None) -> PageAccess:
-    """The page's login and limits from --auth / $CAPTION_AUTH / --no-auth, --max-upload-mb, --queue-size and
-    --concurrency. A page on an address other than loopback needs a login, or --no-auth said on purpose."""
-    environ = dict(os.environ) if environ is None else environ
-    if args.max_upload_mb <= 0:
-        raise UserError(f"--max-upload-mb {args.max_upload_mb:g} is invalid; expected a number > 0")
-    for flag, value in (("--queue-size", args.queue_size), ("--concurrency", args.concurrency)):
-        if value < 1:
-            raise UserError(f"{flag} {value} is invalid; expected an integer >= 1")
-    if args.auth is not None and args.no_auth:
-        raise UserError("--auth and --no-auth exclude each other; pick one")
-    login = None
-    if args.auth is not None:
-        login = parse_login(args.auth, "--auth")
-    elif environ.get(AUTH_ENV) and not args.no_auth:
-        login = parse_login(environ[AUTH_ENV], f"${AUTH_ENV}")
-    if login is None and not args.no_auth and not is_loopback(args.host):
-        raise UserError(
-            f"--host {args.host} opens the page to the network: set a login with {AUTH_ENV}=USER:PASSWORD in the "
-            "environment (or --auth USER:PASSWORD), or add --no-auth to serve it to anyone who can reach it"
-        )
-    return PageAccess(login, int(args.max_upload_mb * MB), args.queue_size, args.concurrency)
-
-
-def serve(captioner: Captioner, host: str, port: int, access: PageAccess | None = None) -> None:
-    """Serve the page until Ctrl-C. 127.0.0.1 (the default) is reachable from this machine only; another address
-    opens it to the network, behind Gradio's login when `access.login` is set (see docs/reliability.md)."""
-    access = access or PageAccess()
-    app = build_app(captioner)
-    import gradio as gr
-
-    # At most `queue_size` requests wait and `concurrency` run; the rest are told the queue is full.
-    app.queue(max_size=access.queue_size, default_concurrency_limit=access.concurrency)
-    # System fonts: the default theme fetches its fonts from Google, and the page should work offline.
-    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    login = f", login as {access.login[0]!r}" if access.login else ", no login"
-    print(f"serving {captioner.summary()} on http://{host}:{port}{login}", flush=True)
-    if access.login is None and not is_loopback(host):
-        print(f"warning: --no-auth: anyone who can reach {host}:{port} can use the page", file=sys.stderr, flush=True)
-    try:
-        app.launch(
-            server_name=host, server_port=port, share=False, footer_links=[], theme=theme,
-            auth=access.login, auth_message="tiny-vlm: log in with the user and password the page was started with",
-            max_file_size=access.max_upload_bytes,
-        )  # fmt: skip
-    except OSError as e:  # the port is taken
-        raise UserError(f"cannot listen on {host}:{port} ({e}); pick another --port") from None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Problem:
-    """An input that could not be captioned, and why (one line for the user)."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
-def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[Problem]]:
-    """The image files named, and those under the folders named (recursively, by suffix, sorted).
-
-    A named file is always tried, whatever its suffix (it fails later, with a reason, if it is no image); inside a
-    folder only files with an image suffix count, so a README next to the photos is not an error.
-    """
-    paths, problems = [], []
-    for raw in inputs:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                problems.append(Problem(raw, f"no images in this folder (looked for {' '.join(IMAGE_SUFFIXES)})"))
-            paths.extend(found)
-        elif path.exists():
-            paths.append(path)
-        else:
-            problems.append(Problem(raw, "no such file or folder"))
-    return paths, problems
 
 
 def find_checkpoint(checkpoint: str, output_dir: str | None) -> Path | str:
@@ -607,9 +234,10 @@ def caption_files(args: argparse.Namespace, decoding_options: dict[str, Any]) ->
                 if args.explain:  # where it looked, word by word (explain/)
                     from explain import explain_and_write
 
-                    explain_and_write(
-                        captioner.model, captioner.tokenizer, image, prompt, text, Path(args.explain) / path.stem
-                    )
+                    with captioner.autocast():  # as the caption was made (bf16 autocast on a GPU)
+                        explain_and_write(
+                            captioner.model, captioner.tokenizer, image, prompt, text, Path(args.explain) / path.stem
+                        )
                 done += 1
     finally:
         if out is not None:

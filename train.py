@@ -47,10 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True, highlight=False)
     try:
         cfg = load_config(argv)  # parse and validate: a bad value is one line naming it
-        if cfg.push_to_hub:  # share a checkpoint on the Hugging Face Hub (checkpoints/share.py); trains nothing
+        if cfg.share.push_to_hub:  # share a checkpoint on the Hugging Face Hub (checkpoints/share.py); trains nothing
             checkpoint = checkpoint_to_share(cfg)
             lines = push_checkpoint(
-                checkpoint, cfg.push_to_hub, private=not cfg.public, dry_run=cfg.dry_run, hub_decoder=cfg.hub_decoder
+                checkpoint,
+                cfg.share.push_to_hub,
+                private=not cfg.share.public,
+                dry_run=cfg.share.dry_run,
+                hub_decoder=cfg.share.hub_decoder,
             )
             console.print(lines, soft_wrap=True, markup=False)
             return 0

@@ -23,6 +23,7 @@ Read next: `training/decoders.py` (a run picks these weights or the demo's), `te
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from errors import UserError
 from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
 
 DEFAULT_REPO = "Qwen/Qwen3-0.6B-Base"
+END_OF_TEXT = "<|endoftext|>"  # the end of every caption and answer this project trains (and of a Base model's text)
 # What we fetch from the hub: the config, the weights (one file or shards with their index), the tokenizer.
 HUB_FILES = [
     "config.json",
@@ -49,6 +51,8 @@ HUB_FILES = [
 # Our module names are transformers' names, so checkpoint keys map to parameter names unchanged. Any rename would
 # go in this one table (checkpoint key prefix -> our prefix); Qwen3 needs none.
 WEIGHT_RENAMES: dict[str, str] = {}
+
+logger = logging.getLogger(__name__)
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -233,11 +237,15 @@ class TextTokenizer:
 
 
 def load_tokenizer(source: str | Path = DEFAULT_REPO) -> TextTokenizer:
-    """The tokenizer of a checkpoint directory or hub repo, with end-of-text and pad ids from its config files.
+    """The tokenizer of a checkpoint directory or hub repo, with end-of-text and pad ids.
 
-    End-of-text comes from `config.json`'s `eos_token_id` (151643, `<|endoftext|>`, for the Base model), else
-    `generation_config.json`, else `tokenizer_config.json`'s `eos_token`. Padding comes from `tokenizer_config.json`'s
-    `pad_token`, else `config.json`'s `pad_token_id`, else end-of-text.
+    End-of-text is `<|endoftext|>` (151643 in Qwen3's vocabulary) whenever the tokenizer has it: every target this
+    project trains ends with it, and generation stops at it. It is what a Base checkpoint's `config.json` names. A
+    post-trained release names `<|im_end|>` (151645) instead, the end of a turn of its chat template, which this
+    project never writes and a Base model never learned; such a difference is reported in one line, and
+    `<|endoftext|>` stays. Only a tokenizer without `<|endoftext|>` takes end-of-text from the files: `config.json`'s
+    `eos_token_id`, else `generation_config.json`'s, else `tokenizer_config.json`'s `eos_token`.
+    Padding comes from `tokenizer_config.json`'s `pad_token`, else `config.json`'s `pad_token_id`, else end-of-text.
     """
     path = resolve_checkpoint(source, need="tokenizer")
     file = path / "tokenizer.json"
@@ -259,12 +267,22 @@ def load_tokenizer(source: str | Path = DEFAULT_REPO) -> TextTokenizer:
     def first(value: int | list[int] | None) -> int | None:
         return value[0] if isinstance(value, list) and value else (value if isinstance(value, int) else None)
 
-    eos = first(config.get("eos_token_id"))
-    for candidate in (first(generation.get("eos_token_id")), token_id(tok_config.get("eos_token"))):
-        eos = candidate if eos is None else eos
-    eos = eos if eos is not None else token_id("<|endoftext|>")
+    named = [  # what the files name as end-of-text, in order of precedence
+        ("config.json's eos_token_id", first(config.get("eos_token_id"))),
+        ("generation_config.json's eos_token_id", first(generation.get("eos_token_id"))),
+        ("tokenizer_config.json's eos_token", token_id(tok_config.get("eos_token"))),
+    ]
+    where, declared = next(((w, i) for w, i in named if i is not None), (None, None))
+    eos = token_id(END_OF_TEXT)
     if eos is None:
-        raise UserError(f"{path}: cannot tell the end-of-text token (no eos_token_id, no <|endoftext|>)")
+        eos = declared
+    elif declared is not None and declared != eos:
+        logger.warning(
+            "%s: %s is %d (%s); this project's captions end with %s (%d), which training and generation use",
+            path, where, declared, tokenizer.id_to_token(declared), END_OF_TEXT, eos,
+        )  # fmt: skip
+    if eos is None:
+        raise UserError(f"{path}: cannot tell the end-of-text token (no {END_OF_TEXT}, no eos_token_id)")
     pad = token_id(tok_config.get("pad_token"))
     pad = pad if pad is not None else first(config.get("pad_token_id"))
     return TextTokenizer(tokenizer, eos_id=eos, pad_id=pad if pad is not None else eos)

@@ -50,12 +50,15 @@ SECTIONS = {
     "decoder": "Decoder forward and forward+backward",
     "generation": "Greedy generation",
     "train_step": "One vision-language training step",
+    "train_step_frozen": "Frozen weights in bf16: one training step under bf16 autocast",
     "gpu": "CUDA GPU",
-    "retrieval": "Retrieval scoring: FLOPs, and the old and new path",
+    "retrieval": "Retrieval scoring: FLOPs and time",
     "feature_cache": "Memory-mapped feature cache",
     "feature_extraction": "Feature extraction with DataLoader workers",
     "data_loading": "Reading COCO's annotations",
 }
+# The sections a script writes under another name than its own, with the command that writes them.
+SECTION_COMMANDS = {"train_step_frozen": "bench.train_step --frozen-dtype fp32 bf16"}
 DEFAULT_WORK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "tiny_vlm_bench"
 QWEN3_0_6B_BLOCKS = 28  # the decoder every benchmark but the demo rows measures; --layers keeps fewer
 
@@ -327,7 +330,8 @@ def _skeleton() -> str:
     ]
     for name, title in SECTIONS.items():
         begin, end = _markers(name)
-        parts.append(f"{begin}\n## {title}\n\nNot run yet: `python -m bench.{name}`.\n{end}\n")
+        command = SECTION_COMMANDS.get(name, f"bench.{name}")
+        parts.append(f"{begin}\n## {title}\n\nNot run yet: `python -m {command}`.\n{end}\n")
     return "\n".join(parts)
 
 

@@ -22,9 +22,10 @@ K = 3 blocks train, cached pooled features (random here), captions of Flickr30k'
 - Retrieval: the evaluation scores every (image, caption) pair of a gallery of G images (default 100) and
   their 5G captions by the caption's mean log-likelihood (`evaluation.evaluate.likelihood_scores`, bf16 autocast).
   Timed on one gallery of random pooled features and Flickr30k-length captions (random everyday words, tokenised
-  with Qwen3's tokenizer: `--tokenizer` takes the hub id or a local folder holding `tokenizer.json`), by the old path
-  (the prefix's KV cache copied to every pair's row) and the new one (a shared prefix), with the FLOPs of
-  `bench.retrieval.retrieval_flops` and the fraction of the bf16 peak they reach.
+  with Qwen3's tokenizer: `--tokenizer` takes the hub id or a local folder holding `tokenizer.json`), every caption
+  attending to its image's shared prefix, with the FLOPs of `bench.retrieval.retrieval_flops` and the fraction of
+  the bf16 peak they reach. (The path that copied the prefix into every pair's row, timed here on 2026-11-26, was
+  removed after bench/retrieval.py compared the two; it still runs at commit 86b8e74.)
 
 Read next: `bench/retrieval.py` (the retrieval FLOPs it reuses), `BENCHMARKS.md` (the results).
 """
@@ -286,44 +287,38 @@ and the batch search.
 # Captions of Flickr30k's length (10-16 words, ~12-18 tokens) made of everyday caption words: the retrieval row needs
 # real text for the tokenizer, and its cost depends on the number and length of the captions, not on their meaning.
 def retrieval_rows(args: argparse.Namespace, path, device: torch.device, command: str, peak: float | None):
-    """Seconds to score one gallery of --gallery images x 5 captions each, as the evaluation does, by the old
-    (prefix copied to every pair's cache row) and the new (shared prefix) path; FLOPs counted by bench/retrieval.py."""
+    """Seconds to score one gallery of --gallery images x 5 captions each, as the evaluation does (each image's
+    prefix shared by its captions); FLOPs counted by bench/retrieval.py."""
     tokenizer = load_tokenizer(args.tokenizer)
     model = build("ours", path, args.top_k, 16).to(device).eval()
     features = torch.randn(args.gallery, 768, generator=torch.Generator().manual_seed(0))  # [G, 768] pooled
     captions = flickr_like_captions(5 * args.gallery)
     bf16 = device.type == "cuda"
 
-    def score(n_images: int, copy_prefix: bool) -> torch.Tensor:
+    def score(n_images: int) -> torch.Tensor:
         # batch 64: the evaluation scores captions in batches of max(2 x training batch, 64)
         return likelihood_scores(
             model, features[:n_images], captions, tokenizer, 64, 48, device, lambda: autocast(device, bf16),
-            args.pairs_per_forward, copy_prefix=copy_prefix,
+            args.pairs_per_forward,
         )  # fmt: skip
 
     print(f"retrieval, one gallery of {args.gallery} images x {len(captions)} captions ...", flush=True)
-    score(2, True), score(2, False)  # warm-up: allocations and kernel choices for every caption batch
-    times = common.interleaved(
-        {"old": lambda: score(args.gallery, True), "new": lambda: score(args.gallery, False)}, 1, 0, device=device
-    )
+    score(2)  # warm-up: allocations and kernel choices for every caption batch
+    (seconds,) = common.interleaved({"score": lambda: score(args.gallery)}, 1, 0, device=device)["score"]
     prompt_len = len(encode_prompts(tokenizer.tokenizer, [CAPTION_PROMPT])[0])
     flops = retrieval_flops(model.decoder.config, caption_token_lengths(tokenizer, captions), args.gallery,
                             prompt_len, 64)  # fmt: skip
     pairs = flops.pairs
-    rows = []
-    for name, label in (("old", "prefix copied to every pair"), ("new", "shared prefix")):
-        seconds = common.median(times[name])
-        fraction = f", {100 * flops.total / seconds / (peak * 1e12):.1f}% of the bf16 peak" if peak else ""
-        rows.append(
-            [
-                f"retrieval, {label}: one gallery of {args.gallery} images x {len(captions)} captions ({pairs:,} "
-                f"pairs, {flops.per_pair / 1e9:.1f} GFLOP each, {args.pairs_per_forward} a forward pass, "
-                f"{'bf16 autocast' if bf16 else 'fp32'})",
-                f"{seconds:.1f} s ({pairs / seconds:,.0f} pairs/s, {flops.total / seconds / 1e12:.1f} TFLOP/s{fraction})",
-                command,
-            ]
-        )
-    return rows
+    fraction = f", {100 * flops.total / seconds / (peak * 1e12):.1f}% of the bf16 peak" if peak else ""
+    return [
+        [
+            f"retrieval: one gallery of {args.gallery} images x {len(captions)} captions ({pairs:,} pairs, "
+            f"{flops.per_pair / 1e9:.1f} GFLOP each, {args.pairs_per_forward} a forward pass, "
+            f"{'bf16 autocast' if bf16 else 'fp32'})",
+            f"{seconds:.1f} s ({pairs / seconds:,.0f} pairs/s, {flops.total / seconds / 1e12:.1f} TFLOP/s{fraction})",
+            command,
+        ]
+    ]
 
 
 def write_not_measured(args: argparse.Namespace) -> int:
@@ -337,7 +332,7 @@ def write_not_measured(args: argparse.Namespace) -> int:
         f"largest batch in {args.budget_gib:g} GiB ('24 GB' card), K={args.top_k}",
         f"one Flickr30k epoch ({EPOCH_CAPTIONS:,} captions) at that batch",
         "generation tokens/s, batch 1 and 8: ours / transformers",
-        f"retrieval: one gallery of {args.gallery} images x {5 * args.gallery} captions, old and new path",
+        f"retrieval: one gallery of {args.gallery} images x {5 * args.gallery} captions",
     ]
     table = common.markdown_table(
         ["measurement", "value", "command"], [[w, NOT_MEASURED, "`python -m bench.gpu`"] for w in what]

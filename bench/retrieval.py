@@ -1,5 +1,4 @@
-"""Retrieval by likelihood: what one (image, caption) pair costs in FLOPs, and the old and new scoring paths timed in
-one run.
+"""Retrieval by likelihood: what one (image, caption) pair costs in FLOPs, and how fast the evaluation scores them.
 
     python -m bench.retrieval --tokenizer ../shared/qwen3-tokenizer --gallery 6 --threads 2   # Qwen3-0.6B layout
     python -m bench.retrieval --tokenizer ../shared/qwen3-tokenizer --layers 4 --gallery 6     # fewer blocks
@@ -18,16 +17,16 @@ prefixes. Achieved FLOP/s = FLOPs / time; the fraction of peak is against the GP
 table) and, on the CPU, against the rate this run measures for one large fp32 matmul (there is no data-sheet figure
 for a shared virtual machine's cores).
 
-The two paths (`VisionLanguageModel.shared_prefix_log_likelihood`):
-- old (`copy_prefix=True`): the prefixes' keys and values copied into one KV-cache row per (image, caption) pair,
-  then the captions run after them with an explicit causal mask;
-- new (default): every caption attends to its image's prefix where it is cached (`tiny_decoder/shared_prefix.py`).
-Both are timed on the same gallery, interleaved, and their scores compared.
+The path timed is the evaluation's (`VisionLanguageModel.shared_prefix_log_likelihood`): every caption attends to
+its image's prefix where it is cached (`tiny_decoder/shared_prefix.py`). The path it replaced copied the prefixes'
+keys and values into one KV-cache row per (image, caption) pair and ran the captions after them with an explicit
+causal mask; this script timed the two side by side (BENCHMARKS.md, the run of 2026-12-01), and the copy was removed
+after that run. It still runs at commit 86b8e74 (`git checkout 86b8e74`, then the same command).
 
 Captions are Flickr30k-length (10-16 words of everyday caption words, `bench.common.flickr_like_captions`), tokenised
 with Qwen3's tokenizer; features are random pooled ViT-B/16 vectors.
 
-Read next: `tiny_decoder/shared_prefix.py` (the new path it times), `BENCHMARKS.md` (the results).
+Read next: `tiny_decoder/shared_prefix.py` (the path it times), `BENCHMARKS.md` (the results).
 """
 
 from __future__ import annotations
@@ -164,21 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     prompt_len = len(encode_prompts(tokenizer.tokenizer, [CAPTION_PROMPT])[0])
     bf16 = device.type == "cuda"
 
-    def score(copy_prefix: bool, n_images: int) -> torch.Tensor:
+    def score() -> torch.Tensor:
         return likelihood_scores(
-            model, features[:n_images], captions, tokenizer, EVAL_CAPTION_BATCH, MAX_TARGET_TOKENS, device,
-            lambda: autocast(device, bf16), args.pairs_per_forward, copy_prefix=copy_prefix,
+            model, features, captions, tokenizer, EVAL_CAPTION_BATCH, MAX_TARGET_TOKENS, device,
+            lambda: autocast(device, bf16), args.pairs_per_forward,
         )  # fmt: skip
 
-    print(f"scores of both paths on {args.gallery} images x {len(captions)} captions ...", flush=True)
-    old_scores, new_scores = score(True, args.gallery), score(False, args.gallery)  # also the warm-up
-    difference = (old_scores - new_scores).abs().max().item()
-    times = common.interleaved(
-        {"old": lambda: score(True, args.gallery), "new": lambda: score(False, args.gallery)},
-        args.repeats,
-        warmup=0,
-        device=device,
-    )
+    print(f"scoring {args.gallery} images x {len(captions)} captions ...", flush=True)
+    times = common.interleaved({"score": score}, args.repeats, warmup=1, device=device)["score"]
     load_after = common.machine(device)["load_average"]
     rate = matmul_rate(device)
     flops = retrieval_flops(config, lengths, args.gallery, prompt_len, EVAL_CAPTION_BATCH)
@@ -188,25 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     pairs = flops.pairs
     at_full_size = "; at Qwen3-0.6B's 28 blocks the same captions cost" if args.layers else "; in all"
     command = f"`{common.command_line('bench.retrieval', argv)}`"
-    rows = []
-    for name, label in (("old", "old: prefix copied to every pair's row"), ("new", "new: shared prefix")):
-        seconds = common.median(times[name])
-        achieved = flops.total / seconds
-        fraction = achieved / (peak * 1e12 if peak else rate)
-        rows.append(
-            [label, common.spread(times[name]), f"{pairs / seconds:,.2f}", f"{achieved / 1e9:,.1f}",
-             f"{100 * fraction:.0f}%", command]
-        )  # fmt: skip
-    speedup = common.median(times["old"]) / common.median(times["new"])
-    table = common.markdown_table(["path", "s per gallery", "pairs/s", "GFLOP/s", f"of {reference}", "command"], rows)
+    seconds = common.median(times)
+    achieved = flops.total / seconds
+    fraction = achieved / (peak * 1e12 if peak else rate)
+    row = [common.spread(times), f"{pairs / seconds:,.2f}", f"{achieved / 1e9:,.1f}", f"{100 * fraction:.0f}%", command]
+    table = common.markdown_table(["s per gallery", "pairs/s", "GFLOP/s", f"of {reference}", "command"], [row])
     body = f"""Run {common.today()}. Machine: {common.machine_line(info, load_after)}.
 
 Settings: {common.config_name(config)}; {"bf16 autocast" if bf16 else "fp32"} on {device.type}; one gallery of
 {args.gallery} images x {len(captions)} Flickr30k-length captions ({pairs:,} pairs; {sum(lengths) / len(lengths):.1f}
 tokens a caption with its end-of-text, Qwen3's tokenizer), captions in batches of {EVAL_CAPTION_BATCH},
-{args.pairs_per_forward} pairs a forward pass, as the evaluation (evaluation/evaluate.py) runs it. Times: median (min-max) of
-{args.repeats} interleaved repeats after one untimed call of each path. Largest |old - new| score difference:
-{difference:.1e}. New / old speed: **{speedup:.2f}x**.
+{args.pairs_per_forward} pairs a forward pass, as the evaluation (evaluation/evaluate.py) runs it, each caption attending to
+its image's shared prefix. Times: median (min-max) of {args.repeats} repeats after one untimed call. (The path that
+copied the prefix into every pair's row was timed against this one on 2026-12-01 and removed after that run; it
+still runs at commit 86b8e74.)
 
 FLOPs (`retrieval_flops`, matmuls as executed, padding included): {flops.per_pair / 1e9:.2f} GFLOP a pair at this
 layout ({flops.text / flops.total:.0%} caption positions through the blocks, {flops.head / flops.total:.0%} the LM

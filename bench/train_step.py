@@ -2,6 +2,7 @@
 
     python -m bench.train_step                          # Qwen3-0.6B, K=3: time at batch 4, memory at 4 and 16
     python -m bench.train_step --layers 4 --no-write    # a quick look
+    python -m bench.train_step --layers 4 --frozen-dtype fp32 bf16   # bf16 autocast: frozen weights in fp32 or bf16
 
 The step is what train.py does per batch: bridge(features) -> 16 visual tokens -> decoder -> loss -> backward ->
 clip the gradient norm -> fused AdamW. Features are random pooled ViT-B/16 features (768 numbers per image, as the
@@ -28,6 +29,11 @@ glibc's malloc is told to give every block of 64 KiB or more back to the OS when
 (MALLOC_MMAP_THRESHOLD_=65536), so resident memory follows the live tensors instead of the largest heap ever held.
 Without /proc (not Linux) the peak is `resource.getrusage(RUSAGE_SELF).ru_maxrss`, which also counts loading.
 
+`--frozen-dtype fp32 bf16` measures something else, into a section of its own: our step ("ours") under bf16 autocast,
+as train.py runs it with `--precision bf16` (and on CUDA by default), with the frozen decoder weights stored in fp32
+(autocast casts each matrix to bf16 on every use) and in bf16 (`VisionLanguageModel.store_frozen_in`, what train.py
+does now); the same processes, interleaved, and the same memory method.
+
 Read next: `bench/gpu.py` (the same step on a GPU: tokens/s, MFU), `training/step.py` (the real step).
 """
 
@@ -50,6 +56,7 @@ VARIANTS = {"transformers": "transformers", "plain": "ours, plain loss", "ours":
 TIME_TARGET, MEMORY_TARGET = 1.2, 0.6  # ours >= 1.2x faster, <= 0.6x the memory of the transformers-based step
 PROMPT_TOKENS, CAPTION_TOKENS = 2, (15, 20)
 PAD_ID = 151_643  # <|endoftext|>, the collator's pad and eos
+FROZEN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # --frozen-dtype: how the frozen weights are stored
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -107,8 +114,9 @@ def make_batch(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def build(variant: str, path: Path, top_k: int, num_tokens: int):
-    """The vision-language model of `variant`, built around our decoder or transformers'."""
+def build(variant: str, path: Path, top_k: int, num_tokens: int, frozen: str = "fp32"):
+    """The vision-language model of `variant`, built around our decoder or transformers', its frozen weights stored in
+    `frozen` ("fp32" or "bf16"; what trains is fp32)."""
     from bridge import VisionLanguageModel, VLMConfig
     from vision.encoders import VisionEncoder
 
@@ -121,7 +129,9 @@ def build(variant: str, path: Path, top_k: int, num_tokens: int):
     torch.manual_seed(0)  # the same bridge initialisation in every variant
     # VisionLanguageModel only needs `.model.layers`, `.model.embed_tokens` and `.config` from the decoder to build
     # the bridge and freeze everything but it and the top K blocks, so transformers' model fits as well.
-    return VisionLanguageModel(config, encoder, decoder).train()
+    model = VisionLanguageModel(config, encoder, decoder).train()
+    model.store_frozen_in(FROZEN_DTYPES[frozen])
+    return model
 
 
 def loss_fn(variant: str, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -155,7 +165,8 @@ def train_step_flops(config, positions: int, rows: int, seq: int, top_k: int, ba
 
 
 def setup(args: argparse.Namespace):
-    model = build(args.child, args.path, args.top_k, args.visual_tokens)
+    model = build(args.child, args.path, args.top_k, args.visual_tokens, args.frozen or "fp32")
+    bf16 = args.frozen is not None  # --frozen-dtype's processes run under bf16 autocast, as train.py with bf16
     groups = model.parameter_groups()
     optimizer = torch.optim.AdamW(  # as train.py builds it (fused, on the CPU too)
         [{"params": groups["bridge"], "lr": 1e-4}, {"params": groups["decoder"], "lr": 2e-5}],
@@ -167,7 +178,8 @@ def setup(args: argparse.Namespace):
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(args.child, model, batch)
+        with common.autocast(torch.device("cpu"), bf16):
+            loss = loss_fn(args.child, model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
@@ -198,7 +210,9 @@ def child(args: argparse.Namespace) -> None:
         result["between_mb"] = (_status_kb("VmRSS") or 0) / 1024  # weights + optimizer state
         # The step again, in two phases: forward+backward (where the loss matters), then clipping + AdamW.
         reset_worked = reset_peak()
-        loss_fn(args.child, model, batch).backward()
+        with common.autocast(torch.device("cpu"), args.frozen is not None):
+            loss = loss_fn(args.child, model, batch)
+        loss.backward()
         forward_backward = peak_mb(reset_worked)
         reset_peak()
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
@@ -222,8 +236,13 @@ def config_params_mb(config) -> float:
     return sum(p.numel() for p in model.parameters()) * 4 / 2**20
 
 
-def run_child(variant: str, measure: str, path: Path, args: argparse.Namespace, batch: int) -> dict:
+def run_child(
+    variant: str, measure: str, path: Path, args: argparse.Namespace, batch: int, frozen: str | None = None
+) -> dict:
+    """One fresh process of `variant`; with `frozen` ("fp32" or "bf16"), under bf16 autocast, its frozen weights
+    stored in that dtype."""
     cmd = [sys.executable, "-m", "bench.train_step", "--child", variant, "--measure", measure, "--path", str(path)]
+    cmd += ["--frozen", frozen] if frozen else []
     cmd += ["--batch", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     cmd += ["--threads", str(args.threads), "--top-k", str(args.top_k), "--visual-tokens", str(args.visual_tokens)]
     env = dict(os.environ)
@@ -261,6 +280,83 @@ def adamw_step_times(config, top_k: int, repeats: int) -> dict[str, list[float]]
     return times
 
 
+def frozen_decoder_mb(config, top_k: int) -> float:
+    """fp32 megabytes of the decoder's frozen weights: all but the top K blocks (the tied head counted once)."""
+    from tiny_decoder import Qwen3ForCausalLM
+
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(config)
+    top = model.model.layers[len(model.model.layers) - top_k :] if top_k else []
+    trained = sum(p.numel() for block in top for p in block.parameters())
+    return (sum(p.numel() for p in model.parameters()) - trained) * 4 / 2**20
+
+
+def compare_frozen_dtypes(args: argparse.Namespace, config, path: Path, command: str, info: dict) -> None:
+    """--frozen-dtype: our step under bf16 autocast with the frozen weights stored in each dtype. Step time: `rounds`
+    fresh processes per dtype, in A B, B A, ... order; memory: one process per dtype and batch. Its own section."""
+    dtypes = list(dict.fromkeys(args.frozen_dtype))
+    timing: dict[str, list[dict]] = {d: [] for d in dtypes}
+    for r in range(args.rounds):
+        for d in dtypes if r % 2 == 0 else dtypes[::-1]:
+            print(f"timing, round {r + 1}/{args.rounds}: frozen weights in {d} ...", flush=True)
+            timing[d].append(run_child("ours", "time", path, args, args.batch, frozen=d))
+    memory: dict[tuple[str, int], dict] = {}
+    for batch in args.memory_batches:
+        for d in dtypes:
+            print(f"memory, batch {batch}: frozen weights in {d} ...", flush=True)
+            memory[d, batch] = run_child("ours", "memory", path, args, batch, frozen=d)
+
+    def times(d: str) -> list[float]:
+        return [t for res in timing[d] for t in res["times"]]
+
+    ref = "fp32" if "fp32" in dtypes else None
+    time_rows = []
+    for d in dtypes:
+        speedup = f"**{common.median(times(ref)) / common.median(times(d)):.2f}x**" if ref and d != ref else "-"
+        time_rows.append([f"frozen weights in {d}", common.spread(times(d)), speedup,
+                          f"{timing[d][0]['first_loss']:.5f}", command])  # fmt: skip
+    time_table = common.markdown_table(["store", "step s", "speed-up", "loss", "command"], time_rows)
+    print(time_table)
+    has_phases = all(m["fwd_bwd_mb"] is not None for m in memory.values())
+    keys = ["between_mb", "peak_mb", *(["fwd_bwd_mb"] if has_phases else [])]
+    memory_rows = []
+    for batch in args.memory_batches:
+        for d in dtypes:
+            m, r = memory[d, batch], memory.get((ref, batch)) if d != ref else None
+            cells = [[f"{m[k]:,.0f}", f"**{m[k] / r[k]:.2f}**" if r else "-"] for k in keys]
+            memory_rows.append([f"{batch}", f"frozen weights in {d}", *(c for pair in cells for c in pair)])
+    names = {"between_mb": "between steps MB", "peak_mb": "peak MB", "fwd_bwd_mb": "fwd+bwd MB"}
+    headers = ["batch", "store", *(h for k in keys for h in (names[k], "ratio"))]
+    memory_table = common.markdown_table(headers, memory_rows)
+    print(memory_table)
+    first = timing[dtypes[0]][0]
+    frozen_mb = frozen_decoder_mb(config, args.top_k)
+    body = f"""Run {common.today()}. Machine: {common.machine_line(info, common.machine()["load_average"])}.
+
+Settings: {common.config_name(config)}; **bf16 autocast** on the CPU (train.py's `--precision bf16`, and its default on
+CUDA); otherwise as in the section above: {args.visual_tokens} visual tokens from random pooled ViT-B/16 features, a
+{PROMPT_TOKENS}-token prompt, captions of {CAPTION_TOKENS[0]}-{CAPTION_TOKENS[1]} tokens + end-of-text; the bridge and
+the top K = {args.top_k} blocks train (fp32, fused AdamW, gradient clipping). The frozen weights (embeddings = tied LM
+head, the lower blocks, the final norm: {frozen_mb:,.0f} MB in fp32, {frozen_mb / 2:,.0f} MB in bf16) are stored in
+fp32, which autocast casts to bf16 on every use, or in bf16 (`VisionLanguageModel.store_frozen_in`, what train.py does
+under bf16 autocast).
+
+Step time at batch {args.batch} ({first["positions"]} positions, {first["rows"]} labelled): each store ran in
+{args.rounds} fresh processes (interleaved), {args.warmup} warm-up + {args.steps} timed steps each; median (min-max)
+over all timed steps; speed-up = fp32 store's median / this one's. The losses differ by the roundings of the
+embeddings, the frozen norm gains and the residual stream to bf16 (tests/test_bf16_storage.py bounds them).
+
+{time_table}
+
+Memory (the method of the section above): between steps MB = resident memory between steps (weights, optimizer
+state, the process); peak MB = the peak during one step; fwd+bwd MB = the peak of the forward and backward passes
+minus the memory between steps. Ratios = this store / the fp32 store.
+
+{memory_table}"""
+    if not args.no_write:
+        common.write_section("train_step_frozen", body)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = common.make_parser(__doc__)
     parser.add_argument("--batch", type=int, default=4, help="batch of the timed steps")
@@ -275,7 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="the training steps compared"
     )
+    parser.add_argument(
+        "--frozen-dtype",
+        nargs="+",
+        choices=list(FROZEN_DTYPES),
+        default=None,
+        help="instead: our step under bf16 autocast with the frozen weights stored in each of these dtypes, "
+        "interleaved (a section of its own; default: none, the variants)",
+    )
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--frozen", choices=list(FROZEN_DTYPES), help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=["time", "memory"], default="time", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     common.add_common_args(parser, repeats=None)
@@ -296,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     config = common.decoder_config("0.6b", args.layers)
     path = common.random_checkpoint(config, args.work_dir)
     command = f"`{common.command_line('bench.train_step', argv)}`"
+    if args.frozen_dtype:
+        compare_frozen_dtypes(args, config, path, command, info)
+        return 0
     ref = "transformers" if "transformers" in args.variants else None
 
     # Step time: `rounds` fresh processes per variant, in A B C, C B A, ... order.

@@ -32,33 +32,90 @@ import torch.nn.functional as F
 from torch import nn
 
 from errors import UserError
+from runtime.settings import setting
 from tiny_decoder import Qwen3ForCausalLM
 from tiny_decoder.beam import beam_search
+from tiny_decoder.lora import TARGETS, LoRALinear, add_lora, check_rank, merge_lora, parse_targets
 from tiny_decoder.model import linear_cross_entropy, target_log_probs
 from tiny_decoder.shared_prefix import continuation_hidden_states
-from vision import VIEWS, build_encoder
+from vision import ENCODER_NAMES, VIEWS, build_encoder
 
 from .adapters import build_bridge
 
 
 @dataclass(frozen=True)
 class VLMConfig:
-    """How the vision-language model is assembled (the decoder has its own `Qwen3Config`)."""
+    """How the vision-language model is assembled (the decoder has its own `Qwen3Config`).
 
-    encoder: str = "vit"  # "vit" (timm ViT-B/16), "clip" (open_clip ViT-B/32) or "tiny" (tests, demo)
-    encoder_weights: str = "default"  # a pretrained tag, a local file, or "none" (random)
-    view: str = "pooled"  # "pooled" (one embedding per image) or "hidden" (all last-layer tokens)
-    num_visual_tokens: int = 16
-    top_k: int = 3  # decoder blocks that train, counted from the top
-    bridge_hidden_dim: int | None = None  # the MLP's hidden width; default: the decoder's width
+    Each field is also a flag of train.py (`top_k` <-> `--top-k`, its help beside it; runtime/settings.py), and
+    part of the training configuration (`TrainConfig.model`). Checkpoints record these values: a checkpoint only
+    fits a model with the same ones (`checkpoints.store.MODEL_KEYS`).
+    """
+
+    encoder: str = setting(
+        "vit",
+        "frozen vision encoder: vit (timm ViT-B/16, 768-d CLS), clip (open_clip ViT-B/32, 512-d) or tiny (tests, demo)",
+        env="VISION_ENCODER",
+        run=True,
+    )
+    encoder_weights: str = setting(
+        "default",
+        "encoder weights: 'default' (timm's / openai), another pretrained tag, a local file, or 'none'",
+        run=True,
+    )
+    view: str = setting(
+        "pooled", "encoder output the bridge reads: pooled (one embedding) or hidden (all last-layer tokens)", run=True
+    )
+    num_visual_tokens: int = setting(16, "visual tokens the bridge prepends to the text", run=True)
+    top_k: int = setting(
+        3, "how many of the decoder's top blocks train; 0 keeps the language model frozen", env="TOP_K", run=True
+    )
+    bridge_hidden_dim: int | None = setting(
+        None, "hidden width of the bridge's MLP (default: the decoder's width)", run=True
+    )
+    lead_token: bool = setting(
+        False,
+        "start every sequence with <|endoftext|> before the visual tokens, so that a text token holds position 0 "
+        "(where a pretrained LM's attention sinks), as LLaVA and Qwen-VL start with text",
+        run=True,
+    )
+    lora_rank: int = setting(
+        0,
+        "rank of LoRA adapters on the decoder blocks below the top K, whose weights stay frozen (0: none)",
+        run=True,
+    )
+    lora_alpha: float | None = setting(
+        None,
+        "LoRA scaling: the adapters' update is scaled by alpha / rank (default: 2 x rank, LLaVA's choice)",
+        run=True,
+    )
+    lora_targets: str = setting(
+        "all",
+        "the linear layers of each block that get adapters: comma-separated q_proj, k_proj, v_proj, o_proj, "
+        "gate_proj, up_proj, down_proj, or all (every one of them)",
+        run=True,
+    )
 
     def __post_init__(self) -> None:
+        if self.encoder not in ENCODER_NAMES:
+            raise UserError(f"encoder={self.encoder!r} is invalid; accepted: {', '.join(ENCODER_NAMES)}")
         if self.view not in VIEWS:
-            raise UserError(f"view={self.view!r} is invalid; expected one of {', '.join(VIEWS)}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise UserError(f"top_k={self.top_k!r} is invalid; expected an integer >= 0")
-        if not isinstance(self.num_visual_tokens, int) or self.num_visual_tokens < 1:
-            raise UserError(f"num_visual_tokens={self.num_visual_tokens!r} is invalid; expected an integer >= 1")
+            raise UserError(f"view={self.view!r} is invalid; accepted: {', '.join(VIEWS)}")
+        for key, low in (("top_k", 0), ("num_visual_tokens", 1), ("bridge_hidden_dim", 1), ("lora_rank", 0)):
+            value = getattr(self, key)
+            if value is None and key == "bridge_hidden_dim":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(f"{key}={value!r} is invalid; expected an integer >= {low}")
+
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise UserError(f"lora_alpha={self.lora_alpha!r} is invalid; expected a number > 0")
+        parse_targets(self.lora_targets)  # one line naming the accepted layers
+
+    @property
+    def lora_scale_alpha(self) -> float:
+        """alpha of the adapters' alpha / rank scaling (2 x rank unless --lora-alpha says)."""
+        return self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora_rank
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +125,20 @@ def check_top_k(top_k: int, layers: int) -> None:
     """K of the top-K blocks that train: 0 (the language model frozen) up to every block of the decoder."""
     if top_k > layers:
         raise UserError(f"top_k={top_k} is invalid; the decoder has {layers} blocks (accepted: 0..{layers})")
+
+
+def check_lora(config: VLMConfig, decoder_config) -> None:
+    """LoRA settings against the decoder (its `Qwen3Config`; before any weight is loaded, and again when the model is
+    built): the adapters go on the blocks below the top K, so K must leave some; the rank fits every adapted layer."""
+    if not config.lora_rank:
+        return
+    L, K = decoder_config.num_hidden_layers, config.top_k
+    if K >= L:
+        raise UserError(
+            f"--lora-rank {config.lora_rank} adapts the blocks below the top K, and --top-k {K} trains all {L}: "
+            "lower --top-k, or leave out --lora-rank"
+        )
+    check_rank(config.lora_rank, parse_targets(config.lora_targets), decoder_config)
 
 
 def check_visual_tokens(config: VLMConfig, encoder_tokens: int) -> None:
@@ -108,12 +179,36 @@ class VisionLanguageModel(nn.Module):
         self.decoder = decoder
         check_visual_tokens(config, encoder.num_tokens)
         self.bridge = fresh_bridge(config, encoder, decoder)
+        self.lora = self.add_lora()
+        self.lead_token_id = decoder.config.eos_token_id  # --lead-token: <|endoftext|> at position 0
+        if config.lead_token and not 0 <= (self.lead_token_id or -1) < decoder.config.vocab_size:
+            raise UserError(
+                f"--lead-token needs the decoder's end-of-text id (eos_token_id in its config.json: "
+                f"{self.lead_token_id}, with {decoder.config.vocab_size} embedding rows)"
+            )
         self.freeze()
 
     # ------------------------------------------------------------------ what trains
 
+    def add_lora(self) -> dict[str, LoRALinear]:
+        """LoRA adapters (tiny_decoder/lora.py) on the `lora_targets` layers of every block below the top K, which
+        otherwise stay frozen; none at rank 0. The top K blocks train in full, so they get none."""
+        if not self.config.lora_rank:
+            return {}
+        check_lora(self.config, self.decoder.config)
+        L, K = self.decoder.config.num_hidden_layers, self.config.top_k
+        targets = parse_targets(self.config.lora_targets)
+        return add_lora(self.decoder, self.config.lora_rank, self.config.lora_scale_alpha, targets, list(range(L - K)))
+
+    def merge_lora(self) -> int:
+        """Fold the adapters into the frozen weights, for inference: the same outputs, no extra cost, nothing left
+        to train (tiny_decoder/lora.py: merge_lora). Returns how many layers were merged."""
+        merged = merge_lora(self.decoder)
+        self.lora = {}
+        return merged
+
     def freeze(self) -> None:
-        """Freeze everything but the bridge and the top K decoder blocks."""
+        """Freeze everything but the bridge, the top K decoder blocks and the LoRA adapters."""
         for p in self.decoder.parameters():
             p.requires_grad_(False)
         for p in self.encoder.parameters():
@@ -123,16 +218,47 @@ class VisionLanguageModel(nn.Module):
                 p.requires_grad_(True)
         for p in self.bridge.parameters():
             p.requires_grad_(True)
+        for p in self.lora_parameters():
+            p.requires_grad_(True)
+
+    def store_frozen_in(self, dtype: torch.dtype) -> int:
+        """Store every frozen decoder parameter in `dtype`, in place; what trains (`parameter_groups`) stays as it is,
+        fp32. Returns how many parameters changed dtype.
+
+        training/run.py, `--test` and caption.py call it with `runtime.devices.frozen_dtype`: bf16 when the model
+        runs under bf16 autocast, which would otherwise cast every fp32 frozen matrix to bf16 on each use (twice per
+        step with gradient checkpointing) and keep the copy for the backward pass. Qwen3 is released in bf16, so its
+        weights lose nothing (a decoder saved in fp32, as the demo's, is rounded). Qwen3-4B's frozen weights take
+        about 8 GB instead of 16.
+
+        What follows from it: the token embeddings (tied with the LM head) are bf16, so the residual stream and the KV
+        cache are bf16 too, as when transformers runs the released model in bf16; RMSNorm still normalises in fp32
+        (tiny_decoder/model.py, as transformers' Qwen3RMSNorm), and the chunked loss still takes its softmax in
+        fp32. A norm gain that trains (a top block's) stays fp32, so its output is fp32 and autocast casts it for the
+        next matrix. Such a mixed model runs only under bf16 autocast; fp32 (the CPU's default) changes nothing.
+        The vision encoder is left as built: it runs once per image, before training (the features are cached)."""
+        trains = {id(p) for group in self.parameter_groups().values() for p in group}
+        changed = 0
+        for p in self.decoder.parameters():  # a tied embedding / LM head is one Parameter, listed once
+            if id(p) not in trains and p.dtype != dtype:
+                p.data = p.data.to(dtype)  # the same Parameter (ties, module references kept), its storage replaced
+                changed += 1
+        return changed
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        return [p for adapter in self.lora.values() for p in (adapter.lora_A.weight, adapter.lora_B.weight)]
 
     def top_blocks(self) -> list[nn.Module]:
         layers = self.decoder.model.layers
         return list(layers[len(layers) - self.config.top_k :]) if self.config.top_k else []
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters by group: the bridge and the decoder's top blocks (two learning rates)."""
+        """Trainable parameters by group: the bridge, the decoder's top blocks and the LoRA adapters (each its own
+        learning rate)."""
         return {
             "bridge": list(self.bridge.parameters()),
             "decoder": [p for layer in self.top_blocks() for p in layer.parameters()],
+            "lora": self.lora_parameters(),
         }
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -163,44 +289,42 @@ class VisionLanguageModel(nn.Module):
                 params[name].copy_(tensor)
 
     def summary(self) -> str:
-        """A table of parameter counts per group and whether each trains."""
+        """A table of parameter counts per group and whether each trains (the LoRA adapters on a row of their own)."""
         L, K = self.decoder.config.num_hidden_layers, self.config.top_k
         d = self.decoder.model
+        adapters = {id(p) for p in self.lora_parameters()}
 
-        def count(params) -> int:
-            return sum(p.numel() for p in params)
+        def own(module: nn.Module) -> list[nn.Parameter]:
+            return [p for p in module.parameters() if id(p) not in adapters]
 
         rows = [
-            (f"vision encoder ({self.config.encoder}, {self.config.view})", count(self.encoder.parameters())),
-            (f"bridge ({type(self.bridge).__name__})", count(self.bridge.parameters())),
+            (f"vision encoder ({self.config.encoder}, {self.config.view})", own(self.encoder)),
+            (f"bridge ({type(self.bridge).__name__})", own(self.bridge)),
             (
                 "token embeddings" + (" (tied LM head)" if self.decoder.config.tie_word_embeddings else ""),
-                count(d.embed_tokens.parameters()),
+                own(d.embed_tokens),
             ),
-            (
-                f"decoder blocks 0-{L - K - 1}" if K < L else "decoder blocks (none frozen)",
-                count(d.layers[: L - K].parameters()),
-            ),
-            (
-                f"decoder blocks {L - K}-{L - 1} (top {K})" if K else "decoder blocks (top 0)",
-                count(d.layers[L - K :].parameters()),
-            ),
-            ("final norm", count(d.norm.parameters())),
+            (f"decoder blocks 0-{L - K - 1}" if K < L else "decoder blocks (none frozen)", own(d.layers[: L - K])),
+            (f"decoder blocks {L - K}-{L - 1} (top {K})" if K else "decoder blocks (top 0)", own(d.layers[L - K :])),
+            ("final norm", own(d.norm)),
         ]
         if not self.decoder.config.tie_word_embeddings:
-            rows.append(("LM head", count(self.decoder.lm_head.parameters())))
+            rows.append(("LM head", own(self.decoder.lm_head)))
+        if self.lora:
+            c = self.config
+            targets = "all" if parse_targets(c.lora_targets) == TARGETS else c.lora_targets
+            rows.append((f"LoRA r={c.lora_rank} a={c.lora_scale_alpha:g} ({targets}, blocks 0-{L - K - 1})",
+                         self.lora_parameters()))  # fmt: skip
         trains = {id(p) for group in self.parameter_groups().values() for p in group}
-        modules = [self.encoder, self.bridge, d.embed_tokens, d.layers[: L - K], d.layers[L - K :], d.norm]
-        if not self.decoder.config.tie_word_embeddings:
-            modules.append(self.decoder.lm_head)
         lines = [f"{'group':<44}{'parameters':>14}  trains"]
         total = trainable = 0
-        for (name, n), module in zip(rows, modules, strict=True):
-            flags = {id(p) in trains for p in module.parameters()}
+        for name, params in rows:
+            n = sum(p.numel() for p in params)
+            flags = {id(p) in trains for p in params}
             state = "yes" if flags == {True} else "no" if flags <= {False} else "partly"
             lines.append(f"{name:<44}{n:>14,}  {state}")
             total += n
-            trainable += sum(p.numel() for p in module.parameters() if id(p) in trains)
+            trainable += sum(p.numel() for p in params if id(p) in trains)
         lines.append(f"{'total':<44}{total:>14,}  {trainable:,} trainable ({100 * trainable / total:.2f}%)")
         return "\n".join(lines)
 
@@ -222,15 +346,24 @@ class VisionLanguageModel(nn.Module):
     ) -> torch.Tensor:
         """[visual tokens][text] as the decoder reads it: embeddings [B, N + T, d] of `input_ids` [B, T] after each
         image's N visual tokens. The one place the training sequence is made (the loss, the likelihoods of retrieval,
-        explain's teacher-forced rows); generation's left-padded prompts are `prompt_embeddings`."""
+        explain's teacher-forced rows, and generation's left-padded prompts: `prompt_embeddings`)."""
         visual = self.visual_tokens(pixel_values, features)  # [B, N, d]
-        text = self.decoder.model.embed_tokens(input_ids)  # [B, T, d]
-        return torch.cat([visual.to(text.dtype), text], dim=1)  # [B, N + T, d]
+        embed = self.decoder.model.embed_tokens
+        text = embed(input_ids)  # [B, T, d]
+        if not self.config.lead_token:
+            return torch.cat([visual.to(text.dtype), text], dim=1)  # [B, N + T, d]
+        lead = embed(torch.tensor([[self.lead_token_id]], device=text.device)).expand(len(text), 1, -1)  # [B, 1, d]
+        return torch.cat([lead, visual.to(text.dtype), text], dim=1)  # [B, 1 + N + T, d]
+
+    @property
+    def prefix_length(self) -> int:
+        """Positions before the text: the N visual tokens, and the lead token (`--lead-token`) in front of them."""
+        return self.config.num_visual_tokens + int(self.config.lead_token)
 
     def _targets(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The predicting positions and their next tokens, for labels [B, T] after N visual tokens."""
-        N = self.config.num_visual_tokens
-        full = F.pad(labels, (N, 0), value=-100)  # [B, N + T]: no label on visual positions
+        N = self.prefix_length
+        full = F.pad(labels, (N, 0), value=-100)  # [B, N + T]: no label on visual positions (nor the lead token)
         next_tokens = full[:, 1:]  # [B, N + T - 1]: position t predicts token t + 1
         return next_tokens != -100, next_tokens
 
@@ -287,7 +420,6 @@ class VisionLanguageModel(nn.Module):
         prefix_len: int,
         pixel_values: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
-        copy_prefix: bool = False,
     ) -> torch.Tensor:
         """`sequence_log_likelihood` of each of B texts given each of I images, [I, B], each image's start run once.
 
@@ -299,8 +431,8 @@ class VisionLanguageModel(nn.Module):
         a 2-token prompt, that is 18 fewer positions per (image, caption) pair, and on a GPU a few images' worth of
         pairs per pass keep it busy where one image's captions would not.
 
-        `copy_prefix=True` is the earlier way, kept for the benchmark (`bench/retrieval.py`) and as a reference:
-        the prefix's keys and values are copied into I x B rows of a plain KV cache, and the texts run after them.
+        The earlier way copied the prefix's keys and values into I x B rows of a plain KV cache and ran the texts
+        after them; BENCHMARKS.md ("Retrieval scoring") compares the two, measured before the copy was removed.
         """
         B, T = input_ids.shape
         if (labels[:, :prefix_len] != -100).any() or (input_ids[:, :prefix_len] != input_ids[:1, :prefix_len]).any():
@@ -310,18 +442,13 @@ class VisionLanguageModel(nn.Module):
             input_ids[:1, :prefix_len].expand(I, -1), pixel_values, features
         )  # [I, N + P, d]
         S = T - prefix_len - 1  # text positions that predict a next token (the text's last token predicts nothing)
-        cache = self.decoder.new_kv_cache(I, prefix.shape[1] + (S if copy_prefix else 0))
+        cache = self.decoder.new_kv_cache(I, prefix.shape[1])
         last = self.decoder.hidden_states(inputs_embeds=prefix, kv_cache=cache)[:, -1:]  # [I, 1, d]
         # The prompt's last position predicts the first text token; row i*B + b pairs image i with text b.
         hidden = last[:, None].expand(I, B, 1, last.shape[-1])  # [I, B, 1, d]
         if S > 0:
             text = self.decoder.model.embed_tokens(input_ids[:, prefix_len:-1])  # [B, S, d]
-            if copy_prefix:
-                cache.reorder(torch.arange(I, device=last.device).repeat_interleave(B))  # I*B copies of prefixes
-                text_hidden = self.decoder.hidden_states(inputs_embeds=text.repeat(I, 1, 1), kv_cache=cache)
-                text_hidden = text_hidden.view(I, B, S, -1)
-            else:
-                text_hidden = continuation_hidden_states(self.decoder, cache, text.expand(I, B, S, text.shape[-1]))
+            text_hidden = continuation_hidden_states(self.decoder, cache, text.expand(I, B, S, text.shape[-1]))
             hidden = torch.cat([hidden, text_hidden], dim=2)  # [I, B, 1 + S, d]
         hidden = hidden.reshape(I * B, T - prefix_len, -1)  # [I*B, T - P, d]: position t predicts text token t
         next_tokens = labels[:, prefix_len:].repeat(I, 1)  # [I*B, T - P]
@@ -335,19 +462,21 @@ class VisionLanguageModel(nn.Module):
         """[visual tokens][prompt] for each image, left-padded: (embeddings [B, W, d], attention mask [B, W]).
 
         Rows are left-padded (padding before the visual tokens), so every row's next token is in the last column.
-        `generate` decodes from these; so does `beam_search` (`tiny_decoder/beam.py`).
+        `generate` decodes from these; so does `beam_search` (`tiny_decoder/beam.py`). The sequence is
+        `sequence_embeddings`' (the one place it is made), of the prompts left-padded to one length; each row's
+        padding is then moved in front of its visual tokens. The mask hides it, so what it holds never matters.
         """
-        visual = self.visual_tokens(pixel_values, features)  # [B, N, d]
-        embed = self.decoder.model.embed_tokens
-        B, N, d = visual.shape
-        width = N + max(len(p) for p in prompts)
-        embeds = visual.new_zeros(B, width, d, dtype=embed.weight.dtype)
-        mask = torch.zeros(B, width, dtype=torch.long, device=visual.device)
-        for i, prompt in enumerate(prompts):
-            row = torch.cat([visual[i].to(embed.weight.dtype), embed(torch.tensor(prompt, device=visual.device))])
-            embeds[i, width - len(row) :] = row  # [N + len(prompt), d] at the right end
-            mask[i, width - len(row) :] = 1
-        return embeds, mask
+        N, P = self.prefix_length, max(len(p) for p in prompts)
+        pads = [P - len(prompt) for prompt in prompts]
+        device = self.decoder.device
+        ids = torch.tensor([[0] * k + prompt for k, prompt in zip(pads, prompts, strict=True)], device=device)  # [B, P]
+        embeds = self.sequence_embeddings(ids, pixel_values, features)  # [B, N + P, d]: [visual][padding][prompt]
+        order = torch.stack(  # row i: its k padding positions first, then the visual tokens, then the prompt
+            [torch.cat([torch.arange(N, N + k), torch.arange(N), torch.arange(N + k, N + P)]) for k in pads]
+        ).to(device)  # [B, N + P]
+        embeds = embeds.gather(1, order[..., None].expand(-1, -1, embeds.shape[-1]))  # [B, N + P, d]
+        mask = (torch.arange(N + P, device=device)[None] >= torch.tensor(pads, device=device)[:, None]).long()
+        return embeds, mask  # [B, W, d], [B, W] with W = N + P
 
     @torch.no_grad()
     def generate(

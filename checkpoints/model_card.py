@@ -19,6 +19,7 @@ from typing import Any
 
 from huggingface_hub import ModelCardData
 
+from bridge.vlm import VLMConfig
 from checkpoints.store import HUB_DECODER_DIR, HUB_PREFIX, HUB_SIDECAR, HUB_WEIGHTS
 from data.flickr30k import DEFAULT_HUB_REPO
 
@@ -143,6 +144,11 @@ def data_description(sidecar: dict[str, Any]) -> str:
     return f"{described}, {how}; trained on: {', '.join(data.get('tasks', [])) or '?'}."
 
 
+def lora_alpha(model: dict) -> float:
+    """The alpha of a sidecar's LoRA settings (`VLMConfig.lora_scale_alpha`: 2 x rank unless it was set)."""
+    return VLMConfig(**model).lora_scale_alpha
+
+
 def model_card(
     sidecar: dict[str, Any],
     repo_id: str,
@@ -185,12 +191,21 @@ def model_card(
         "## The model",
         "",
         f"- **Decoder**: {decoder_note}; {blocks} blocks, width {decoder_config.get('hidden_size', '?')}, the top "
-        f"{model['top_k']} trained (K={model['top_k']}), the rest frozen.",
+        f"{model['top_k']} trained (K={model['top_k']}), the rest frozen"
+        + (
+            f", with LoRA adapters of rank {model['lora_rank']} (alpha {lora_alpha(model):g}; on "
+            f"{model.get('lora_targets', 'all')}) on the blocks below the top {model['top_k']}, learning rate "
+            f"{cfg.get('lr_lora', '?')}."
+            if model.get("lora_rank")
+            else "."
+        ),
         f"- **Vision encoder** (frozen): {encoder}, {weights_text}.",
         f"- **View**: `{model['view']}`: {VIEW_DESCRIPTIONS.get(model['view'], model['view'])}.",
         f"- **Visual tokens**: {model['num_visual_tokens']} per image, prepended to the prompt "
         "(`Caption:` or `Question: ... Answer:`).",
-        f"- **Trained weights** (`{HUB_WEIGHTS}`): the bridge and the top {model['top_k']} decoder blocks, "
+        f"- **Trained weights** (`{HUB_WEIGHTS}`): the bridge and the top {model['top_k']} decoder blocks"
+        + (", and the LoRA adapters" if model.get("lora_rank") else "")
+        + ", "
         f"{trainable_parameters:,} parameters.",
         "",
         "## Training",
@@ -209,7 +224,7 @@ def model_card(
         "",
         "## How to use it",
         "",
-        "With the code of tiny-vlm (its `caption.py`, `train.py` and `training/`):",
+        "With the code of tiny-vlm (its `caption.py` and `captioning/`, `train.py` and `training/`):",
         "",
         "```bash",
         f"python caption.py photo.jpg --checkpoint {hf}                       # a caption",
@@ -221,14 +236,13 @@ def model_card(
         "From Python:",
         "",
         "```python",
-        "import torch",
         "from PIL import Image",
         "",
-        "from caption import Captioner, Decoding",
+        "from captioning import Captioner, Decoding",
         "from checkpoints.restore import load_trained",
         "",
         f'model, tokenizer, sidecar = load_trained("{hf}")  # the VisionLanguageModel, in eval mode',
-        f'captioner = Captioner("{hf}", torch.device("cpu"))',
+        f'captioner = Captioner("{hf}", "cpu")  # the device by name: "auto", "cpu" or "cuda"',
         'print(captioner.run([Image.open("photo.jpg").convert("RGB")], None, Decoding()))  # [(caption, score)]',
         "```",
         "",

@@ -25,7 +25,7 @@ Where the frozen decoder comes from, first match wins:
    beside a checkpoint of the old flat layout) is used.
 A local decoder or encoder-weights file that is not on this machine is one line naming it and how to point at a copy.
 
-Read next: `caption.py` (the model at work on your images), `checkpoints/share.py` (sharing a checkpoint).
+Read next: `captioning/captioner.py` (the model at work on your images), `checkpoints/share.py` (sharing a checkpoint).
 """
 
 from __future__ import annotations
@@ -125,8 +125,14 @@ def load_trained(
     check_local_sources(source, str(sidecar["model"].get("encoder_weights", "none")), path)
     decoder_dir = resolve_checkpoint(source)  # a directory, or the hub download (cached) of a repo id
     decoder_model, tokenizer = load_qwen3(decoder_dir, device=device), load_tokenizer(decoder_dir)
-    if decoder_model.config.to_dict() != sidecar["decoder"]["config"]:
-        raise UserError(f"the decoder at {source} is not the one {path.name} was trained with (its config differs)")
+    here, trained = decoder_model.config.to_dict(), sidecar["decoder"]["config"]
+    if here != trained:
+        differ = ", ".join(
+            f"{k} {here.get(k)!r}, not {trained.get(k)!r}" for k in here if here.get(k) != trained.get(k)
+        )
+        raise UserError(
+            f"the decoder at {source} is not the one {path.name} was trained with (its config differs: {differ})"
+        )
     if tokenizer.eos_id != sidecar["tokenizer"].get("eos_id", tokenizer.eos_id):
         raise UserError(
             f"the tokenizer at {source} is not the one {path.name} was trained with (end-of-text id differs)"

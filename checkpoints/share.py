@@ -60,6 +60,7 @@ from checkpoints.store import (
     HUB_WEIGHTS,
 )
 from errors import UserError
+from runtime.settings import setting
 
 CARD_FILE = "README.md"
 UPLOAD_PATTERNS = [CARD_FILE, HUB_WEIGHTS, HUB_SIDECAR, f"{HUB_DECODER_DIR}/*"]
@@ -71,6 +72,37 @@ MACHINE_FIELDS = (
 )  # fmt: skip
 SECRET_NAMES = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL")  # in an environment variable
 VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt")  # their tokens may spell anything
+
+
+@dataclass(frozen=True)
+class HubUpload:
+    """What `train.py --push-to-hub OWNER/NAME` uploads, and how: the upload's flags, held by the training
+    configuration as a part (`TrainConfig.share`) although an upload trains nothing (train.py runs it instead)."""
+
+    push_to_hub: str | None = setting(
+        None,
+        "upload a checkpoint (newest complete one of this encoder and K, or --checkpoint) with a model card to this hub "
+        "model repo, OWNER/NAME, and exit (trains nothing); token from HF_TOKEN (default: none)",
+    )
+    public: bool = setting(False, "with --push-to-hub: create the repo public (default: private)")
+    dry_run: bool = setting(False, "with --push-to-hub: print what would be uploaded, without network")
+    hub_decoder: str | None = setting(
+        None,
+        "with --push-to-hub: the hub id of the decoder when it was trained from a local copy of it (recorded instead "
+        "of the local path; default: none)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.push_to_hub is None:
+            for key in ("public", "dry_run", "hub_decoder"):
+                if getattr(self, key):
+                    raise UserError(
+                        f"--{key.replace('_', '-')} only applies to an upload; add --push-to-hub OWNER/NAME"
+                    )
+            return
+        hub.check_repo_id(self.push_to_hub)  # before anything is read
+        if self.hub_decoder is not None:
+            hub.check_repo_id(self.hub_decoder, label=f"--hub-decoder {self.hub_decoder!r}")
 
 
 @dataclass

@@ -10,7 +10,7 @@ checkpoint there is three files named after the epoch, the encoder and K:
         4_vit_top3_step2150.*      a checkpoint written mid-epoch (--save-every, --max-steps, a signal): its step
 
 so two runs in one output folder never overwrite, prune or resume each other's files. `find_run` picks a run by its
-settings (`RUN_KEYS`): the newest run whose settings match what the command asked for, and one line naming the
+settings (their `run_keys`): the newest run whose settings match what the command asked for, and one line naming the
 candidates when several runs match with different settings. A checkpoint written in the old flat layout (straight
 in `output_dir`) still loads by its explicit path.
 
@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from bridge.vlm import VLMConfig
 from errors import UserError
 from runtime.env import DEFAULT_OUTPUT_DIR, absolute  # noqa: F401 (DEFAULT_OUTPUT_DIR: {repository}/../.data/models)
 from runtime.files import describe_write_error, os_error_of, write_atomically
@@ -61,10 +62,16 @@ STEP_METADATA = "global_step"  # the weights' safetensors metadata key holding t
 
 # The settings that make a model: a checkpoint resumed or loaded into a model with other values does not fit it (or,
 # worse, fits its tensor shapes and silently means something else: 4 or 9 hidden-view tokens have the same bridge).
-MODEL_KEYS = ("decoder", "encoder", "encoder_weights", "view", "num_visual_tokens", "bridge_hidden_dim", "top_k")
-# ... and those that say what a run trains on and how: two runs with equal values are the same experiment.
-RUN_KEYS = (*MODEL_KEYS, "data", "split", "tasks", "seed", "max_target_tokens", "epochs", "batch_size", "grad_accum",
-            "lr_adapter", "lr_qwen", "weight_decay", "warmup_steps", "grad_clip")  # fmt: skip
+# They are the decoder and the model's own settings (`VLMConfig`), read from its fields.
+MODEL_KEYS = ("decoder", *(f.name for f in fields(VLMConfig)))
+# The settings that say what a run trains on and how (two runs with equal values are the same experiment) are the
+# training configuration's (`training.config.RUN_KEYS`, declared with its fields); each sidecar records them as
+# `run_keys`, so that picking a run reads them from the runs themselves. A sidecar written before that has none:
+# these were its settings then (the format of those files, not a second list to keep up to date).
+RUN_KEYS_BEFORE_RECORDED = ("decoder", "encoder", "encoder_weights", "view", "num_visual_tokens", "bridge_hidden_dim",
+                            "top_k", "data", "split", "tasks", "seed", "max_target_tokens", "epochs",
+                            "batch_size", "grad_accum", "lr_adapter", "lr_qwen", "weight_decay", "warmup_steps",
+                            "grad_clip")  # fmt: skip
 
 
 def checkpoint_stem(epoch: int, encoder: str, top_k: int, step: int | None = None) -> str:
@@ -246,6 +253,7 @@ class Run:
     directory: Path
     checkpoints: tuple[Path, ...]  # oldest first
     settings: dict[str, Any]  # the newest checkpoint's training configuration (its sidecar's train_config)
+    run_keys: tuple[str, ...] = ()  # which of them say what the run trains (its sidecar's run_keys)
 
     @property
     def latest(self) -> Path:
@@ -261,8 +269,9 @@ def read_run(directory: Path) -> Run | None:
     checkpoints = list_checkpoints(directory)
     if not checkpoints:
         return None
-    settings = json.loads(checkpoints[-1].with_suffix(".json").read_text()).get("train_config", {})
-    return Run(directory.name, directory, tuple(checkpoints), settings)
+    sidecar = json.loads(checkpoints[-1].with_suffix(".json").read_text())
+    run_keys = tuple(sidecar.get("run_keys", RUN_KEYS_BEFORE_RECORDED))
+    return Run(directory.name, directory, tuple(checkpoints), sidecar.get("train_config", {}), run_keys)
 
 
 def list_runs(output_dir: str | Path) -> list[Run]:
@@ -271,7 +280,7 @@ def list_runs(output_dir: str | Path) -> list[Run]:
     return sorted((run for run in runs if run is not None), key=lambda run: run.modified)
 
 
-def differences(settings: Mapping[str, Any], other: Mapping[str, Any], keys: tuple[str, ...] = RUN_KEYS) -> list[str]:
+def differences(settings: Mapping[str, Any], other: Mapping[str, Any], keys: tuple[str, ...]) -> list[str]:
     """The keys of `keys` whose values differ, as `key (value, not other)`."""
     return [f"{k} ({settings.get(k)!r}, not {other.get(k)!r})" for k in keys if settings.get(k) != other.get(k)]
 
@@ -279,7 +288,7 @@ def differences(settings: Mapping[str, Any], other: Mapping[str, Any], keys: tup
 def find_run(
     output_dir: str | Path, want: Mapping[str, Any], what: str = "a checkpoint", flag: str | None = "--checkpoint"
 ) -> Run:
-    """The newest run in `output_dir` whose settings equal `want` (a subset of `RUN_KEYS`, e.g. encoder and top_k).
+    """The newest run in `output_dir` whose settings equal `want` (a subset of their run settings, e.g. encoder and top_k).
 
     Raises `UserError` (one line) when no run matches, naming the nearest run's differences, and when several runs
     match but differ from each other in other settings, naming the candidates: picking one of those silently would
@@ -312,10 +321,11 @@ def find_run(
             f"no run in {runs_dir} matches {asked}; the nearest, {nearest.name}, differs in {', '.join(differ)}; "
             + instead
         )
-    kinds = {json.dumps([run.settings.get(k) for k in RUN_KEYS], default=str) for run in matching}
+    run_keys = tuple(dict.fromkeys(k for run in matching for k in run.run_keys))  # every run's, in order
+    kinds = {json.dumps([run.settings.get(k) for k in run_keys], default=str) for run in matching}
     if len(kinds) > 1:
         newest = matching[-1]
-        varied = [k for k in RUN_KEYS if len({json.dumps(r.settings.get(k), default=str) for r in matching}) > 1]
+        varied = [k for k in run_keys if len({json.dumps(r.settings.get(k), default=str) for r in matching}) > 1]
         candidates = "; ".join(
             f"{run.name} ({', '.join(f'{k}={run.settings.get(k)}' for k in varied)})" for run in reversed(matching)
         )

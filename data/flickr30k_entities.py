@@ -20,7 +20,7 @@ males", "does n't", "man 's", a final " .").
 
 `read_entities(root, split=...)` turns that into `EntityImage`s: the captions' words with each phrase's word span,
 entity id and types, and each entity's boxes in 0-based pixels, (x0, y0, x1, y1) with x1 and y1 excluded, as the
-`<size>` of the XML measures them (a resized copy of the photos needs them rescaled: `explain/games.py` checks).
+`<size>` of the XML measures them (a resized copy of the photos needs them rescaled: `explain/pointing/flickr.py` checks).
 Entity 0 ("notvisual") has no box. `plain_text` gives a caption back as plain text (`data/detokenize.py`), with the
 place of each tokenised word in it.
 
@@ -37,7 +37,7 @@ models that PyPI does not ship; docs/explain.md shows the rules on real phrases)
    parser would say);
 4. otherwise the last word; and no head when that is not a noun ("of", "the two", "4"), so the phrase is skipped.
 
-Read next: `explain/games.py` (the pointing game on these boxes), `data/detokenize.py`.
+Read next: `explain/pointing/flickr.py` (the pointing game on these boxes), `data/detokenize.py`.
 """
 
 from __future__ import annotations

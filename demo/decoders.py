@@ -20,7 +20,7 @@ A random decoder stands in for a pretrained one, and two of its initial scales a
   demo with 4 blocks (2 epochs, batch 16): question answering exact match 0.56 with std 0.02, 0.84 with
   1/sqrt(128).
 
-Read next: `demo/report.py` (the demo's verdict), `training/pretrain.py` (this decoder pretrained on the text).
+Read next: `demo/report.py` (the demo's verdict), `demo/pretrain.py` (this decoder pretrained on the text).
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ DEMO_VOCAB_SIZE = 512
 EMBEDDING_STD = 0.1
 
 
-def demo_tokenizer(records: Sequence[ImageRecord], vocab_size: int = DEMO_VOCAB_SIZE) -> TextTokenizer:
-    """A BPE tokenizer trained on every caption, question, answer and prompt of the shapes set."""
-    texts = [CAPTION_PROMPT]
+def demo_tokenizer(
+    records: Sequence[ImageRecord], vocab_size: int = DEMO_VOCAB_SIZE, extra_texts: Sequence[str] = ()
+) -> TextTokenizer:
+    """A BPE tokenizer trained on every caption, question, answer and prompt of the shapes set (and `extra_texts`:
+    the pretrained demo LM's weather reports, demo/weather.py)."""
+    texts = [CAPTION_PROMPT, *extra_texts]
     for record in records:
         texts.extend(" " + c for c in record.captions)
         for question, answer in record.qa:

@@ -72,7 +72,7 @@ def demo_results(
         "machine": machine(device),
         "seconds": round(seconds, 1),  # from the parsed command line to the last evaluation (imports not counted)
         "train_seconds": round(result.train_seconds, 1),
-        "settings": {k: getattr(cfg, k) for k in SETTINGS},
+        "settings": {k: cfg.to_dict()[k] for k in SETTINGS},
         "protocol": dict(protocol or {}),
         "metrics": dict(result.metrics),
         "history": list(result.history),

@@ -147,14 +147,12 @@ def likelihood_scores(
     device: torch.device,
     autocast,
     pairs_per_forward: int = RETRIEVAL_PAIRS_PER_FORWARD,
-    copy_prefix: bool = False,
 ) -> torch.Tensor:
     """scores[i, j] = mean log-likelihood of caption j given image i: [n_images, n_captions].
 
     Captions go in batches of `batch_size`; each forward pass scores one batch against as many images as fit in
     `pairs_per_forward` (image, caption) pairs, every caption attending to its image's prefix where it is cached
-    (`copy_prefix=True`: the earlier per-pair copies of it, for the benchmark; see
-    `VisionLanguageModel.shared_prefix_log_likelihood`).
+    (`VisionLanguageModel.shared_prefix_log_likelihood`).
     """
     collate = VLMCollator(tokenizer.tokenizer, tokenizer.eos_id, tokenizer.pad_id, max_target_tokens)
     from data import Sample
@@ -172,10 +170,9 @@ def likelihood_scores(
         for images in _batches(len(features), max(1, pairs_per_forward // len(columns))):
             with autocast():  # each image's visual tokens and the prompt run once for the whole batch of captions
                 logp = model.shared_prefix_log_likelihood(
-                    input_ids, labels, prompt_len, features=features[images.start : images.stop].to(device),
-                    copy_prefix=copy_prefix,
-                )  # fmt: skip
-            scores[images.start : images.stop, columns] = logp.float().cpu()  # logp: [images, b]
+                    input_ids, labels, prompt_len, features=features[images.start : images.stop].to(device)
+                )  # [images, b]
+            scores[images.start : images.stop, columns] = logp.float().cpu()
     return scores
 
 

@@ -24,7 +24,7 @@ Which captioning metrics, by cost (metrics/captioning.py):
   (minutes for a test split, cached afterwards), with an 8 GB heap, Java 8 or 11 and a separate ~385 MB download. A
   probe run on two captions decides whether it can run; when not, one line says why and how to fix it.
 
-Read next: `checkpoints/__init__.py` (a run's checkpoints: the README's next stop), then `caption.py` (your images).
+Read next: `checkpoints/__init__.py` (a run's checkpoints: the README's next stop), then `captioning/` (your images).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from errors import UserError
+from runtime.settings import setting
 
 # Validation images per training epoch when --eval-images is not given. At Flickr30k scale on an H200 (BENCHMARKS.md):
 # one retrieval gallery of 100 images x 500 captions = 50,000 pairs, 11.6 s at 4,329 pairs/s; 100 captions of at
@@ -42,8 +45,49 @@ VAL_IMAGES_PER_EPOCH = 100
 
 
 @dataclass(frozen=True)
-class EvalSettings:
-    """Every setting of one evaluation, in one object: `evaluate(model, records, features, tokenizer, settings)`.
+class EvalOptions:
+    """How an evaluation decodes and scores: the evaluation flags of train.py (`--beams` <-> `beams`, its help
+    beside it; runtime/settings.py), held by the training configuration as a part (`TrainConfig.evaluation`).
+    `--test` applies the ones typed on its command line to the checkpoint's (`training/config.py: test_config`)."""
+
+    gallery_size: int = setting(100, "images per retrieval gallery (with all their captions)")
+    max_new_tokens: int = setting(32, "longest generated caption or answer (answers: at most 8 tokens)")
+    num_samples: int = setting(8, "sample images shown with generated and reference captions")
+    beams: int = setting(
+        1, "beam search with this many beams for evaluation captions (default 1: greedy); papers use 3-5"
+    )
+    length_penalty: float = setting(
+        1.0, "beam search: score = sum of log-probs / length ** this (default 1: mean log-prob per token)"
+    )
+    ptb: bool = setting(
+        False,
+        "score BLEU/CIDEr on captions tokenised by pycocoevalcap's Java PTB tokenizer, as published results are "
+        "(needs `java` on the PATH; default: a pure-Python approximation)",
+    )
+    meteor: bool = setting(
+        True,
+        "with --test: also score METEOR 1.5, as published results do (starts a Java VM, 5-10 s; skipped with one line "
+        "without Java); --no-meteor for a quicker test (default: on)",
+    )
+    spice: bool = setting(
+        False,
+        "with --test: also score SPICE (needs Java 8 or 11, Stanford CoreNLP from pycocoevalcap's "
+        "get_stanford_models, about 385 MB, and an 8 GB Java heap); when it cannot run, one line says why and the "
+        "other metrics are reported",
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("gallery_size", "max_new_tokens", "beams"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key}={getattr(self, key)!r} is invalid; expected an integer >= 1")
+        if self.num_samples < 0:
+            raise UserError(f"num_samples={self.num_samples!r} is invalid; expected an integer >= 0")
+
+
+@dataclass(frozen=True)
+class EvalSettings(EvalOptions):
+    """Every setting of one evaluation, in one object: `evaluate(model, records, features, tokenizer, settings)`:
+    the options (`EvalOptions`) and what the run being evaluated fixes (its tasks, batch, target length, seed).
 
     Training builds it from its configuration (`TrainConfig.eval_settings`); so does `--test`, from the
     checkpoint's configuration and the evaluation flags typed on the command line.
@@ -52,15 +96,9 @@ class EvalSettings:
     tasks: tuple[str, ...] = ("caption", "qa")  # what to evaluate: captions and retrieval, and/or answers
     batch_size: int = 32
     max_target_tokens: int = 48  # longer reference text is truncated when its loss is measured
-    max_new_tokens: int = 32  # longest generated caption (answers: at most 8 tokens)
-    gallery_size: int = 100  # images per retrieval gallery, with all their captions
-    num_samples: int = 8  # sample images returned with their generated and reference captions
-    beams: int = 1  # captions by beam search with this many beams (1: greedy)
-    length_penalty: float = 1.0  # beam score = sum of log-probs / length ** length_penalty
-    ptb: bool = False  # caption metrics on the Java PTB tokenizer's tokens (needs `java`)
     seed: int = 0  # the shuffled-image control's permutation
-    meteor: bool = False  # also METEOR 1.5 (a JVM, ~5 s to start): `--test`'s evaluation, not each epoch's
-    spice: bool = False  # also SPICE (CoreNLP, Java 8/11, 8 GB heap; probed first): only when asked, with --spice
+    # An evaluation scores METEOR only when asked: `--test` asks (TrainConfig.eval_settings), each epoch's does not.
+    meteor: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 python -m experiments transfer                       # the transfer grid on the shapes set, 2 seeds, 2 at a time
 python -m experiments transfer views two-stage       # all three
+python -m experiments what-trains                    # which parameters should learn, forgetting included
 python -m experiments smoke --results-dir /tmp/r     # two short cells (what CI runs)
 python -m experiments transfer --decoder Qwen/Qwen3-0.6B-Base --encoder vit --data flickr30k --jobs 1
 python -m experiments transfer views two-stage --results-dir experiments/results   # re-make the committed tables
@@ -22,10 +23,12 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: sleeping, not spinning, OpenMP threads
 
 from errors import OneLineArgumentParser, UserError  # noqa: E402
+from experiments import what_trains  # noqa: E402
 from experiments.grids import ALL, GRIDS, GridOptions, build_grid  # noqa: E402
 from experiments.runner import Setup, cell_configs, demo_base, run_grid, write_figures, write_table  # noqa: E402
 from runtime.env import DATA_ROOT, DEFAULT_CACHE_DIR, absolute, check_folder  # noqa: E402
 from runtime.signals import Stopped  # noqa: E402
+from tiny_decoder import Qwen3Config  # noqa: E402
 from training.decoders import RANDOM_INIT  # noqa: E402
 
 WORK_DIR = DATA_ROOT / "experiments"  # the runs' checkpoints and logs
@@ -83,23 +86,29 @@ def integers(flag: str, text: str, low: int) -> tuple[int, ...]:
     return values
 
 
-def setup_for(grid: str, args) -> tuple[Setup, GridOptions, int]:
-    """The grid's shared configuration, its options, and the decoder's depth (for K = all)."""
+def default_epochs(grid: str, base: dict) -> int:
+    """Epochs per cell: the base configuration's (the demo's 3), but 2 for the what-trains grid, whose 9 methods x 3
+    learning rates would not fit the demo's 30 minutes on two cores at 3 (experiments/what_trains.py)."""
+    return 2 if grid == "what-trains" else base.get("epochs", GridOptions.epochs)
+
+
+def setup_for(grid: str, args) -> tuple[Setup, GridOptions, Qwen3Config]:
+    """The grid's shared configuration, its options, and the decoder's config (its depth for K = all, its layers'
+    sizes for the LoRA ranks of the what-trains grid)."""
     real = any(v is not None for v in (args.decoder, args.encoder, args.data, args.encoder_weights))
     if real:  # the same grid on real weights and data: train.py's defaults (Qwen3-0.6B-Base, ViT-B/16, Flickr30k)
-        from tiny_decoder import Qwen3Config
         from weights_loader import resolve_checkpoint
 
         base = {k: v for k, v in (("encoder", args.encoder), ("encoder_weights", args.encoder_weights),
                                   ("data", args.data)) if v is not None}  # fmt: skip
         decoder = args.decoder or "Qwen/Qwen3-0.6B-Base"
         config = resolve_checkpoint(decoder, need="tokenizer") / "config.json"  # its config, not yet its weights
-        depth = Qwen3Config.from_json_file(config).num_hidden_layers
+        decoder_config = Qwen3Config.from_json_file(config)
         pretrained, random, tokens, eval_every = decoder, RANDOM_INIT + decoder, (1, 4, 16), 0
     else:  # the offline demo's shapes set, tiny encoder and 3-block decoder
         from demo.decoders import demo_config
 
-        base, depth = demo_base(), demo_config().num_hidden_layers
+        base, decoder_config = demo_base(), demo_config()
         pretrained, random, tokens, eval_every = "demo-pretrained", "demo", (1, 4, 9), 650
     if args.eval_every is not None:
         eval_every = integers("--eval-every", args.eval_every, 0)[0]
@@ -108,7 +117,7 @@ def setup_for(grid: str, args) -> tuple[Setup, GridOptions, int]:
         k=tuple(v.strip() for v in args.k.split(",")) if args.k else GridOptions.k,
         views=tuple(v.strip() for v in args.views.split(",")) if args.views else GridOptions.views,
         tokens=integers("--tokens", args.tokens, 1) if args.tokens else tokens,
-        epochs=integers("--epochs", args.epochs, 1)[0] if args.epochs else base.get("epochs", GridOptions.epochs),
+        epochs=integers("--epochs", args.epochs, 1)[0] if args.epochs else default_epochs(grid, base),
         stage1_epochs=integers("--stage1-epochs", args.stage1_epochs, 1)[0] if args.stage1_epochs else 1,
         two_stage_k=args.two_stage_k or GridOptions.two_stage_k,
     )
@@ -116,10 +125,12 @@ def setup_for(grid: str, args) -> tuple[Setup, GridOptions, int]:
         if view not in ("pooled", "hidden"):
             raise UserError(f"--views value {view!r} is invalid; accepted: pooled, hidden")
     if not (options.two_stage_k == ALL or options.two_stage_k.isdigit()):  # its range: the grid checks it (top_k)
-        raise UserError(f"--two-stage-k {options.two_stage_k!r} is invalid; accepted: integers 0..{depth} or 'all'")
+        raise UserError(
+            f"--two-stage-k {options.two_stage_k!r} is invalid; accepted: integers 0..{decoder_config.num_hidden_layers} or 'all'"
+        )
     command = "python -m experiments " + " ".join(shlex.quote(a) for a in args.argv)
     setup = Setup(grid, base, pretrained, random, absolute(args.results_dir), absolute(args.work_dir), command)
-    return setup, options, depth
+    return setup, options, decoder_config
 
 
 def check_cells(setup: Setup, cells, seed: int) -> None:
@@ -127,18 +138,17 @@ def check_cells(setup: Setup, cells, seed: int) -> None:
     source and the encoder weights, by their form: `training/preflight.py`'s checks), before anything trains."""
     from bridge.vlm import check_visual_tokens
     from data.loading import check_source
-    from training.run import vlm_config
     from vision.encoders import check_weights
 
     configs = [config for cell in cells for config in cell_configs(setup, cell, seed)]
     check_source(configs[0].data)
-    check_weights(configs[0].encoder, configs[0].encoder_weights)
+    check_weights(configs[0].model.encoder, configs[0].model.encoder_weights)
     if setup.base.get("encoder_weights") == "none":  # a random encoder is built in a moment: check its token count
         from vision import build_encoder
 
         tokens = build_encoder(setup.base["encoder"], "none").num_tokens
         for c in configs:
-            check_visual_tokens(vlm_config(c), tokens)
+            check_visual_tokens(c.model, tokens)
 
 
 def check_folders(args) -> None:
@@ -156,11 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         check_folders(args)
         plans = []
         for grid in args.grids:  # every grid and value is checked before anything trains
-            setup, options, depth = setup_for(grid, args)
-            cells = build_grid(grid, options, depth)
+            setup, options, decoder_config = setup_for(grid, args)
+            cells = build_grid(grid, options, decoder_config)
             check_cells(setup, cells, seeds[0])
             plans.append((setup, cells))
         for setup, cells in plans:
+            if setup.grid == "what-trains":  # a learning-rate sweep on the first seed, then the best on the others
+                records, chosen = what_trains.run_what_trains(setup, cells, seeds, jobs=jobs)
+                print(f"{setup.grid}: {what_trains.write_table(setup, records, chosen, cells)}")
+                print(f"{setup.grid}: {what_trains.write_figure(setup, records, chosen)}")
+                continue
             records = run_grid(setup, cells, seeds, jobs=jobs)  # says how many it reused and how many it trained
             print(f"{setup.grid}: {write_table(setup, records)}")
             for path in write_figures(setup, records):

@@ -9,6 +9,9 @@ settings of the base configuration (the offline demo's, or a real run's when `--
     views      what the bridge reads: one pooled embedding or the encoder's hidden states, and how many visual tokens.
     two-stage  LLaVA's recipe (the bridge alone, then the top K blocks too) against top K from the start, at equal
                total epochs.
+    what-trains  which parameters should learn, at what cost: the bridge alone, the top K blocks, LoRA adapters at
+               small ranks and at the ranks whose parameter counts match top-1 and top-2, LoRA beside top-1; each at
+               three learning rates, on the frozen text-pretrained LM, with what each costs the LM's other text.
     smoke      two short cells, for CI and for trying the runner.
 
 "all" in K means every block of the decoder (3 for the demo's, 28 for Qwen3-0.6B).
@@ -26,6 +29,8 @@ from typing import Any
 
 from bridge.vlm import check_top_k
 from errors import UserError
+from tiny_decoder import Qwen3Config
+from tiny_decoder.lora import layer_shapes
 
 PRETRAINED, RANDOM = "pretrained", "random"  # the two language models of the transfer grid
 ALL = "all"  # K = every block of the decoder
@@ -101,17 +106,59 @@ def two_stage(options: GridOptions, depth: int) -> list[Cell]:
     ]
 
 
+# The learning rates each method of the what-trains grid is tried at: the demo's own (2e-3 for the bridge, 1e-3 for
+# the top blocks) with a third below and above; LoRA's around 3e-3, since its update starts at zero and is low-rank.
+LEARNING_RATES = {"lr_adapter": (1e-3, 2e-3, 4e-3), "lr_qwen": (3e-4, 1e-3, 3e-3), "lr_lora": (1e-3, 3e-3, 1e-2)}
+
+
+def block_parameters(config: Qwen3Config) -> int:
+    """Parameters of one decoder block: its seven linear layers and four norms (input, post-attention, q, k)."""
+    return sum(i * o for i, o in layer_shapes(config).values()) + 2 * config.hidden_size + 2 * config.head_dim
+
+
+def matching_rank(config: Qwen3Config, blocks: int) -> int:
+    """The LoRA rank (on every linear layer of every block) whose adapters have about as many parameters as `blocks`
+    whole blocks: rank r adds r x (in + out) per layer."""
+    per_rank = config.num_hidden_layers * sum(i + o for i, o in layer_shapes(config).values())
+    return max(1, round(blocks * block_parameters(config) / per_rank))
+
+
+def what_trains(options: GridOptions, config: Qwen3Config) -> list[Cell]:
+    """The bridge alone (also with a lead text token), top-K for K = 1, 2 and all, LoRA at ranks 4, 8 and the two
+    matching ranks, and LoRA (rank 8) beside top-1, each at three learning rates of its own parameters, on the frozen
+    pretrained LM."""
+    depth, width = config.num_hidden_layers, config.hidden_size
+    methods: list[tuple[str, dict[str, Any], str]] = [("bridge only", {"top_k": 0}, "lr_adapter")]
+    # A base LM treats position 0 as an attention sink; LLaVA and Qwen-VL always start with text, ours with a visual
+    # token. The same bridge-only run with <|endoftext|> in front of the visual tokens (--lead-token):
+    methods.append(("bridge only, lead token", {"top_k": 0, "lead_token": True}, "lr_adapter"))
+    methods += [(f"top-{k}", {"top_k": k}, "lr_qwen") for k in (1, 2, depth)]
+    ranks = sorted({4, 8, matching_rank(config, 1), matching_rank(config, 2)})
+    methods += [(f"LoRA r={r}", {"top_k": 0, "lora_rank": r}, "lr_lora") for r in ranks]
+    methods.append(("LoRA r=8 + top-1", {"top_k": 1, "lora_rank": 8}, "lr_lora"))
+    cells = []
+    for method, settings, lr_key in methods:
+        for lr in LEARNING_RATES[lr_key]:
+            stage = {"lm": PRETRAINED, "epochs": options.epochs, "eval_every": 0, **settings, lr_key: lr}
+            rank = settings.get("lora_rank", 0)
+            labels = {"method": method, "lr": lr, "lr_key": lr_key, "K": settings["top_k"], "rank": rank}
+            labels["rank_share"] = round(rank / width, 3)  # r / width: how close to full rank the adapters are
+            name = method.replace(", ", "-").replace(" + ", "-").replace(" ", "-").replace("=", "").lower()
+            cells.append(Cell(f"{name}-lr{lr:g}", (stage,), labels))
+    return cells
+
+
 def smoke(options: GridOptions, depth: int) -> list[Cell]:
     """Two tiny cells (the frozen pretrained LM and the random one, K = 0), a few steps each: for CI."""
     short = {"top_k": 0, "epochs": 1, "max_steps": 4, "eval_every": 2, "eval_images": 10, "gallery_size": 5}
     return [Cell(f"{lm}-k0", ({"lm": lm, **short},), {"lm": lm, "K": 0, "k_label": "0"}) for lm in (PRETRAINED, RANDOM)]
 
 
-GRIDS = {"transfer": transfer, "views": views, "two-stage": two_stage, "smoke": smoke}
+GRIDS = {"transfer": transfer, "views": views, "two-stage": two_stage, "what-trains": what_trains, "smoke": smoke}
 
 
-def build_grid(name: str, options: GridOptions, depth: int) -> list[Cell]:
-    """The cells of grid `name` (a one-line error for an unknown name or value)."""
+def build_grid(name: str, options: GridOptions, config: Qwen3Config) -> list[Cell]:
+    """The cells of grid `name` for a decoder of this `config` (a one-line error for an unknown name or value)."""
     if name not in GRIDS:
         raise UserError(f"grid {name!r} is unknown; accepted: {', '.join(GRIDS)}")
-    return GRIDS[name](options, depth)
+    return GRIDS[name](options, config if name == "what-trains" else config.num_hidden_layers)

@@ -86,7 +86,7 @@ def cell_configs(setup: Setup, cell: Cell, seed: int) -> list[TrainConfig]:
         values["keep_checkpoints"] = 1
         if stage.get("init_from") == "stage1":
             values["init_from"] = f"<stage1 of {cell.name}, seed {seed}>"  # resolved when stage 1 has run
-        configs.append(TrainConfig(**values))
+        configs.append(TrainConfig.from_dict(values))
     return configs
 
 
@@ -95,8 +95,14 @@ LOCATION_FIELDS = ("output_dir", "cache_dir", "wandb", "wandb_entity", "wandb_pr
 
 
 def config_key(configs: Sequence[TrainConfig]) -> str:
-    """A hash of a cell's configurations: a record is reused only while it still describes the same runs."""
+    """A hash of a cell's configurations: a record is reused only while it still describes the same runs (and, for
+    the demo's text-pretrained LM, the same way of pretraining it: `demo/pretrain.py`'s PRETRAIN_FORMAT)."""
+    from demo.pretrain import DEMO_PRETRAINED, PRETRAIN_FORMAT
+
     fields = [{k: v for k, v in c.to_dict().items() if k not in LOCATION_FIELDS} for c in configs]
+    for f in fields:
+        if f["decoder"] == DEMO_PRETRAINED:
+            f["pretrain_format"] = PRETRAIN_FORMAT
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -124,6 +130,7 @@ def reuse_line(setup: Setup, reused: int, to_train: int) -> str:
 
 def run_cell(setup: Setup, cell: Cell, seed: int) -> dict:
     """Train every stage of one (cell, seed) with training.run, and return its record. Runs in a worker process too."""
+    from experiments.forgetting import text_perplexity_before_after
     from training.run import run  # here, not at the top: a worker process imports torch and the model code once, itself
 
     configs = cell_configs(setup, cell, seed)
@@ -135,8 +142,9 @@ def run_cell(setup: Setup, cell: Cell, seed: int) -> dict:
         for i, config in enumerate(configs):
             if i > 0 and config.init_from:  # stage 2 starts from stage 1's final checkpoint
                 stage1 = named_checkpoint(configs[0].output_dir, flag="--init-from")  # its output folder's run
-                config = TrainConfig(**{**config.to_dict(), "init_from": str(stage1)})
+                config = TrainConfig.from_dict({**config.to_dict(), "init_from": str(stage1)})
             results.append(run(config))
+        forgetting = text_perplexity_before_after(configs[-1], results[-1].run_dir)
     final = results[-1]
     offset = 0  # steps of the earlier stages, so that a two-stage curve continues where stage 1 ended
     history = []
@@ -156,6 +164,9 @@ def run_cell(setup: Setup, cell: Cell, seed: int) -> dict:
         "train_seconds": round(sum(r.train_seconds for r in results), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "trainable_parameters": final.trainable_parameters,
+        "optimizer_state_bytes": final.optimizer_state_bytes,
+        "step_seconds": round(final.train_seconds / max(final.steps, 1), 4),  # the last stage's training loop
+        "text_perplexity": forgetting,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
     }

@@ -14,8 +14,8 @@ One idea per file, in reading order:
 - `explanation.py` one image, every word, every method -> an `Explanation`;
 - `render.py`      overlays, the PNG sheet and JSON file, and the web page's hover view;
 - `scoring.py`     the pointing game's scorer (hits, misses, ties) and chance;
-- `games.py`       the game played on the shapes set (with controls) and on Flickr30k Entities;
-- `pointing.py`    its command line, `python -m explain.pointing`.
+- `pointing/`      the game played on the shapes set (with controls) and on Flickr30k Entities, and its command
+                   line, `python -m explain.pointing`.
 
 docs/explain.md is the guide; notebooks/06_where_it_looks.ipynb runs both methods and says what attention maps can
 and cannot show; EXPERIMENTS.md ("Where the model looks") has the measured numbers.

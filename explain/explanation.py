@@ -30,6 +30,7 @@ from PIL import Image
 from . import attention as attention_maps
 from .maps import Box, token_grid, view_box
 from .occlusion import DEFAULT_FILL, model_log_probs, occlusion_drops
+from .sequence import check_explainable
 from .words import split_words
 
 DEFAULT_GRID = 4  # occlusion cells per side when the view gives no grid (the pooled view): 16 + 1 passes per image
@@ -109,6 +110,7 @@ def explain(
 
     `attention=None` or `fill=None` leaves that method out. `tokenizer`: a `weights_loader.TextTokenizer`.
     """
+    check_explainable(model)
     image = image.convert("RGB")
     grid = grid or default_grid(model)
     prompt_ids = tokenizer.encode(prompt)

@@ -20,9 +20,9 @@ Chance levels, computed from the same words:
 - `uniform`: a peak at a random cell; it hits with the object's share of the cells (1/9 for one cell of 3 × 3).
 - `occupied` (the shapes set): a peak at a random cell that holds a shape, 1 / (shapes in the image).
 
-`python -m explain.pointing` runs the game on the demo model or on Flickr30k Entities (`explain/games.py`).
+`python -m explain.pointing` runs the game on the demo model or on Flickr30k Entities (`explain/pointing/`).
 
-Read next: `explain/games.py`.
+Read next: `explain/pointing/__init__.py` (the game, played on the shapes set and on Flickr30k Entities).
 """
 
 from __future__ import annotations

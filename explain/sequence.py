@@ -14,6 +14,18 @@ from collections.abc import Sequence
 
 import torch
 
+from errors import UserError
+
+
+def check_explainable(model) -> None:
+    """The maps read the visual tokens at positions 0..N-1 of the sequence; a model trained with a lead token
+    (`--lead-token`: <|endoftext|> at position 0) has them one later, which the maps do not handle yet."""
+    if model.config.lead_token:
+        raise UserError(
+            "explanations read the visual tokens at the start of the sequence; this checkpoint was trained with "
+            "--lead-token, which puts <|endoftext|> there: explain a model trained without it"
+        )
+
 
 def teacher_forced(
     model, features: torch.Tensor, prompts: Sequence[list[int]], targets: Sequence[list[int]]

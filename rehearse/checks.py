@@ -10,6 +10,9 @@
   estimate is written out here, term by term (`MemoryEstimate`), from the parameter counts, and the measured peak
   of each command must stay within `MEMORY_MARGIN` of it. The terms are added rather than taken phase by phase:
   memory a phase frees mostly stays with the process (the allocator keeps it), so the next phase's peak builds on it.
+  This is the CPU process's view (imports, files read, the allocator keeping what was freed); the GPU view of a run,
+  activations derived op by op, is `training/memory.py`, whose per-parameter bytes (dtypes, AdamW's two moments)
+  both use.
 - **Nothing is NaN.** Every number a run logged (`metrics.jsonl`, `metrics.json`) and every tensor it saved is finite.
 - **Generation ends.** The random decoder's grammar (`rehearse/qwen3.py`) makes it write one word and then
   end-of-text (151643); generation stops only at end-of-text or at `max_new_tokens`, so an output shorter than
@@ -31,13 +34,13 @@ import torch
 from safetensors import safe_open
 
 from checkpoints.store import SUFFIXES
+from training.memory import ADAMW_MOMENTS, BF16, FP32
 from training.space import checkpoint_writes
 
 from .qwen3 import release_tensors
 
 GB = 1e9
 MEMORY_MARGIN = 1.15  # a command's peak memory may exceed its estimate by at most 15%
-FP32 = 4  # bytes
 SAFETENSORS_HEADER_LIMIT = 1 << 20  # the JSON header of a checkpoint of a few hundred tensors is kilobytes
 
 
@@ -223,9 +226,9 @@ def training_memory(imports: int, sizes: ModelSizes, *, bf16: bool, processes: i
     through every block down to the visual tokens, and a frozen linear layer's backward needs its weight), and the
     head cast to bf16 again by each evaluation (`bridge/vlm.py: _mean_log_probs`); DDP's gradient buckets; and writing
     a checkpoint (safetensors serialises the weights through a copy of their bytes)."""
-    estimate = loaded_weights(imports, sizes).add("grads+AdamW", sizes.trainable * 3 * FP32)
+    estimate = loaded_weights(imports, sizes).add("grads+AdamW", sizes.trainable * (1 + ADAMW_MOMENTS) * FP32)
     if bf16:
-        estimate.add("bf16 copies for backward", sizes.decoder * 2).add("bf16 head in evaluation", sizes.head * 2)
+        estimate.add("bf16 copies for backward", sizes.decoder * BF16).add("bf16 head in evaluation", sizes.head * BF16)
     if processes > 1:
         estimate.add("DDP buckets", sizes.trainable * FP32)
     return estimate.add("checkpoint write", sizes.trainable * 2 * FP32)

@@ -10,5 +10,5 @@ Nothing here knows about models. Read these when a run has to survive something 
 * `env`: `dotenv_values`, the one reader of the `.env` file.
 * `signals`: `StopSignals`, SIGTERM/SIGUSR1/Ctrl-C turned into "stop after this step" (preemption).
 
-Read next: `training/` (the loop that uses them), or `caption.py` (inference).
+Read next: `training/` (the loop that uses them), or `captioning/captioner.py` (inference).
 """

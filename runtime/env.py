@@ -2,7 +2,8 @@
 
 Every default folder is fixed against the repository, never the current directory, so a command means the same
 thing wherever it is run from (`cd /tmp && python ~/tiny-vlm/caption.py photo.jpg` finds the same runs as
-`python caption.py photo.jpg` in the checkout):
+`python caption.py photo.jpg` in the checkout; a `python -m` command run elsewhere needs `PYTHONPATH=~/tiny-vlm`,
+since the project is not installed: README, "Two commands"):
 
     REPO        the checkout (the folder holding train.py)
     DATA_ROOT   REPO/../.data: `.data` beside the checkout, outside it (so nothing written there is committed)

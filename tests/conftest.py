@@ -47,6 +47,7 @@ SCHEDULE = [
     "test_preemption.py",
     "test_page.py",
     "test_decoder.py",
+    "test_qwen3_sizes.py",
     "test_explain.py",
     "test_notebooks_training.py",
     "test_distributed.py",
@@ -54,6 +55,7 @@ SCHEDULE = [
     "test_caption.py",
     "test_weights_loader.py",
     "test_vision.py",
+    "test_memory.py",
 ]
 
 

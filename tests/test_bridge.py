@@ -189,3 +189,48 @@ def test_more_visual_tokens_than_the_encoder_has_is_refused():
     with pytest.raises(UserError, match=r"num_visual_tokens=11 is invalid .* it has 10 tokens"):
         tiny_vlm(view="hidden", num_tokens=11)
     assert tiny_vlm(view="hidden", num_tokens=10).bridge(torch.zeros(1, 10, 192)).shape == (1, 10, 32)
+
+
+def test_prompts_of_different_lengths_generate_in_a_batch_what_each_generates_alone():
+    """`prompt_embeddings` left-pads [visual tokens][prompt] rows made by `sequence_embeddings`: a batch of a
+    caption prompt and two questions of other lengths gives each row the tokens it gives alone, and its unpadded
+    row is exactly the training sequence's."""
+    torch.manual_seed(0)
+    model = tiny_vlm(top_k=1).eval()
+    images = torch.rand(3, 3, 48, 48)
+    prompts = [[5, 6], [7, 8, 9, 10, 11], [12]]
+    with torch.no_grad():
+        embeds, mask = model.prompt_embeddings(prompts, images)
+        for i, prompt in enumerate(prompts):
+            alone = model.sequence_embeddings(torch.tensor([prompt]), images[i : i + 1])[0]  # [N + len, d]
+            assert mask[i].sum() == len(alone) and not mask[i, : -len(alone)].any()
+            torch.testing.assert_close(embeds[i, -len(alone) :], alone)  # batch vs one: float sums
+        batched = model.generate(prompts, images, max_new_tokens=6)
+        singles = [model.generate([p], images[i : i + 1], max_new_tokens=6)[0] for i, p in enumerate(prompts)]
+    assert batched == singles
+
+
+def test_the_lead_token_puts_end_of_text_at_position_0_everywhere_the_sequence_is_made():
+    """`--lead-token`: [<|endoftext|>][visual][text] in training, retrieval and generation alike; the labels move
+    with it, and batched generation still gives each row what it gives alone."""
+    torch.manual_seed(0)
+    config = VLMConfig(encoder="tiny", encoder_weights="none", num_visual_tokens=4, top_k=1, lead_token=True)
+    model = VisionLanguageModel(config, build_encoder("tiny", "none"), tiny_decoder()).eval()
+    input_ids, labels, images = batch()
+    embeds = model.sequence_embeddings(input_ids, images)
+    eos = model.decoder.model.embed_tokens.weight[model.lead_token_id]
+    assert embeds.shape[1] == 1 + 4 + input_ids.shape[1] and model.prefix_length == 5
+    assert torch.equal(embeds[:, 0], eos.expand(len(input_ids), -1))
+    loss = model(input_ids, labels, images)
+    # the same loss by hand: logits of the position before each labelled token
+    logits = model.decoder(inputs_embeds=embeds)  # [B, 5 + T, V]
+    want = F.cross_entropy(logits[:, 4:-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(loss, want)
+    prompts = [[5, 6], [7, 8, 9]]
+    with torch.no_grad():
+        batched = model.generate(prompts, images[:2], max_new_tokens=5)
+        singles = [model.generate([p], images[i : i + 1], max_new_tokens=5)[0] for i, p in enumerate(prompts)]
+    assert batched == singles
+    with pytest.raises(UserError, match="--lead-token needs the decoder's end-of-text id"):
+        decoder = Qwen3ForCausalLM(tiny_qwen3_config(num_hidden_layers=LAYERS, eos_token_id=None))
+        VisionLanguageModel(config, build_encoder("tiny", "none"), decoder)

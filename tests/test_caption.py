@@ -21,7 +21,8 @@ import torch
 from conftest import colours_in
 
 import caption
-from caption import Captioner, Decoding, collect_images, find_checkpoint, make_generator
+from caption import find_checkpoint
+from captioning import Captioner, Decoding, collect_images, make_generator
 from data.images import load_image
 from data.shapes import KINDS
 from errors import UserError

@@ -26,7 +26,7 @@ from conftest import tiny_qwen3_config
 from PIL import Image
 
 BENCHES = ("decoder", "generation", "train_step", "gpu", "retrieval", "feature_cache", "feature_extraction",
-           "data_loading", "run_all")  # fmt: skip
+           "data_loading", "run_all", "memory")  # fmt: skip
 
 
 def entry_points() -> dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[list[str]], int]]]:
@@ -37,7 +37,7 @@ def entry_points() -> dict[str, tuple[Callable[[], argparse.ArgumentParser], Cal
     from data import inspect
     from demo import tables
     from experiments import __main__ as experiments
-    from explain import games
+    from explain.pointing import __main__ as pointing
     from synth import __main__ as synth
     from training.config import build_parser as train_parser
 
@@ -46,7 +46,7 @@ def entry_points() -> dict[str, tuple[Callable[[], argparse.ArgumentParser], Cal
         "caption.py": (caption.build_parser, caption.main),
         "experiments": (experiments.build_parser, experiments.main),
         "synth": (synth.build_parser, synth.main),
-        "explain.pointing": (games.build_parser, games.main),
+        "explain.pointing": (pointing.build_parser, pointing.main),
         "weights_loader.py": (weights_loader.build_parser, weights_loader.main),
         "data.inspect": (inspect.build_parser, inspect.main),
         "demo.tables": (tables.build_parser, tables.main),
@@ -76,6 +76,7 @@ NOTHING_TO_REFUSE = {
     "bench.gpu": {"--skip-max-batch": "switch", "--no-write": "switch"},
     "bench.feature_cache": {"--keep": "switch", "--no-write": "switch"},
     "bench.data_loading": {"--keep": "switch", "--no-write": "switch"},
+    "bench.memory": {"--measure": "switch", "--write": "switch"},
 } | {f"bench.{name}": {"--no-write": "switch"} for name in ("decoder", "generation", "train_step", "retrieval",
                                                               "feature_extraction", "run_all")}  # fmt: skip
 
@@ -116,11 +117,19 @@ CASES = [
     ("train.py", "--grad-accum", ["--grad-accum", "0"], "grad_accum=0 is invalid"),
     ("train.py", "--lr-adapter", ["--lr-adapter", "fast"], "--lr-adapter='fast' is invalid; expected a number"),
     ("train.py", "--lr-qwen", ["--lr-qwen", "-1"], "lr_qwen=-1.0 is invalid; expected a number >= 0"),
+    ("train.py", "--lr-lora", ["--lr-lora", "-1"], "lr_lora=-1.0 is invalid; expected a number >= 0"),
+    ("train.py", "--lora-rank", ["--lora-rank", "-1"], "lora_rank=-1 is invalid; expected an integer >= 0"),
+    ("train.py", "--lora-rank", ["--demo", "--lora-rank", "4", "--top-k", "3"], "--lora-rank 4 adapts the blocks below the top K, and --top-k 3 trains all 3"),
+    ("train.py", "--lora-rank", ["--demo", "--lora-rank", "129"], "--lora-rank 129 is invalid for k_proj, a 128 -> 64"),
+    ("train.py", "--lora-alpha", ["--lora-rank", "4", "--lora-alpha", "0"], "lora_alpha=0.0 is invalid"),
+    ("train.py", "--lora-targets", ["--lora-rank", "4", "--lora-targets", "qproj"], "--lora-targets 'qproj' names no linear layer of a Qwen3"),
+    ("train.py", "--lora-targets", ["--lora-rank", "4", "--lora-targets", "lm_head"], "--lora-targets lm_head is refused"),
     ("train.py", "--weight-decay", ["--weight-decay", "-0.1"], "weight_decay=-0.1 is invalid"),
     ("train.py", "--warmup-steps", ["--warmup-steps", "-1"], "warmup_steps=-1 is invalid"),
     ("train.py", "--grad-clip", ["--grad-clip", "-1"], "grad_clip=-1.0 is invalid"),
     ("train.py", "--max-steps", ["--max-steps", "0"], "max_steps=0 is invalid; expected an integer >= 1"),
     ("train.py", "--grad-checkpointing", ["--grad-checkpointing=yes"], "argument --grad-checkpointing"),
+    ("train.py", "--lead-token", ["--lead-token=yes"], "argument --lead-token"),
     ("train.py", "--seed", ["--seed", "-1"], "seed=-1 is invalid; expected an integer >= 0"),
     ("train.py", "--device", ["--device", "tpu"], "device='tpu' is invalid"),
     ("train.py", "--threads", ["--threads", "0"], "threads=0 is invalid; expected an integer >= 1"),
@@ -292,6 +301,7 @@ CASES = [
     ("bench.train_step", "--memory-batches", ["--memory-batches", "0"], "--memory-batches 0 is invalid"),
     ("bench.train_step", "--steps", ["--steps", "0"], "--steps 0 is invalid"),
     ("bench.train_step", "--rounds", ["--rounds", "0"], "--rounds 0 is invalid"),
+    ("bench.train_step", "--frozen-dtype", ["--frozen-dtype", "fp16"], "argument --frozen-dtype: invalid choice"),
     ("bench.train_step", "--top-k", ["--top-k", "-1"], "--top-k -1 is invalid"),
     ("bench.train_step", "--top-k", ["--layers", "2", "--top-k", "3"], "--top-k 3 is invalid; the decoder keeps 2"),
     ("bench.train_step", "--visual-tokens", ["--visual-tokens", "0"], "--visual-tokens 0 is invalid"),
@@ -351,6 +361,19 @@ CASES = [
     ("bench.run_all", "--threads", ["--threads", "x"], "argument --threads: invalid int value"),
     ("bench.run_all", "--threads", ["--threads", "0"], "--threads 0 is invalid"),
     ("bench.run_all", "--work-dir", ["--work-dir", "{file}"], "--work-dir {file} is a file"),
+    ("bench.memory", "--decoder-size", ["--decoder-size", "7b"], "argument --decoder-size: invalid choice"),
+    ("bench.memory", "--top-k", ["--top-k", "-1"], "--top-k -1 is invalid"),
+    ("bench.memory", "--top-k", ["--top-k", "29", "--decoder-size", "0.6b"], "--top-k 29 is invalid; Qwen3-0.6B-Base has 28"),
+    ("bench.memory", "--top-k", ["--measure", "--top-k", "5"], "--top-k 5 is invalid with --measure"),
+    ("bench.memory", "--lora-rank", ["--lora-rank", "-1"], "--lora-rank -1 is invalid"),
+    ("bench.memory", "--lora-rank", ["--lora-rank", "16", "--top-k", "28"], "--lora-rank 16 adapts the blocks below the top K"),
+    ("bench.memory", "--batch-size", ["--batch-size", "8", "0"], "--batch-size 0 is invalid"),
+    ("bench.memory", "--max-target-tokens", ["--max-target-tokens", "0"], "--max-target-tokens 0 is invalid"),
+    ("bench.memory", "--num-visual-tokens", ["--num-visual-tokens", "0"], "--num-visual-tokens 0 is invalid"),
+    ("bench.memory", "--precision", ["--precision", "fp8"], "argument --precision: invalid choice"),
+    ("bench.memory", "--frozen-dtype", ["--precision", "fp32", "--frozen-dtype", "bf16"], "--frozen-dtype bf16 is invalid"),
+    ("bench.memory", "--beams", ["--beams", "0"], "--beams 0 is invalid"),
+    ("bench.memory", "--threads", ["--threads", "0"], "--threads 0 is invalid"),
 ]  # fmt: skip
 
 

@@ -49,7 +49,7 @@ PAGES_READ = [
 ]
 
 BENCHES = ("decoder", "generation", "train_step", "gpu", "retrieval", "feature_cache", "feature_extraction",
-           "data_loading", "run_all")  # fmt: skip
+           "data_loading", "run_all", "memory")  # fmt: skip
 
 # The project's commands: how the docs spell them -> (module, the function that builds its parser).
 COMMANDS = {
@@ -57,7 +57,7 @@ COMMANDS = {
     "caption.py": ("caption", "build_parser"),
     "experiments": ("experiments.__main__", "build_parser"),
     "synth": ("synth.__main__", "build_parser"),
-    "explain.pointing": ("explain.games", "build_parser"),
+    "explain.pointing": ("explain.pointing.__main__", "build_parser"),
     "weights_loader.py": ("weights_loader", "build_parser"),
     "data.inspect": ("data.inspect", "build_parser"),
     "demo.tables": ("demo.tables", "build_parser"),
@@ -85,6 +85,7 @@ PAGES = {
     "docs/evaluation.md": ("train.py",),
     "docs/experiments.md": ("experiments", "train.py"),
     "docs/explain.md": ("caption.py", "explain.pointing", "train.py"),
+    "docs/memory.md": ("bench.memory", "train.py"),
     "docs/performance.md": ALL_BENCHES,
     "docs/reliability.md": ("train.py", "caption.py"),
     "docs/sharing.md": ("train.py", "caption.py"),

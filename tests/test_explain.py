@@ -25,20 +25,13 @@ from bridge import VisionLanguageModel, VLMConfig
 from data.flickr30k_entities import Phrase, head_word, parse_sentence, plain_text, read_entities
 from demo.tokenizer import train_bpe_tokenizer
 from errors import UserError
-from explain import attention, explain, games
-from explain.games import (
-    count,
-    decidable,
-    derangement,
-    flickr_game,
-    flickr_rows,
-    flickr_table,
-    pixel_credit,
-    targets,
-    training_images,
-)
+from explain import attention, explain
 from explain.maps import Grid, view_box
 from explain.occlusion import FILLS, model_log_probs, occlusion_drops, token_log_probs
+from explain.pointing import flickr
+from explain.pointing.flickr import count, decidable, flickr_game, flickr_rows, pixel_credit, targets, training_images
+from explain.pointing.report import flickr_table
+from explain.pointing.shapes import derangement
 from explain.render import page_html, write_explanation
 from explain.scoring import Tally, point
 from explain.words import split_words
@@ -534,7 +527,7 @@ def test_flat_and_centred_maps_score_chance(entities, tiny, monkeypatch):
     centre[4] = 1.0
     for values, pixels, cells in ((np.ones(9), "uniform", "uniform"), (centre, None, "centre")):
         monkeypatch.setattr(
-            games,
+            flickr,
             "token_maps",
             lambda model, method, images, f, p, targets, side, v=values: [
                 torch.tensor(v).float().expand(len(t), 9) for t in targets
@@ -671,7 +664,7 @@ def test_caption_explain_writes_png_and_json(demo, tmp_path, capsys):
 
 
 def test_pointing_command_on_the_demo(demo, entities, tmp_path, capsys, one_thread):
-    from explain.games import main as pointing_main
+    from explain.pointing.__main__ import main as pointing_main
 
     checkpoint, _ = demo
     result = subprocess.run(

@@ -30,7 +30,7 @@ import caption
 import checkpoints.share
 import hub
 import train
-from caption import Captioner, Decoding
+from captioning import Captioner, Decoding
 from checkpoints.restore import load_trained
 from checkpoints.share import prepare_upload
 from checkpoints.store import HUB_PREFIX, local_checkpoint
@@ -201,6 +201,8 @@ def test_model_card_metadata_and_text(pushed, demo_copy):
         "galleries of 20 images",
         f"python caption.py photo.jpg --checkpoint hf:{REPO_ID}",
         f'load_trained("hf:{REPO_ID}")',
+        "from captioning import Captioner, Decoding",
+        f'Captioner("hf:{REPO_ID}", "cpu")',
         "## What this repo does not contain",
         "The training state",
     ):

@@ -23,7 +23,7 @@ from conftest import colours_in
 from PIL import Image
 
 import caption
-from caption import AUTH_ENV, MB, PageAccess, is_loopback, page_access
+from captioning import AUTH_ENV, MB, PageAccess, is_loopback, page_access, serve
 from data.shapes import COLOURS
 from errors import UserError
 
@@ -112,14 +112,14 @@ def test_serve_hands_login_upload_limit_and_queue_to_gradio(monkeypatch, capsys)
     captioner = SimpleNamespace(summary=lambda: "demo checkpoint", default_max_new_tokens=24)  # what the page reads
     access = page_access(page_args("--host", "0.0.0.0", "--max-upload-mb", "0.5", "--queue-size", "3",
                                    "--concurrency", "2"), {AUTH_ENV: f"{USER}:{PASSWORD}"})  # fmt: skip
-    caption.serve(captioner, "0.0.0.0", 7860, access)
+    serve(captioner, "0.0.0.0", 7860, access)
     assert launched["auth"] == (USER, PASSWORD) and launched["max_file_size"] == MB // 2
     assert (launched["queue"].max_size, launched["queue"].default_concurrency_limit) == (3, 2)
     captured = capsys.readouterr()
     assert captured.out == f"serving demo checkpoint on http://0.0.0.0:7860, login as '{USER}'\n"
     assert PASSWORD not in captured.out + captured.err
 
-    caption.serve(captioner, "0.0.0.0", 7860, page_access(page_args("--host", "0.0.0.0", "--no-auth"), {}))
+    serve(captioner, "0.0.0.0", 7860, page_access(page_args("--host", "0.0.0.0", "--no-auth"), {}))
     assert launched["auth"] is None and launched["max_file_size"] == 20 * MB
     assert (launched["queue"].max_size, launched["queue"].default_concurrency_limit) == (16, 1)  # the defaults
     assert capsys.readouterr().err == "warning: --no-auth: anyone who can reach 0.0.0.0:7860 can use the page\n"

@@ -35,7 +35,7 @@ def write_decoder(folder: Path, layers: int = 3) -> Path:
 
 def config(tmp_path: Path, **values) -> TrainConfig:
     defaults = dict(data="shapes", encoder="tiny", encoder_weights="none", output_dir=str(tmp_path / "models"))
-    return TrainConfig(**{**defaults, **values})
+    return TrainConfig.from_dict({**defaults, **values})
 
 
 # ----------------------------------------------------------------------------------------------------- what passes

@@ -151,15 +151,15 @@ def test_a_relative_folder_in_dotenv_is_relative_to_the_file(tmp_path, monkeypat
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # the command runs away from the file
     cfg = load_config([], env={})  # the default .env: runtime.env.DOTENV
-    assert (cfg.output_dir, cfg.top_k) == (str(tmp_path / ".data" / "models"), 1)
+    assert (cfg.output_dir, cfg.model.top_k) == (str(tmp_path / ".data" / "models"), 1)
 
 
 # ------------------------------------------------------------------------------------------ --max-steps: the budget
 
 
 def test_max_steps_is_the_schedules_length_and_epochs_follow_it():
+    from lr_schedule import lr_lambda
     from training.config import TrainConfig
-    from training.optim import lr_lambda
     from training.run import plan_schedule
 
     steps_per_epoch = 100

@@ -216,7 +216,7 @@ def test_precedence_command_line_over_environment_over_dotenv_over_defaults(tmp_
     dotenv.write_text("TOP_K=1\nBATCH_SIZE=4\nEPOCHS=7\nVISION_ENCODER=clip\n")
     env = {"TOP_K": "2", "BATCH_SIZE": "8"}
     cfg = load_config(["--top-k", "5"], env=env, dotenv=dotenv)
-    assert (cfg.top_k, cfg.batch_size, cfg.epochs, cfg.encoder) == (5, 8, 7, "clip")
+    assert (cfg.model.top_k, cfg.batch_size, cfg.epochs, cfg.model.encoder) == (5, 8, 7, "clip")
     assert cfg.lr_adapter == TrainConfig().lr_adapter  # untouched: the default
     assert cfg.wandb_project == "mlx8-w4-multimodal-transferlearning"
 
@@ -225,7 +225,7 @@ def test_demo_ignores_training_settings_from_the_environment(tmp_path):
     dotenv = tmp_path / ".env"
     dotenv.write_text("VISION_ENCODER=vit\nTOP_K=3\n")
     cfg = load_config(["--demo", "--epochs", "1"], env={"BATCH_SIZE": "2"}, dotenv=dotenv)
-    assert (cfg.encoder, cfg.top_k, cfg.batch_size, cfg.epochs) == (
+    assert (cfg.model.encoder, cfg.model.top_k, cfg.batch_size, cfg.epochs) == (
         "tiny",
         DEMO_SETTINGS["top_k"],
         DEMO_SETTINGS["batch_size"],
@@ -406,11 +406,18 @@ def test_the_protocol_line_names_split_images_galleries_decoding_and_tokeniser()
 def test_evaluation_config_takes_only_the_flags_the_user_typed():
     from training.config import test_config
 
-    trained = TrainConfig(gallery_size=10, max_new_tokens=24, batch_size=16, num_samples=5, eval_images=50)
+    trained = TrainConfig.from_dict(
+        dict(gallery_size=10, max_new_tokens=24, batch_size=16, num_samples=5, eval_images=50)
+    )
     cfg = load_config(["--test", "--gallery-size", "1000", "--beams", "3", "--ptb"], env={}, dotenv="/nonexistent")
     used = test_config(cfg, trained)
-    assert (used.gallery_size, used.beams, used.ptb) == (1000, 3, True)
-    assert (used.max_new_tokens, used.batch_size, used.num_samples, used.eval_images) == (24, 16, 5, 50)
+    assert (used.evaluation.gallery_size, used.evaluation.beams, used.evaluation.ptb) == (1000, 3, True)
+    assert (used.evaluation.max_new_tokens, used.batch_size, used.evaluation.num_samples, used.eval_images) == (
+        24,
+        16,
+        5,
+        50,
+    )
     # the environment's BATCH_SIZE is a training setting: it does not replace the checkpoint's at --test
     cfg = load_config(["--test"], env={"BATCH_SIZE": "2"}, dotenv="/nonexistent")
     assert test_config(cfg, trained).batch_size == 16 and cfg.explicit == frozenset()
@@ -457,3 +464,49 @@ def test_num_workers_reaches_the_feature_extraction(tmp_path, session_cache, mon
     args = demo_args(tmp_path, session_cache, "--num-workers", "2", "--max-steps", "1", "--run-name", "workers")
     assert train.main(args) == 0
     assert seen and set(seen) == {2}
+
+
+def test_lora_with_top_1_trains_resumes_exactly_tests_captions_and_pushes(tmp_path, session_cache, capsys):
+    """`--lora-rank 4 --top-k 1` on the demo: adapters on the two blocks below the top one. A run stopped at step 3
+    and resumed gives step 6 the losses of a straight run; --test evaluates it; caption.py's Captioner (which merges
+    the adapters into the weights) captions what the unmerged model generates; the dry-run push's card says LoRA."""
+    from captioning import Captioner, Decoding
+    from checkpoints.restore import load_trained
+    from data.images import load_image
+
+    lora = ("--lora-rank", "4", "--top-k", "1", "--lr-lora", "1e-3")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train.main(demo_args(straight, session_cache, *lora, "--max-steps", "6", "--run-name", "a")) == 0
+    assert "LoRA r=4 a=8 (all, blocks 0-1)" in capsys.readouterr().err  # the what-trains table
+    assert train.main(demo_args(resumed, session_cache, *lora, "--max-steps", "3", "--run-name", "b")) == 0
+    assert train.main(demo_args(resumed, session_cache, *lora, "--max-steps", "6", "--resume")) == 0
+    a, b = train_losses(straight / "models" / "runs" / "a"), train_losses(resumed / "models" / "runs" / "b")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
+    checkpoint = resumed / "models" / "runs" / "b" / "1_tiny_top1_step6.safetensors"
+    weights, meta = read_checkpoint(checkpoint)
+    assert meta["model"]["lora_rank"] == 4 and "lora_rank" in meta["run_keys"]
+    assert any(".lora_B." in k for k in weights) and not any(".base_layer." in k for k in weights)
+    assert any(v.abs().max() > 0 for k, v in weights.items() if ".lora_B." in k)  # B left zero: it trained
+
+    test = ["--test", "--checkpoint", str(checkpoint), "--eval-images", "4", "--no-meteor"]
+    assert train.main([*test, "--cache-dir", str(session_cache), "--wandb", "disabled"]) == 0
+
+    model, _, _ = load_trained(checkpoint)
+    assert model.lora  # the unmerged model, as trained
+    image = load_image(next((session_cache).rglob("*.png")))
+    captioner = Captioner(checkpoint, "cpu")
+    assert not captioner.model.lora  # merged
+    unmerged = Captioner.__new__(Captioner)
+    unmerged.__dict__.update(captioner.__dict__ | {"model": model})
+    (merged_text, merged_score), (text, score) = (
+        captioner.run([image], None, Decoding())[0],
+        unmerged.run([image], None, Decoding())[0],
+    )
+    assert merged_text == text and merged_score == pytest.approx(score, abs=1e-5)  # the same caption
+
+    capsys.readouterr()
+    push = ["--push-to-hub", "someone/lora", "--dry-run", "--checkpoint", str(checkpoint)]
+    assert train.main([*push, "--output-dir", str(resumed / "models")]) == 0
+    assert "with LoRA adapters of rank 4 (alpha 8; on all)" in "".join(capsys.readouterr())

@@ -31,7 +31,8 @@ References:
 - Wu et al. 2016, "Google's Neural Machine Translation System" (length normalisation), https://arxiv.org/abs/1609.08144
 - https://huggingface.co/blog/how-to-generate (beam search section)
 
-Read next: `caption.py` (`--beams N`), `evaluation/evaluate.py` (captions scored with `beams` > 1).
+Read next: `captioning/captioner.py` (`caption.py --beams N`), `evaluation/evaluate.py` (captions scored with
+`beams` > 1).
 """
 
 from __future__ import annotations

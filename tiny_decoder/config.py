@@ -8,9 +8,12 @@ Only what our decoder implements is accepted. Options it does not implement (rop
 sliding-window attention, another activation) are refused with an error that names the key, instead of being
 silently ignored and producing a subtly different model.
 
+`Qwen3Config.released("Qwen/Qwen3-1.7B-Base")` is a released checkpoint's config without the network, from the table
+`RELEASED` at the end of this file (the Base models from 0.6B to 8B, their post-trained siblings, a 2507 update).
+
 References:
 - Qwen3 technical report: https://arxiv.org/abs/2505.09388
-- Qwen/Qwen3-0.6B-Base `config.json` on the Hugging Face Hub
+- the released checkpoints' `config.json` files on the Hugging Face Hub (`RELEASED`, each with its source)
 - transformers `models/qwen3/configuration_qwen3.py`
 
 Read next: `tiny_decoder/model.py` (the model these fields build), `weights_loader.py` (reads `config.json`).
@@ -168,3 +171,74 @@ class Qwen3Config:
     def qwen3_0_6b(cls) -> Qwen3Config:
         """Qwen3-0.6B(-Base): 28 layers, d=1024, 16 query heads and 8 key/value heads of width 128."""
         return cls()
+
+    @classmethod
+    def released(cls, name: str) -> Qwen3Config:
+        """The config of a released checkpoint by its hub id (`RELEASED`), as its `config.json` reads, offline.
+
+        `Qwen3Config.released("Qwen/Qwen3-4B-Base").hidden_size == 2560`; an unknown name is a `UserError` listing
+        the known ones. Any other Qwen3 loads from its own `config.json` all the same: this table only lets tests and
+        estimates know a release's shape without the network.
+        """
+        if name not in RELEASED:
+            raise UserError(f"{name!r} is not a Qwen3 release this table knows; known: {', '.join(RELEASED)}")
+        return cls(bos_token_id=151_643, **RELEASED[name])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The released dense Qwen3 checkpoints
+# ---------------------------------------------------------------------------------------------------------------------
+
+# What the released `config.json` files say, by the keys that differ between them (every other key is the default
+# above, the same in all of them: vocabulary 151,936, head_dim 128, 8 key/value heads, RMSNorm eps 1e-6, no biases;
+# `bos_token_id` is 151643 in each). The sizes differ in width, depth and query heads, and in one more thing: the
+# embedding is tied to the LM head up to 4B, and 8B is the first with a head of its own (`tie_word_embeddings`
+# false in both 8B files below, true in the smaller ones).
+_SIZES: dict[str, dict[str, Any]] = {
+    "0.6B": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16),
+    "1.7B": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16),
+    "4B": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32),
+    "8B": dict(
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        tie_word_embeddings=False,
+    ),
+}
+# Three kinds of release share each size's weights' shapes and differ in context and end of text:
+# - Base (pretraining only, what this project trains): 32,768 positions, RoPE base 1e6, end of text <|endoftext|>;
+# - post-trained, April 2025 (thinking and non-thinking chat in one model): 40,960 positions, eos <|im_end|>;
+# - the 2507 updates (Qwen3-4B-Instruct-2507 below): 262,144 positions, RoPE base 5e6, eos <|im_end|>.
+# <|im_end|> (151645) closes a turn of the chat template; a Base model never learned it (`weights_loader.py`'s
+# `load_tokenizer` keeps <|endoftext|> as the end of a caption whatever config.json says).
+_BASE = dict(max_position_embeddings=32_768, rope_theta=1_000_000.0, eos_token_id=151_643)
+_POST_TRAINED = dict(max_position_embeddings=40_960, rope_theta=1_000_000.0, eos_token_id=151_645)
+_UPDATE_2507 = dict(max_position_embeddings=262_144, rope_theta=5_000_000.0, eos_token_id=151_645)
+
+RELEASED: dict[str, dict[str, Any]] = {
+    # huggingface.co/Qwen/Qwen3-0.6B-Base/blob/main/config.json, written out key by key in rehearse/qwen3.py and
+    # tests/test_weights_loader.py.
+    "Qwen/Qwen3-0.6B-Base": _SIZES["0.6B"] | _BASE,
+    # huggingface.co/Qwen/Qwen3-1.7B-Base/blob/main/config.json, as public notes quote it (28 layers, width 2048,
+    # 16 query and 8 key/value heads, 32,768 positions, tied, <|endoftext|> as eos and pad); MLP 6144 and RoPE base
+    # 1e6 as slime's scripts/models/qwen3-1.7B.sh gives them (--ffn-hidden-size 6144, --rotary-base 1000000).
+    "Qwen/Qwen3-1.7B-Base": _SIZES["1.7B"] | _BASE,
+    # huggingface.co/Qwen/Qwen3-4B-Base/blob/main/config.json, as fine-tunes of it copy it (MegaScience/
+    # Qwen3-4B-MegaScience: eos 151643, 32,768 positions, 36 layers, 2560, MLP 9728, 32/8 heads); tied, as Qwen3-4B.
+    "Qwen/Qwen3-4B-Base": _SIZES["4B"] | _BASE,
+    # huggingface.co/Qwen/Qwen3-8B-Base/blob/main/config.json, as Chen-Oliver/qwen3-8b-base copies it whole
+    # (tie_word_embeddings false, eos 151643, 32,768 positions).
+    "Qwen/Qwen3-8B-Base": _SIZES["8B"] | _BASE,
+    # The post-trained releases' config.json files, as public model repos copy them (whole, or in a fine-tune):
+    # Qwen3-0.6B in TensorStack/TextEncoder (Qwen-3-06B/), Qwen3-1.7B in Pathstudy/copath_router, Qwen3-4B and 8B in
+    # citsjtu2020/LLM-Prof (sglang/Model_Config.md) and thejaminator's "Copy config.json from Qwen/Qwen3-8B".
+    "Qwen/Qwen3-0.6B": _SIZES["0.6B"] | _POST_TRAINED,
+    "Qwen/Qwen3-1.7B": _SIZES["1.7B"] | _POST_TRAINED,
+    "Qwen/Qwen3-4B": _SIZES["4B"] | _POST_TRAINED,
+    "Qwen/Qwen3-8B": _SIZES["8B"] | _POST_TRAINED,
+    # huggingface.co/Qwen/Qwen3-4B-Instruct-2507/blob/main/config.json, as jaman21/Qwen3-4B-Instruct copies it
+    # (rope_theta 5000000, 262,144 positions, eos 151645, tied) and unsloth's GGUF of it records it (context 262144,
+    # rope freq_base 5e6).
+    "Qwen/Qwen3-4B-Instruct-2507": _SIZES["4B"] | _UPDATE_2507,
+}

@@ -303,6 +303,8 @@ class Qwen3ForCausalLM(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The token embeddings' dtype, and so the residual stream's and the KV cache's (bf16 when the frozen weights
+        are stored in bf16: `VisionLanguageModel.store_frozen_in`)."""
         return self.model.embed_tokens.weight.dtype
 
     def new_kv_cache(self, batch_size: int, max_length: int) -> KVCache:

@@ -4,7 +4,7 @@
   key and shape checks (`weights_loader.py`);
 - `demo`: the demo's tiny Qwen3 (3 blocks, d=128) with random weights and a byte-level BPE trained on the data's
   text (`demo/decoders.py`);
-- `demo-pretrained`: the same architecture pretrained on the training split's text alone (`training/pretrain.py`),
+- `demo-pretrained`: the same architecture pretrained on the training split's text alone (`demo/pretrain.py`),
   the offline stand-in for Qwen3-0.6B-Base: with `--top-k 0` the bridge learns to steer a frozen language model
   that has never seen an image;
 - `random-init:SOURCE`: SOURCE's architecture and tokenizer with random weights, the control that shows what
@@ -28,10 +28,10 @@ import torch
 
 from data import Splits
 from demo.decoders import demo_decoder, demo_tokenizer
+from demo.pretrain import DEMO_PRETRAINED, pretrained_demo_lm
 from runtime.distributed import Distributed
 from tiny_decoder import Qwen3Config, Qwen3ForCausalLM
 from training.config import TrainConfig
-from training.pretrain import DEMO_PRETRAINED, pretrained_demo_lm
 from weights_loader import TextTokenizer, load_qwen3, load_tokenizer, resolve_checkpoint, save_qwen3
 
 RANDOM_INIT = "random-init:"  # --decoder random-init:SOURCE: SOURCE's config and tokenizer, random weights

@@ -121,7 +121,7 @@ def train_epoch(
         transient=True,
         disable=not (job.log.console.is_terminal and dist.is_main),
     )
-    throughput = Throughput(cfg.num_visual_tokens, dist.world_size)
+    throughput = Throughput(cfg.model.num_visual_tokens, dist.world_size)
     with progress:
         task = progress.add_task("train", total=len(order), completed=at.batch, info="")
         while at.batch < len(order):

@@ -1,18 +1,15 @@
-"""The optimizer and the learning-rate schedule of every training loop here: the VLM's and the demo LM's.
+"""The vision-language model's optimizer: AdamW in groups.
 
-- **AdamW in groups**: the bridge and the decoder's top blocks at their own peak learning rates (a fresh bridge
-  wants ~1e-3; pretrained blocks ~2e-5, or they forget what they know), and no weight decay on norms and biases.
-- **Schedule**: linear warm-up to the peak, then cosine decay to 10% of it at the last step (as in nanoGPT's
-  train.py, https://github.com/karpathy/nanoGPT, and LLaVA's recipes). `lr_lambda` returns the factor for
-  `torch.optim.lr_scheduler.LambdaLR`, which multiplies each parameter group's peak learning rate by it.
+The bridge, the decoder's top blocks and the LoRA adapters train at their own peak learning rates (a fresh bridge
+wants ~1e-3; pretrained blocks ~2e-5, or they forget what they know; LoRA's low-rank updates, which start at zero,
+~1e-4 and up), and norms and biases get no weight decay. The schedule that
+scales every group's peak, step by step (linear warm-up, then cosine decay), is `lr_schedule.py`: it lies below the
+training layer, since the demo's text-pretrained LM (`demo/pretrain.py`) follows it too.
 
-Read next: `training/step.py`, where both are used.
+Read next: `training/step.py`, where the optimizer steps.
 """
 
 from __future__ import annotations
-
-import math
-from collections.abc import Callable
 
 import torch
 
@@ -20,11 +17,17 @@ from bridge import VisionLanguageModel
 
 
 def build_optimizer(
-    model: VisionLanguageModel, lr_bridge: float, lr_decoder: float, weight_decay: float, device: torch.device
+    model: VisionLanguageModel,
+    lr_bridge: float,
+    lr_decoder: float,
+    weight_decay: float,
+    device: torch.device,
+    lr_lora: float = 2e-4,
 ) -> torch.optim.AdamW:
-    """AdamW with the bridge and the decoder's top blocks at their own learning rates; no decay on norms/biases."""
+    """AdamW with the bridge, the decoder's top blocks and the LoRA adapters at their own learning rates; no decay on
+    norms/biases. Groups with nothing to train (no top blocks at K = 0, no adapters at rank 0) are left out."""
     groups = []
-    for name, lr in (("bridge", lr_bridge), ("decoder", lr_decoder)):
+    for name, lr in (("bridge", lr_bridge), ("decoder", lr_decoder), ("lora", lr_lora)):
         params = model.parameter_groups()[name]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -36,15 +39,3 @@ def build_optimizer(
     # The fused kernel updates all parameters in one pass: on CUDA, and on the CPU too (9.5x faster per step there
     # in BENCHMARKS.md); other devices keep the for-loop implementation.
     return torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=device.type in ("cuda", "cpu"))
-
-
-def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    """Linear warm-up to the peak over `warmup` steps, then cosine decay to 10% of it at step `total`."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor

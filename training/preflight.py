@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.vlm import check_top_k
+from bridge.vlm import VLMConfig, check_lora, check_top_k
 from checkpoints.resolve import checkpoint_file, named_checkpoint
 from checkpoints.store import MODEL_KEYS, Run, differences, find_run, read_run, run_directory
 from data.loading import check_source
@@ -47,7 +47,7 @@ from weights_loader import load_tokenizer, resolve_checkpoint, safetensors_files
 
 def check_run(cfg: TrainConfig) -> None:
     """Raise `UserError` (one line) for the first argument of `cfg` that names something that cannot be loaded."""
-    if cfg.ptb:
+    if cfg.evaluation.ptb:
         require_java()
     check_folder(cfg.output_dir, "--output-dir")
     check_folder(cfg.cache_dir, "--cache-dir")
@@ -55,25 +55,27 @@ def check_run(cfg: TrainConfig) -> None:
         checkpoint_to_test(cfg)
         return
     check_source(cfg.data)
-    check_weights(cfg.encoder, cfg.encoder_weights)
-    check_decoder(cfg.decoder, cfg.top_k)
+    check_weights(cfg.model.encoder, cfg.model.encoder_weights)
+    check_decoder(cfg.decoder, cfg.model)
     if cfg.init_from:
         checkpoint_to_init_from(cfg)
     if cfg.resume:
         run_to_resume(cfg)  # raises when there is nothing to resume, or it was trained with other model settings
 
 
-def check_decoder(source: str, top_k: int) -> None:
-    """The decoder `source` (a hub id or a directory) has a readable config with at least `top_k` blocks, its weights
-    files (for a directory), and a tokenizer with a known end-of-text token."""
+def check_decoder(source: str, model: VLMConfig) -> None:
+    """The decoder `source` (a hub id or a directory) has a readable config with at least `top_k` blocks (and layers
+    the LoRA settings fit), its weights files (for a directory), and a tokenizer with a known end-of-text token."""
     if source in BUILT_BY_THE_RUN:  # built from the data by the run, with the demo's architecture
-        check_top_k(top_k, demo_config().num_hidden_layers)
+        check_top_k(model.top_k, demo_config().num_hidden_layers)
+        check_lora(model, demo_config())
         return
     random_init = source.startswith(RANDOM_INIT)
     source = source.removeprefix(RANDOM_INIT)
     path = resolve_checkpoint(source, need="tokenizer")  # a directory as is; a hub id: config and tokenizer only
     config = Qwen3Config.from_json_file(path / "config.json")
-    check_top_k(top_k, config.num_hidden_layers)
+    check_top_k(model.top_k, config.num_hidden_layers)
+    check_lora(model, config)
     if Path(source).expanduser().is_dir() and not random_init:
         safetensors_files(path)  # a hub id's weights are fetched when the decoder is loaded
     try:
@@ -108,7 +110,9 @@ def checkpoint_to_init_from(cfg: TrainConfig) -> str | Path:
     """--init-from: the checkpoint it names (`checkpoints.resolve`); from an output folder or `latest`, the newest
     run whose bridge fits this one (its encoder, view, visual tokens, bridge width and decoder; K may differ: that is
     the two-stage recipe)."""
-    return named_checkpoint(cfg.init_from, cfg.output_dir, {k: getattr(cfg, k) for k in BRIDGE_KEYS}, "--init-from")
+    return named_checkpoint(
+        cfg.init_from, cfg.output_dir, {k: cfg.run_settings()[k] for k in BRIDGE_KEYS}, "--init-from"
+    )
 
 
 def run_to_resume(cfg: TrainConfig) -> Run | None:

@@ -36,7 +36,7 @@ import torch
 from rich.markup import escape
 from torch.nn.parallel import DistributedDataParallel
 
-from bridge import VisionLanguageModel, VLMConfig, build_vlm
+from bridge import VisionLanguageModel, build_vlm
 from checkpoints.restore import load_trained
 from checkpoints.store import (
     checkpoint_stem,
@@ -51,14 +51,15 @@ from data import Splits, VLMCollator, load_dataset, make_samples
 from errors import UserError
 from evaluation import VAL_IMAGES_PER_EPOCH, EvalSettings, evaluate, protocol
 from evaluation.published import comparison_table, format_table
+from lr_schedule import lr_lambda
 from metrics.captioning import require_java
-from runtime.devices import resolve_device
+from runtime.devices import frozen_dtype, resolve_device
 from runtime.distributed import Distributed, setup_distributed, teardown_distributed
 from runtime.signals import Stopped, StopSignals, signal_name
-from training.config import TrainConfig, test_config
+from training.config import RUN_KEYS, TrainConfig, test_config
 from training.decoders import build_decoder_and_tokenizer
 from training.loop import Job, Position, train_epoch
-from training.optim import build_optimizer, lr_lambda
+from training.optim import build_optimizer
 from training.preflight import check_run, checkpoint_to_init_from, checkpoint_to_test, run_to_resume
 from training.space import check_space
 from training.tracking import Log, SilentTracker, Tracker, format_metrics, log_samples, print_samples, write_metrics
@@ -74,6 +75,8 @@ class RunResult:
     train_seconds: float = 0.0  # the training loop: optimizer steps and --eval-every's mid-epoch evaluations
     trainable_parameters: int = 0
     run_dir: Path | None = None
+    optimizer_state_bytes: int = 0  # AdamW's moments, as allocated (measured from the optimizer at the end)
+    steps: int = 0  # optimizer steps of the whole run (a resumed run's earlier ones included)
 
 
 def run(cfg: TrainConfig, dist: Distributed | None = None) -> RunResult:
@@ -96,7 +99,7 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    log(f"mode={cfg.mode} encoder={cfg.encoder} view={cfg.view} top_k={cfg.top_k} device={device}")
+    log(f"mode={cfg.mode} encoder={cfg.model.encoder} view={cfg.model.view} top_k={cfg.model.top_k} device={device}")
     if cfg.mode == "test":
         return RunResult(run_test(cfg, device, autocast, dist, log))
 
@@ -108,12 +111,15 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
 
     # --- 3. model: decoder + tokenizer, frozen encoder, bridge ---------------------------------------------------------
     decoder, tokenizer, decoder_source = build_decoder_and_tokenizer(cfg, splits, device, dist, log)
-    model = build_vlm(vlm_config(cfg), decoder, device, seed=cfg.seed)
+    model = build_vlm(cfg.model, decoder, device, seed=cfg.seed)
     model.decoder.gradient_checkpointing = cfg.grad_checkpointing
+    # Under bf16 autocast the frozen weights are stored in bf16 (half their memory, no cast on every use); what trains
+    # stays fp32. In fp32 (the CPU's default) nothing changes.
+    model.store_frozen_in(frozen_dtype(device, cfg.precision))
     if cfg.init_from:
         init_from = checkpoint_to_init_from(cfg)  # a file, a run, an output folder, latest or hf:OWNER/NAME
         load_init_weights(model, init_from)
-        log(f"initialised the bridge{' and top blocks' if cfg.top_k else ''} from {init_from}")
+        log(f"initialised the bridge{' and top blocks' if cfg.model.top_k else ''} from {init_from}")
     log("what trains:\n" + model.summary())
     settings = cfg.eval_settings(tasks)
     val_protocol = protocol(settings, f"{splits.scheme} validation", val_records)
@@ -140,12 +146,15 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
 
     # --- 5. optimizer and schedule --------------------------------------------------------------------------------------
     plan = plan_schedule(cfg, math.ceil(batches_per_epoch / cfg.grad_accum))  # --max-steps: the schedule's length
-    optimizer = build_optimizer(model, cfg.lr_adapter, cfg.lr_qwen, cfg.weight_decay, device)
+    optimizer = build_optimizer(model, cfg.lr_adapter, cfg.lr_qwen, cfg.weight_decay, device, lr_lora=cfg.lr_lora)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(plan.warmup_steps, plan.total_steps))
     log(plan.describe())
 
     # --- 6. resume and tracking: a run's files are its own folder's ------------------------------------------------------
-    at, run_name = Position(), cfg.run_name or f"{cfg.encoder}_top{cfg.top_k}_{datetime.now():%Y%m%d-%H%M%S}"
+    at, run_name = (
+        Position(),
+        cfg.run_name or f"{cfg.model.encoder}_top{cfg.model.top_k}_{datetime.now():%Y%m%d-%H%M%S}",
+    )
     if cfg.resume:
         at, run_name = resume(cfg, model, optimizer, scheduler, batches_per_epoch, plan, log) or (at, run_name)
     run_dir = run_directory(cfg.output_dir, run_name)
@@ -175,7 +184,7 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
         meta = sidecar(cfg, model, decoder_source, tokenizer, data_info, at, complete, metrics, run_dir, plan)
         state = training_state(optimizer, scheduler, at)
         # The epoch's own name when it closes the epoch; mid-epoch, a name with the step, never the epoch's.
-        stem = checkpoint_stem(at.epoch, cfg.encoder, cfg.top_k, step=None if complete else at.step)
+        stem = checkpoint_stem(at.epoch, cfg.model.encoder, cfg.model.top_k, step=None if complete else at.step)
         path = save_checkpoint(run_dir, stem, model.trainable_state_dict(), meta, state)  # one unit, or a UserError
         prune_checkpoints(run_dir, cfg.keep_checkpoints)  # this run's folder only
         saved.step = at.step
@@ -240,7 +249,9 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     tracker.summary({f"final/{k}": v for k, v in last_eval.items()})
     tracker.finish()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return RunResult(last_eval, history, train_seconds, trainable, run_dir)
+    state_bytes = sum(t.numel() * t.element_size() for state in optimizer.state.values()
+                      for t in state.values() if torch.is_tensor(t))  # fmt: skip
+    return RunResult(last_eval, history, train_seconds, trainable, run_dir, state_bytes, at.step)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -321,17 +332,6 @@ def describe_scheme(scheme: str, asked: str) -> str:
     return f"{scheme} split: {how}{chosen}"
 
 
-def vlm_config(cfg: TrainConfig) -> VLMConfig:
-    return VLMConfig(
-        encoder=cfg.encoder,
-        encoder_weights=cfg.encoder_weights,
-        view=cfg.view,
-        num_visual_tokens=cfg.num_visual_tokens,
-        top_k=cfg.top_k,
-        bridge_hidden_dim=cfg.bridge_hidden_dim,
-    )
-
-
 def load_init_weights(model: VisionLanguageModel, path: str) -> None:
     """--init-from: start from another run's bridge (and blocks this run also trains)."""
     weights, meta = read_checkpoint(path)
@@ -352,7 +352,9 @@ def image_features(
     (`features[batch_indices]` is a tensor of those rows; see vision/cache.py and vision/mapped.py)."""
     cache = FeatureCache(Path(cfg.cache_dir).expanduser() / "features")
     paths = [r.path for r in records]
-    features, valid = cache.features(model.encoder, paths, view or cfg.view, device=device, num_workers=cfg.num_workers)
+    features, valid = cache.features(
+        model.encoder, paths, view or cfg.model.view, device=device, num_workers=cfg.num_workers
+    )
     if not valid.all():  # data loading already dropped unreadable images; this is a last guard
         raise UserError(f"{int((~valid).sum())} images could not be encoded; see the cache manifest in {cache.root}")
     return features
@@ -360,9 +362,9 @@ def image_features(
 
 def clip_zero_shot_inputs(cfg: TrainConfig, model: VisionLanguageModel, records, device: torch.device):
     """With the CLIP encoder: its text tower and the image embeddings, for CLIP's own retrieval as a reference row."""
-    if cfg.encoder != "clip" or not records:
+    if cfg.model.encoder != "clip" or not records:
         return None
-    text_tower = build_clip_text(cfg.encoder_weights).to(device)
+    text_tower = build_clip_text(cfg.model.encoder_weights).to(device)
     return text_tower, image_features(cfg, model, records, device, view="pooled").tensor()  # [N, 512], small
 
 
@@ -375,7 +377,9 @@ def resume(
     if found is None:
         log(f"--resume auto: run {cfg.run_name} has no checkpoint yet; starting it", "yellow")
         return None
-    for change in differences(cfg.run_settings(), found.settings):  # the model's were refused by run_to_resume
+    for change in differences(
+        cfg.run_settings(), found.settings, RUN_KEYS
+    ):  # the model's were refused by run_to_resume
         log(f"resuming {found.name} with {change}", "yellow")
     path = found.latest
     weights, meta = read_checkpoint(path)
@@ -426,6 +430,7 @@ def sidecar(cfg, model, decoder_source, tokenizer, data_info, at: Position, comp
         "tokenizer": {"source": decoder_source, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id},
         "data": data_info,
         "train_config": cfg.to_dict(),
+        "run_keys": list(RUN_KEYS),  # which of its settings say what the run trains (checkpoints/store.py: find_run)
         "metrics": metrics,
         "run_dir": str(run_dir),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -472,10 +477,15 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast, dist: Distributed
     path = checkpoint_to_test(cfg)
     log(f"testing {path}")
     model, tokenizer, meta = load_trained(path, device)
-    trained = TrainConfig(**{**meta["train_config"], "mode": "test", "cache_dir": cfg.cache_dir})  # this machine's
+    model.store_frozen_in(frozen_dtype(device, cfg.precision))  # as in training: bf16 under bf16 autocast
+    trained = TrainConfig.from_dict(
+        {**meta["train_config"], "mode": "test", "cache_dir": cfg.cache_dir}
+    )  # this machine's
     # The checkpoint's settings, with the evaluation flags typed on this command line (evaluation/protocol.py).
     trained = test_config(cfg, trained)
-    if trained.ptb:  # a checkpoint trained with --ptb, on a machine without Java: say so before the slow work
+    if (
+        trained.evaluation.ptb
+    ):  # a checkpoint trained with --ptb, on a machine without Java: say so before the slow work
         require_java()
     data = meta["data"]
     splits, report = dist.main_first(
@@ -507,8 +517,8 @@ def run_test(cfg: TrainConfig, device: torch.device, autocast, dist: Distributed
             log(escape(line), "yellow")
         # On Karpathy's test split of COCO or Flickr30k: our row under the published ones (evaluation/published.py).
         table = comparison_table(
-            report.dataset, splits.scheme, result.metrics, test_protocol, encoder=trained.encoder,
-            decoder=trained.decoder, top_k=trained.top_k, decoder_blocks=model.decoder.config.num_hidden_layers,
+            report.dataset, splits.scheme, result.metrics, test_protocol, encoder=trained.model.encoder,
+            decoder=trained.decoder, top_k=trained.model.top_k, decoder_blocks=model.decoder.config.num_hidden_layers,
             train_images=len(splits.train), epochs=meta["epoch"],
         )  # fmt: skip
         entries = {f"test/{stem}": {**result.metrics, "protocol": test_protocol.to_dict()}}

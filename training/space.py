@@ -128,6 +128,6 @@ def check_space(cfg: TrainConfig, model: VisionLanguageModel, record_lists: Sequ
     return space_warnings(
         [
             checkpoint_writes(Path(cfg.output_dir), trainable_bytes(model), cfg.keep_checkpoints, existing),
-            feature_writes(cache, model.encoder, paths, cfg.view),
+            feature_writes(cache, model.encoder, paths, cfg.model.view),
         ]
     )

@@ -18,14 +18,19 @@ items of the same document: it learns to continue from context. That is the skil
 vision-language model the context is no longer text but the visual tokens: a frozen language model that already
 writes a caption consistent with an earlier one only needs the bridge to supply something that reads like one.
 
-What it learns, measured (EXPERIMENTS.md): the captions' language (held-out perplexity 1.35 against ~600 for a random
-model), and copying from context, which is what captioning needs. Binding an attribute to an object ("what colour is
+It also reads a second text, unrelated to the images: documents of weather reports (`demo/weather.py`), half as many
+as there are images. No vision-language run shows them, so their held-out perplexity before and after a run measures
+what learning to see costs the language model (`weather_perplexity`; `python -m experiments what-trains`).
+
+What it learns, measured (EXPERIMENTS.md, which quotes its perplexities): the captions' language, the weather
+reports', and copying from context, which is what captioning needs. Binding an attribute to an object ("what colour is
 the star?" when the context names two shapes) is not learned within the one-minute budget, at this size.
 
 How it trains: plain next-token prediction (every position predicts the next token; padding is ignored), AdamW,
-linear warm-up then cosine decay, one CPU thread, a fixed number of epochs (or `max_steps`, where the decay then
-ends: the tests and notebook 05's test run use 50 steps). Training and validation documents come
-from the train and validation splits: the held-out perplexity is reported, and so is a random model's for contrast.
+linear warm-up then cosine decay (`lr_schedule.py`, the training loop's schedule), one CPU thread, a fixed number of
+epochs (or `max_steps`, where the decay then ends: the tests and notebook 05's test run use 100 steps). Training and
+validation documents come from the train and validation splits: the held-out perplexities are reported, and so are a
+random model's for contrast.
 
 Where it goes: `{cache_dir}/demo-lm/<key>/` in the hub's layout (`config.json`, `model.safetensors`,
 `tokenizer.json`, `tokenizer_config.json`), plus `pretraining.json` (perplexities, time, settings). `load_qwen3` and
@@ -59,13 +64,14 @@ from data import CAPTION_PROMPT, ImageRecord, question_prompt
 from data.batches import encode_prompts
 from demo.decoders import demo_config, demo_tokenizer
 from demo.tokenizer import EOS_TOKEN
+from demo.weather import weather_documents
+from lr_schedule import lr_lambda
 from runtime.files import file_lock
 from tiny_decoder import Qwen3ForCausalLM
-from training.optim import lr_lambda
 from weights_loader import TextTokenizer, save_qwen3
 
 DEMO_PRETRAINED = "demo-pretrained"  # the --decoder value that means this model
-PRETRAIN_FORMAT = 4  # bump when the documents or the recipe change in a way the settings below do not capture
+PRETRAIN_FORMAT = 5  # bump when the documents or the recipe change in a way the settings below do not capture
 INFO_FILE = "pretraining.json"
 
 
@@ -80,6 +86,10 @@ class PretrainSettings:
     weight_decay: float = 0.1
     threads: int = 1  # a model this small runs faster on one thread (measured: 51 ms a step on one, 66 ms on two)
     max_steps: int | None = None  # stop after this many steps, where the schedule then ends (None: every epoch)
+    # Documents of weather reports read beside the captions (demo/weather.py): the text no vision-language run shows,
+    # whose held-out perplexity measures what a run makes the LM forget (`python -m experiments what-trains`).
+    weather: int = 800
+    held_out_weather: int = 200
 
     def __post_init__(self) -> None:
         if self.max_steps is not None and self.max_steps < 1:
@@ -158,6 +168,11 @@ def text_perplexity(
     return math.exp(total / max(count, 1))
 
 
+def encode_texts(texts: Sequence[str], tokenizer: TextTokenizer) -> list[list[int]]:
+    """Plain documents (the weather reports) as token ids, each followed by `<|endoftext|>`."""
+    return [ids + [tokenizer.eos_id] for ids in encode_prompts(tokenizer.tokenizer, list(texts))]
+
+
 def pretrain(
     model: Qwen3ForCausalLM,
     train: Sequence[ImageRecord],
@@ -165,9 +180,11 @@ def pretrain(
     settings: PretrainSettings,
     seed: int,
     log: Callable[[str], None] = print,
+    extra: Sequence[list[int]] = (),
 ) -> None:
-    """Next-token training of `model` on the documents of `train` (a new item order every epoch)."""
-    documents = encode_documents(train, tokenizer, np.random.default_rng([seed, 0]))
+    """Next-token training of `model` on the documents of `train` (a new item order every epoch), and the `extra`
+    documents (the weather reports) as they are."""
+    documents = encode_documents(train, tokenizer, np.random.default_rng([seed, 0])) + list(extra)
     steps_per_epoch = math.ceil(len(documents) / settings.batch_size)
     total = min(steps_per_epoch * settings.epochs, settings.max_steps or math.inf)
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -184,7 +201,7 @@ def pretrain(
     for epoch in range(math.ceil(total / steps_per_epoch)):
         rng = np.random.default_rng([seed, epoch])
         if epoch:  # new contexts every epoch
-            documents = encode_documents(train, tokenizer, rng)
+            documents = encode_documents(train, tokenizer, rng) + list(extra)
         order = rng.permutation(len(documents))
         running = 0.0
         steps = min(steps_per_epoch, total - done)
@@ -216,6 +233,17 @@ def cache_key(train: Sequence[ImageRecord], settings: PretrainSettings, seed: in
     for record in train:
         digest.update(json.dumps([record.image_id, record.captions, record.qa]).encode())
     return digest.hexdigest()[:16]
+
+
+def weather_perplexity(
+    model: Qwen3ForCausalLM, tokenizer: TextTokenizer, seed: int, settings: PretrainSettings | None = None
+) -> float:
+    """The perplexity of `model` on held-out weather reports (demo/weather.py): documents of the pretraining
+    distribution that pretraining never read, and that no vision-language run shows. Before and after a run, the
+    forgetting measure."""
+    settings = settings or DEFAULT_SETTINGS
+    held_out = weather_documents(settings.held_out_weather, seed, held_out=True)
+    return text_perplexity(model, encode_texts(held_out, tokenizer), tokenizer.pad_id)
 
 
 def pretrained_demo_lm(
@@ -255,15 +283,21 @@ def _pretrain_demo_lm(
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        tokenizer = demo_tokenizer(train)  # learned from the training split's text only
+        weather = weather_documents(settings.weather, seed)
+        tokenizer = demo_tokenizer(train, extra_texts=weather)  # learned from the training text only
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(demo_config(tokenizer.vocab_size, tokenizer.eos_id))
         unseen_order = np.random.default_rng([seed, 1_000_000])  # an item order no training epoch draws
         val_documents = encode_documents(val, tokenizer, unseen_order)
         random_perplexity = text_perplexity(model, val_documents, tokenizer.pad_id)
-        log(f"pretraining the demo LM on the text of {len(train):,} training images (no images)")
-        pretrain(model, train, tokenizer, settings, seed, log)
+        random_weather = weather_perplexity(model, tokenizer, seed, settings)
+        log(
+            f"pretraining the demo LM on the text of {len(train):,} training images (no images) and "
+            f"{len(weather):,} documents of weather reports"
+        )
+        pretrain(model, train, tokenizer, settings, seed, log, extra=encode_texts(weather, tokenizer))
         val_perplexity = text_perplexity(model, val_documents, tokenizer.pad_id)
+        held_out_weather = weather_perplexity(model, tokenizer, seed, settings)
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - started
@@ -277,6 +311,8 @@ def _pretrain_demo_lm(
     info = {
         "val_perplexity": val_perplexity,
         "random_init_val_perplexity": random_perplexity,
+        "weather_perplexity": held_out_weather,
+        "random_init_weather_perplexity": random_weather,
         "vocab_size": tokenizer.vocab_size,
         "train_documents": len(train),
         "val_documents": len(val),
@@ -293,6 +329,7 @@ def _pretrain_demo_lm(
         os.replace(partial, directory)
     log(
         f"pretrained demo LM in {seconds:.0f} s: held-out text perplexity {val_perplexity:.2f} "
-        f"(random init {random_perplexity:.1f}) -> {directory}"
+        f"(random init {random_perplexity:.1f}), weather reports {held_out_weather:.2f} (random init "
+        f"{random_weather:.1f}) -> {directory}"
     )
     return directory
