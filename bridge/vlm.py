@@ -181,7 +181,8 @@ class VisionLanguageModel(nn.Module):
         self.bridge = fresh_bridge(config, encoder, decoder)
         self.lora = self.add_lora()
         self.lead_token_id = decoder.config.eos_token_id  # --lead-token: <|endoftext|> at position 0
-        if config.lead_token and not 0 <= (self.lead_token_id or -1) < decoder.config.vocab_size:
+        eos = self.lead_token_id
+        if config.lead_token and (eos is None or not 0 <= eos < decoder.config.vocab_size):
             raise UserError(
                 f"--lead-token needs the decoder's end-of-text id (eos_token_id in its config.json: "
                 f"{self.lead_token_id}, with {decoder.config.vocab_size} embedding rows)"

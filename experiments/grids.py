@@ -30,7 +30,8 @@ from typing import Any
 from bridge.vlm import check_top_k
 from errors import UserError
 from tiny_decoder import Qwen3Config
-from tiny_decoder.lora import layer_shapes
+from tiny_decoder.lora import TARGETS
+from training.memory import block_parameters, lora_parameters
 
 PRETRAINED, RANDOM = "pretrained", "random"  # the two language models of the transfer grid
 ALL = "all"  # K = every block of the decoder
@@ -111,15 +112,10 @@ def two_stage(options: GridOptions, depth: int) -> list[Cell]:
 LEARNING_RATES = {"lr_adapter": (1e-3, 2e-3, 4e-3), "lr_qwen": (3e-4, 1e-3, 3e-3), "lr_lora": (1e-3, 3e-3, 1e-2)}
 
 
-def block_parameters(config: Qwen3Config) -> int:
-    """Parameters of one decoder block: its seven linear layers and four norms (input, post-attention, q, k)."""
-    return sum(i * o for i, o in layer_shapes(config).values()) + 2 * config.hidden_size + 2 * config.head_dim
-
-
 def matching_rank(config: Qwen3Config, blocks: int) -> int:
     """The LoRA rank (on every linear layer of every block) whose adapters have about as many parameters as `blocks`
-    whole blocks: rank r adds r x (in + out) per layer."""
-    per_rank = config.num_hidden_layers * sum(i + o for i, o in layer_shapes(config).values())
+    whole blocks: rank r adds r x (in + out) per layer (the counts are training/memory.py's)."""
+    per_rank = lora_parameters(config, 1, TARGETS, config.num_hidden_layers)
     return max(1, round(blocks * block_parameters(config) / per_rank))
 
 

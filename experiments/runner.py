@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from checkpoints.resolve import named_checkpoint
+from errors import UserError
 from experiments.grids import PRETRAINED, Cell
 from runtime.files import write_atomically
 from training.config import DEMO_SETTINGS, TrainConfig
@@ -190,7 +191,7 @@ def run_grid(
     cells: Sequence[Cell],
     seeds: Sequence[int],
     jobs: int = 1,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = lambda line: print(line, flush=True),  # at once, also into a file
 ) -> list[dict]:
     """Run every (cell, seed) without a current record, `jobs` at a time; return all records of the grid."""
     todo = [(cell, seed) for cell in cells for seed in seeds if finished(setup, cell, seed) is None]
@@ -211,15 +212,36 @@ def run_grid(
             f"(shuffled {s.get('qa_exact_match', float('nan')):.2f}), {record['wall_seconds']:.0f} s"
         )
 
+    failed: list[str] = []
+
+    def failure(cell: Cell, seed: int, error: Exception) -> None:
+        """A run that raised: said in one line, and the grid goes on (every other record is still written)."""
+        log = setup.work_dir / setup.grid / cell.name / f"seed{seed}" / "console.log"
+        failed.append(f"{cell.name} seed {seed}")
+        say(f"{setup.grid} {cell.name} seed {seed} failed: {type(error).__name__}: {error} (its log: {log})")
+
     if jobs <= 1 or len(todo) <= 1:
         for cell, seed in todo:
-            report(run_cell(setup, cell, seed))
+            try:
+                record = run_cell(setup, cell, seed)
+            except (UserError, RuntimeError, ValueError, OSError) as error:
+                failure(cell, seed, error)
+                continue
+            report(record)
     else:
         # Separate processes (spawned: a fresh interpreter each, no forked torch state), each running whole cells.
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_cell, setup, cell, seed) for cell, seed in todo]
+            futures = {pool.submit(run_cell, setup, cell, seed): (cell, seed) for cell, seed in todo}
             for future in as_completed(futures):
-                report(future.result())
+                try:
+                    record = future.result()
+                except Exception as error:  # raised in the worker, re-raised here: one line, then the next run
+                    failure(*futures[future], error)
+                    continue
+                report(record)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(todo)} runs of {setup.grid} failed ({'; '.join(failed)}); the others' "
+                        "records are written, and a rerun trains only what is missing")  # fmt: skip
     wall = time.perf_counter() - started
     say(f"{setup.grid}: trained {len(todo)} runs in {wall / 60:.1f} min; reused {skipped} records")
     records = [finished(setup, cell, seed) for cell in cells for seed in seeds]

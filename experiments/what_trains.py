@@ -47,7 +47,11 @@ def best_cells(records: Sequence[dict], cells: Sequence[Cell], seed: int) -> lis
 
 
 def run_what_trains(
-    setup: Setup, cells: Sequence[Cell], seeds: Sequence[int], jobs: int, say: Callable[[str], None] = print
+    setup: Setup,
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    jobs: int,
+    say: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> tuple[list[dict], list[Cell]]:
     """The sweep on the first seed, then each method's best learning rate on the other seeds. Returns every record
     and the chosen cells."""
@@ -156,6 +160,7 @@ def write_figure(setup: Setup, records: Sequence[dict], chosen: Sequence[Cell]) 
                 ax.errorbar([x], [mean], yerr=[sd], fmt="o", color=colour, capsize=3, label=row["method"])
     axes[0].set_ylabel("held-out CIDEr-D")
     axes[1].set_ylabel("text perplexity after / before (1 = nothing forgotten)")
+    axes[1].set_yscale("log")  # from 1 (nothing forgotten) to hundreds
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")

@@ -22,6 +22,11 @@ HF_HUB_OFFLINE=1, measured for time and peak memory, in this order (`commands`):
 10. the same images as COCO with Karpathy's split over the 2017 folders (`--data COCO --split karpathy`) and as a
     Parquet dataset repo on the hub (`--data hf:someone/captions`): a step each, then `--test`, whose full metric
     set (and for COCO the published rows beside ours) is checked.
+11. `train.py --encoder vit --top-k 1 --lora-rank 16 --max-steps 1`, then `caption.py` with its checkpoint (the
+    adapters merged into the weights);
+12. the memory estimator (`training/memory.py`): one training step of a random decoder at Qwen3-0.6B's full layout
+    (bf16, frozen weights in bf16, LoRA beside the top K; `bench/memory.py`), its resident memory and peaks checked
+    against the estimate's, phase by phase.
 
 Training uses batch 8 (40 captions: 5 steps an epoch) and evaluates 4 images in galleries of 4; every other
 setting is the commands' default. Then the checks (`check`, `rehearse/checks.py`), one line each, with the measured
@@ -73,6 +78,9 @@ PUSH_REPO = "someone/flickr30k-vit-top3"
 HUB_FLICKR30K = "nlphuji/flickr30k"  # the hub dataset that `--data flickr30k` means
 TEACHER_IMAGES, TEACHER_TOKENS = 3, 32
 TIMEOUT = 900.0  # seconds, for any one command
+# bench/memory.py's measured case at the real layout (its --measure uses 4 blocks and a small vocabulary).
+ESTIMATOR_CASE = dict(size="0.6b", layers=28, vocab=151_936, precision="bf16", frozen="bf16", lora=16, top_k=TOP_K,
+                      checkpointing=False, batch=4, visual=16, target=48, threads=2)  # fmt: skip
 ENCODER_WIDTH = 768  # ViT-B/16's CLS token and CLIP ViT-B/32's hidden tokens: what the bridge reads
 CLIP_TEXT_TOWER = ("transformer.", "token_embedding", "positional_embedding", "ln_final", "text_projection",
                    "logit_scale")  # fmt: skip
@@ -122,6 +130,15 @@ def commands(ws: Workspace) -> dict[str, list[str]]:
                           "--output-dir", str(ws.root / "models-parquet")],
         "test parquet": [py, train, "--test", "--checkpoint", str(ws.run_dir("parquet", ws.root / "models-parquet")),
                          *evaluation, "--output-dir", str(ws.root / "models-parquet")],
+        # LoRA beside top-1 at the real layout (adapters on the 27 blocks below), then caption.py with it (merged).
+        "train lora": [py, train, "--encoder", "vit", "--top-k", "1", "--lora-rank", "16", *data, "--max-steps", "1",
+                       "--eval-every", "1", "--run-name", "lora", "--output-dir", str(ws.root / "models-lora")],
+        "caption lora": [py, caption, str(photo), "--checkpoint", str(ws.run_dir("lora", ws.root / "models-lora")),
+                         "--out", str(ws.root / "captions-lora.jsonl")],
+        # The memory estimator (training/memory.py) against one measured step at Qwen3-0.6B's full layout: all 28
+        # blocks and the 151,936-row vocabulary, bf16 with the frozen weights in bf16, LoRA beside the top K.
+        "memory estimator": ["env", "MALLOC_MMAP_THRESHOLD_=65536", py, "-m", "bench.memory", "--child",
+                             json.dumps(ESTIMATOR_CASE)],
     }  # fmt: skip
 
 
@@ -148,10 +165,17 @@ def run_all(ws: Workspace) -> dict[str, Finished]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def model_sizes(ws: Workspace, encoder: str, view: str) -> c.ModelSizes:
-    """Parameter counts from the configs and the snapshots' files (not from the model code)."""
+def model_sizes(ws: Workspace, encoder: str, view: str, top_k: int = TOP_K, lora_rank: int = 0) -> c.ModelSizes:
+    """Parameter counts from the configs and the snapshots' files (not from the model code); LoRA's adapters (on
+    every linear layer of the blocks below the top K) from training/memory.py's count."""
+    from tiny_decoder import Qwen3Config
+    from tiny_decoder.lora import TARGETS
+    from training.memory import lora_parameters
+
     config = QWEN3_0_6B_BASE_CONFIG
-    trainable = c.count(c.trainable_tensors(config, view, ENCODER_WIDTH, TOP_K))
+    trainable = c.count(c.trainable_tensors(config, view, ENCODER_WIDTH, top_k))
+    layers = config["num_hidden_layers"]
+    trainable += lora_parameters(Qwen3Config.from_dict(config), lora_rank, TARGETS, layers - top_k) if lora_rank else 0
     bridge = c.count(c.bridge_tensors(view, ENCODER_WIDTH, config["hidden_size"]))
     if encoder == "vit":  # without the ImageNet head, which the project drops
         weights = ws.snapshot(VIT_REPO) / "model.safetensors"
@@ -176,6 +200,7 @@ def status_checks(finished: dict[str, Finished]) -> list[c.Check]:
 def memory_checks(ws: Workspace, finished: dict[str, Finished]) -> list[c.Check]:
     imports = finished["imports"].peak_rss
     vit, clip = model_sizes(ws, "vit", "pooled"), model_sizes(ws, "clip", "hidden")
+    lora = model_sizes(ws, "vit", "pooled", top_k=1, lora_rank=16)
     teacher_files = sorted(ws.snapshot(TEACHER_REPO).glob("model-*.safetensors"))
     teacher = (
         c.MemoryEstimate()
@@ -189,11 +214,35 @@ def memory_checks(ws: Workspace, finished: dict[str, Finished]) -> list[c.Check]
         "train, 2 processes": c.training_memory(imports, vit, bf16=True, processes=2),
         "train coco": c.training_memory(imports, vit, bf16=True, processes=1),
         "train parquet": c.training_memory(imports, vit, bf16=True, processes=1),
+        "train lora": c.training_memory(imports, lora, bf16=True, processes=1),
+        "caption lora": c.inference_memory(imports, lora),
         "test": c.inference_memory(imports, vit),
         "caption": c.inference_memory(imports, vit),
         "teacher": teacher,
     }
-    return [c.memory_check(label, finished[label].peak_rss, estimate) for label, estimate in estimates.items()]
+    checks = [c.memory_check(label, finished[label].peak_rss, estimate) for label, estimate in estimates.items()]
+    return checks + estimator_checks(finished["memory estimator"])
+
+
+def estimator_checks(done: Finished) -> list[c.Check]:
+    """training/memory.py's estimate of one training step at the real layout against what the step measured (CPU
+    resident memory above a baseline, bench/memory.py), phase by phase. A CPU cannot see what only a GPU has: the
+    CUDA context and the caching allocator's reserved-but-unused blocks (docs/memory.md)."""
+    from bench.memory import compared
+
+    lines = [line for line in done.output().splitlines() if line.startswith("RESULT ")]
+    if done.status or not lines:
+        return [c.Check("memory estimator: the measured step", False, f"exit {done.status}, no result", "a result")]
+    measured = json.loads(lines[-1][len("RESULT ") :])
+    return [
+        c.Check(
+            f"memory estimator at the real layout: {phase}",
+            abs(got / expected - 1) <= c.MEMORY_MARGIN - 1,
+            f"{c.gb(got)} measured ({got / expected:.2f} x the estimate)",
+            f"within {c.MEMORY_MARGIN - 1:.0%} of training/memory.py's {c.gb(expected)}",
+        )
+        for phase, (got, expected) in compared(ESTIMATOR_CASE, measured).items()
+    ]
 
 
 def checkpoint_file_checks(ws: Workspace) -> list[c.Check]:

@@ -222,13 +222,13 @@ def inference_memory(imports: int, sizes: ModelSizes) -> MemoryEstimate:
 
 def training_memory(imports: int, sizes: ModelSizes, *, bf16: bool, processes: int) -> MemoryEstimate:
     """Training one process's share: the weights; gradients and AdamW's two moments of what trains; under bf16
-    autocast, a bf16 copy of every decoder matrix, kept from forward to backward (the bridge trains, so backward runs
-    through every block down to the visual tokens, and a frozen linear layer's backward needs its weight), and the
-    head cast to bf16 again by each evaluation (`bridge/vlm.py: _mean_log_probs`); DDP's gradient buckets; and writing
-    a checkpoint (safetensors serialises the weights through a copy of their bytes)."""
+    autocast, the frozen decoder stored in bf16 (`VisionLanguageModel.store_frozen_in`: cast after the fp32 load,
+    whose freed pages the allocator mostly keeps, so both count), and a bf16 head in evaluation; DDP's gradient
+    buckets; and writing a checkpoint (safetensors serialises the weights through a copy of their bytes). A bound:
+    the trainable blocks are counted in the bf16 copy too."""
     estimate = loaded_weights(imports, sizes).add("grads+AdamW", sizes.trainable * (1 + ADAMW_MOMENTS) * FP32)
     if bf16:
-        estimate.add("bf16 copies for backward", sizes.decoder * BF16).add("bf16 head in evaluation", sizes.head * BF16)
+        estimate.add("frozen decoder in bf16", sizes.decoder * BF16).add("bf16 head in evaluation", sizes.head * BF16)
     if processes > 1:
         estimate.add("DDP buckets", sizes.trainable * FP32)
     return estimate.add("checkpoint write", sizes.trainable * 2 * FP32)

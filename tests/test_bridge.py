@@ -231,6 +231,8 @@ def test_the_lead_token_puts_end_of_text_at_position_0_everywhere_the_sequence_i
         batched = model.generate(prompts, images[:2], max_new_tokens=5)
         singles = [model.generate([p], images[i : i + 1], max_new_tokens=5)[0] for i, p in enumerate(prompts)]
     assert batched == singles
+    zero = Qwen3ForCausalLM(tiny_qwen3_config(num_hidden_layers=LAYERS, eos_token_id=0))  # the demo's id: valid
+    assert VisionLanguageModel(config, build_encoder("tiny", "none"), zero).lead_token_id == 0
     with pytest.raises(UserError, match="--lead-token needs the decoder's end-of-text id"):
         decoder = Qwen3ForCausalLM(tiny_qwen3_config(num_hidden_layers=LAYERS, eos_token_id=None))
         VisionLanguageModel(config, build_encoder("tiny", "none"), decoder)

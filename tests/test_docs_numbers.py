@@ -145,6 +145,16 @@ def test_experiments_tables_are_the_grids_tables():
     assert not [row for row in rows if row not in homes.splitlines()]
 
 
+def test_the_what_trains_table_is_the_grids_table():
+    """EXPERIMENTS.md section 7's table: the rows `python -m experiments what-trains` wrote, every one of them."""
+    heading = "## 7. Which parameters should learn? What trains, at what cost (`python -m experiments what-trains`)"
+    text = section("EXPERIMENTS.md", heading)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method |")]
+    home = (REPO / "experiments" / "results" / "what-trains" / "table.md").read_text().splitlines()
+    methods = [line for line in home if line.startswith("| ") and "(lr_" in line.split("|")[3]]
+    assert len(rows) == 10 and rows == methods
+
+
 def test_quoted_experiment_numbers_are_the_results():
     transfer = numbers((REPO / "experiments/results/transfer/table.md").read_text())
     pointing = numbers((REPO / "experiments/results/pointing/table.md").read_text())

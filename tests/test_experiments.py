@@ -249,3 +249,28 @@ def test_one_what_trains_cell_records_its_cost_and_what_it_made_the_lm_forget(se
     assert 0 < record["step_seconds"] < 5
     forgetting = record["text_perplexity"]
     assert forgetting["before"] < 10 and forgetting["after"] != forgetting["before"]
+
+
+def test_a_run_that_fails_is_one_line_and_the_grids_other_records_are_still_written(tmp_path, monkeypatch):
+    """One (cell, seed) raising must not lose the others' records (they took minutes each): the grid says which
+    failed, writes the rest, and ends in one line; a rerun trains only what is missing."""
+    import experiments.runner as runner
+    from experiments.grids import Cell
+    from training.config import TrainConfig
+
+    setup = runner.Setup("g", {"data": "shapes"}, "demo-pretrained", "demo", tmp_path / "r", tmp_path / "w", "cmd")
+    cells = [Cell(name, ({"lm": "pretrained"},), {}) for name in ("a", "b", "c")]
+
+    def fake_run_cell(setup, cell, seed):
+        if cell.name == "b":
+            raise ValueError("a bad setting")
+        key = runner.config_key(runner.cell_configs(setup, cell, seed))
+        return {"cell": cell.name, "seed": seed, "key": key, "metrics": {}, "shuffled": {}, "wall_seconds": 1}
+
+    monkeypatch.setattr(runner, "run_cell", fake_run_cell)
+    said = []
+    with pytest.raises(runner.UserError, match=r"^1 of 3 runs of g failed \(b seed 0\)"):
+        runner.run_grid(setup, cells, [0], jobs=1, say=said.append)
+    assert any(line.startswith("g b seed 0 failed: ValueError: a bad setting") for line in said)
+    assert sorted(p.name for p in (tmp_path / "r" / "g" / "cells").iterdir()) == ["a-seed0.json", "c-seed0.json"]
+    assert isinstance(runner.cell_configs(setup, cells[0], 0)[0], TrainConfig)

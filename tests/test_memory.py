@@ -221,3 +221,38 @@ def test_the_tables_cells_say_the_same(capsys):
     # decoder, trains, trainable, batch, peak, 24 GB, 80 GB, peak with checkpointing, 24 GB, 80 GB
     assert cells[1:5] == ["top 3", "409.7M", "32", "23.0"] and cells[5:7] == ["**no**", "yes"]
     assert cells[8:10] == ["yes", "yes"]
+
+
+def test_a_run_logs_its_estimate_before_loading_weights_and_warns_when_the_card_is_smaller(tmp_path, monkeypatch):
+    """`training.run.report_memory` reads only the decoder's config.json (no weights in the folder), logs the
+    estimate's line, and on a GPU smaller than the estimate says so in one warning line (the run goes on)."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from tiny_decoder import Qwen3Config
+    from training.config import TrainConfig
+    from training.run import report_memory
+
+    decoder = tmp_path / "qwen3-4b"
+    decoder.mkdir()
+    (decoder / "config.json").write_text(json.dumps(Qwen3Config.released("Qwen/Qwen3-4B-Base").to_dict()))
+    cfg = TrainConfig.from_dict({"decoder": str(decoder), "encoder": "vit", "batch_size": 32, "precision": "bf16"})
+    lines: list[tuple[str, str | None]] = []
+
+    def log(text: str, style: str | None = None) -> None:
+        lines.append((text, style))
+
+    card = SimpleNamespace(total_memory=24 * 2**30)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: card)
+    estimate = report_memory(cfg, torch.device("cuda"), True, log)
+    assert estimate is not None and estimate.peak() > 20 * 2**30  # 4B at batch 32, without checkpointing
+    assert lines[0][0].startswith("memory estimate (training/memory.py, docs/memory.md): ")
+    assert lines[1][0].startswith("warning: this run is estimated to need ") and lines[1][1] == "yellow"
+    lines.clear()
+    card.total_memory = 80 * 2**30
+    report_memory(cfg, torch.device("cuda"), True, log)
+    assert len(lines) == 1  # fits an 80 GB card: no warning
+    demo = TrainConfig.from_dict({"decoder": "demo", "encoder": "tiny"})
+    assert report_memory(demo, torch.device("cpu"), False, log) is None  # the demo's tiny pieces: no estimate

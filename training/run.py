@@ -56,14 +56,18 @@ from metrics.captioning import require_java
 from runtime.devices import frozen_dtype, resolve_device
 from runtime.distributed import Distributed, setup_distributed, teardown_distributed
 from runtime.signals import Stopped, StopSignals, signal_name
+from tiny_decoder import Qwen3Config
+from tiny_decoder.lora import parse_targets
 from training.config import RUN_KEYS, TrainConfig, test_config
-from training.decoders import build_decoder_and_tokenizer
+from training.decoders import BUILT_BY_THE_RUN, RANDOM_INIT, build_decoder_and_tokenizer
 from training.loop import Job, Position, train_epoch
+from training.memory import ENCODERS, Estimate, estimate_training, fits
 from training.optim import build_optimizer
 from training.preflight import check_run, checkpoint_to_init_from, checkpoint_to_test, run_to_resume
 from training.space import check_space
 from training.tracking import Log, SilentTracker, Tracker, format_metrics, log_samples, print_samples, write_metrics
 from vision import FeatureCache, MappedFeatures, build_clip_text
+from weights_loader import resolve_checkpoint
 
 
 @dataclass
@@ -110,6 +114,7 @@ def _run(cfg: TrainConfig, dist: Distributed) -> RunResult:
     val_records = splits.val[: cfg.eval_images or VAL_IMAGES_PER_EPOCH]
 
     # --- 3. model: decoder + tokenizer, frozen encoder, bridge ---------------------------------------------------------
+    report_memory(cfg, device, autocast, log)  # the estimate of this run's peak, before any weight is loaded
     decoder, tokenizer, decoder_source = build_decoder_and_tokenizer(cfg, splits, device, dist, log)
     model = build_vlm(cfg.model, decoder, device, seed=cfg.seed)
     model.decoder.gradient_checkpointing = cfg.grad_checkpointing
@@ -330,6 +335,34 @@ def describe_scheme(scheme: str, asked: str) -> str:
     how = "the data's own labels" if scheme == "karpathy" else "80/10/10 by image from the seed"
     chosen = ", chosen by --split auto" if asked == "auto" else ""
     return f"{scheme} split: {how}{chosen}"
+
+
+def report_memory(cfg: TrainConfig, device: torch.device, bf16: bool, log: Log) -> Estimate | None:
+    """Log training/memory.py's estimate of this run's peak memory on its device, from the decoder's config.json
+    alone (before any weight is loaded), and one warning line when the detected card holds less. None for the demo's
+    tiny pieces, which the estimator does not model (and which fit anywhere)."""
+    if cfg.model.encoder not in ENCODERS or cfg.decoder in BUILT_BY_THE_RUN:
+        return None
+    source = resolve_checkpoint(cfg.decoder.removeprefix(RANDOM_INIT), need="tokenizer")  # config.json, no weights
+    m = cfg.model
+    estimate = estimate_training(
+        Qwen3Config.from_json_file(source / "config.json"), batch_size=cfg.batch_size,
+        num_visual_tokens=m.num_visual_tokens, max_target_tokens=cfg.max_target_tokens, top_k=m.top_k,
+        lora_rank=m.lora_rank, lora_targets=parse_targets(m.lora_targets), grad_checkpointing=cfg.grad_checkpointing,
+        precision="bf16" if bf16 else "fp32", encoder=m.encoder, view=m.view, bridge_hidden_dim=m.bridge_hidden_dim,
+        beams=cfg.evaluation.beams, max_new_tokens=cfg.evaluation.max_new_tokens, device=device.type,
+    )  # fmt: skip
+    log(f"memory estimate (training/memory.py, docs/memory.md): {estimate.describe()}")
+    if device.type == "cuda":
+        capacity = torch.cuda.get_device_properties(device).total_memory
+        if not fits(estimate, capacity):
+            log(
+                f"warning: this run is estimated to need {estimate.peak() / 2**30:.1f} GiB and the GPU has "
+                f"{capacity / 2**30:.1f} GiB: it will likely run out of memory; lower --batch-size, add "
+                "--grad-checkpointing, or train fewer blocks (--top-k, --lora-rank); python -m bench.memory compares",
+                "yellow",
+            )
+    return estimate
 
 
 def load_init_weights(model: VisionLanguageModel, path: str) -> None:
