@@ -236,6 +236,9 @@ class TextTokenizer:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
 
+_REPORTED_EOS: set[tuple[str, int]] = set()  # (folder, id) whose other end-of-text was already reported
+
+
 def load_tokenizer(source: str | Path = DEFAULT_REPO) -> TextTokenizer:
     """The tokenizer of a checkpoint directory or hub repo, with end-of-text and pad ids.
 
@@ -276,7 +279,8 @@ def load_tokenizer(source: str | Path = DEFAULT_REPO) -> TextTokenizer:
     eos = token_id(END_OF_TEXT)
     if eos is None:
         eos = declared
-    elif declared is not None and declared != eos:
+    elif declared is not None and declared != eos and (str(path), declared) not in _REPORTED_EOS:
+        _REPORTED_EOS.add((str(path), declared))  # once per folder: preflight and the run both read the tokenizer
         logger.warning(
             "%s: %s is %d (%s); this project's captions end with %s (%d), which training and generation use",
             path, where, declared, tokenizer.id_to_token(declared), END_OF_TEXT, eos,

@@ -211,6 +211,9 @@ def test_a_post_trained_release_still_ends_captions_with_endoftext(qwen3_tokeniz
     [line] = [r.getMessage() for r in caplog.records]
     assert "config.json's eos_token_id is 151645 (<|im_end|>)" in line and "<|endoftext|> (151643)" in line
     assert "\n" not in line
+    with caplog.at_level(logging.WARNING, logger="weights_loader"):
+        load_tokenizer(folder)  # read again (train.py's checks, then the run): said once
+    assert len(caplog.records) == 1
 
 
 def test_a_base_release_ends_with_endoftext_and_says_nothing(qwen3_tokenizer_dir, tmp_path, caplog):
