@@ -20,7 +20,7 @@ writes a caption consistent with an earlier one only needs the bridge to supply 
 
 It also reads a second text, unrelated to the images: documents of weather reports (`demo/weather.py`), half as many
 as there are images. No vision-language run shows them, so their held-out perplexity before and after a run measures
-what learning to see costs the language model (`weather_perplexity`; `python -m experiments what-trains`).
+what learning to see costs the language model (`held_out_weather`; `python -m experiments what-trains`).
 
 What it learns, measured (EXPERIMENTS.md, which quotes its perplexities): the captions' language, the weather
 reports', and copying from context, which is what captioning needs. Binding an attribute to an object ("what colour is
@@ -235,15 +235,16 @@ def cache_key(train: Sequence[ImageRecord], settings: PretrainSettings, seed: in
     return digest.hexdigest()[:16]
 
 
-def weather_perplexity(
-    model: Qwen3ForCausalLM, tokenizer: TextTokenizer, seed: int, settings: PretrainSettings | None = None
-) -> float:
-    """The perplexity of `model` on held-out weather reports (demo/weather.py): documents of the pretraining
-    distribution that pretraining never read, and that no vision-language run shows. Before and after a run, the
-    forgetting measure."""
-    settings = settings or DEFAULT_SETTINGS
-    held_out = weather_documents(settings.held_out_weather, seed, held_out=True)
-    return text_perplexity(model, encode_texts(held_out, tokenizer), tokenizer.pad_id)
+def held_out_weather(seed: int, settings: PretrainSettings | None = None) -> list[str]:
+    """Held-out weather reports (demo/weather.py): documents of the pretraining distribution that pretraining never
+    read, and that no vision-language run shows. Their perplexity before and after a run is the forgetting measure
+    (`experiments/forgetting.py`)."""
+    return weather_documents((settings or DEFAULT_SETTINGS).held_out_weather, seed, held_out=True)
+
+
+def texts_perplexity(model: Qwen3ForCausalLM, tokenizer: TextTokenizer, texts: Sequence[str]) -> float:
+    """`text_perplexity` of plain texts, each a document ending with `<|endoftext|>`."""
+    return text_perplexity(model, encode_texts(texts, tokenizer), tokenizer.pad_id)
 
 
 def pretrained_demo_lm(
@@ -290,14 +291,14 @@ def _pretrain_demo_lm(
         unseen_order = np.random.default_rng([seed, 1_000_000])  # an item order no training epoch draws
         val_documents = encode_documents(val, tokenizer, unseen_order)
         random_perplexity = text_perplexity(model, val_documents, tokenizer.pad_id)
-        random_weather = weather_perplexity(model, tokenizer, seed, settings)
+        random_weather = texts_perplexity(model, tokenizer, held_out_weather(seed, settings))
         log(
             f"pretraining the demo LM on the text of {len(train):,} training images (no images) and "
             f"{len(weather):,} documents of weather reports"
         )
         pretrain(model, train, tokenizer, settings, seed, log, extra=encode_texts(weather, tokenizer))
         val_perplexity = text_perplexity(model, val_documents, tokenizer.pad_id)
-        held_out_weather = weather_perplexity(model, tokenizer, seed, settings)
+        weather_ppl = texts_perplexity(model, tokenizer, held_out_weather(seed, settings))
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - started
@@ -311,7 +312,7 @@ def _pretrain_demo_lm(
     info = {
         "val_perplexity": val_perplexity,
         "random_init_val_perplexity": random_perplexity,
-        "weather_perplexity": held_out_weather,
+        "weather_perplexity": weather_ppl,
         "random_init_weather_perplexity": random_weather,
         "vocab_size": tokenizer.vocab_size,
         "train_documents": len(train),
@@ -329,7 +330,7 @@ def _pretrain_demo_lm(
         os.replace(partial, directory)
     log(
         f"pretrained demo LM in {seconds:.0f} s: held-out text perplexity {val_perplexity:.2f} "
-        f"(random init {random_perplexity:.1f}), weather reports {held_out_weather:.2f} (random init "
+        f"(random init {random_perplexity:.1f}), weather reports {weather_ppl:.2f} (random init "
         f"{random_weather:.1f}) -> {directory}"
     )
     return directory

@@ -23,10 +23,10 @@ from typing import Any
 
 from checkpoints.restore import decoder_source, load_trained
 from checkpoints.store import list_checkpoints
-from demo.pretrain import DEFAULT_SETTINGS, DEMO_PRETRAINED, encode_texts, text_perplexity, weather_documents
+from demo.pretrain import DEMO_PRETRAINED, held_out_weather, texts_perplexity
 from training.config import TrainConfig
 from training.decoders import RANDOM_INIT
-from weights_loader import TextTokenizer, load_qwen3, resolve_checkpoint
+from weights_loader import load_qwen3, resolve_checkpoint
 
 OUT_OF_DOMAIN = Path(__file__).parent / "text" / "out_of_domain.txt"
 
@@ -34,17 +34,11 @@ OUT_OF_DOMAIN = Path(__file__).parent / "text" / "out_of_domain.txt"
 def held_out_text(config: TrainConfig) -> tuple[str, list[str]] | None:
     """(what it is, its documents) for the decoder of `config`, or None for a random decoder (nothing to forget)."""
     if config.decoder == DEMO_PRETRAINED:
-        return "held-out weather reports", weather_documents(
-            DEFAULT_SETTINGS.held_out_weather, config.seed, held_out=True
-        )
-    if config.decoder == "demo" or config.decoder.startswith(RANDOM_INIT):
+        return "held-out weather reports", held_out_weather(config.seed)
+    if config.decoder == "demo" or config.decoder.startswith(RANDOM_INIT):  # random weights
         return None
     lines = [line.strip() for line in OUT_OF_DOMAIN.read_text().splitlines() if line.strip()]
     return f"{OUT_OF_DOMAIN.name} (the tides)", lines
-
-
-def perplexity(decoder, tokenizer: TextTokenizer, texts: list[str]) -> float:
-    return text_perplexity(decoder, encode_texts(texts, tokenizer), tokenizer.pad_id)
 
 
 def text_perplexity_before_after(config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -60,6 +54,6 @@ def text_perplexity_before_after(config: TrainConfig, run_dir: Path) -> dict[str
     return {
         "text": what,
         "documents": len(texts),
-        "before": perplexity(base, tokenizer, texts),
-        "after": perplexity(model.decoder, tokenizer, texts),
+        "before": texts_perplexity(base, tokenizer, texts),
+        "after": texts_perplexity(model.decoder, tokenizer, texts),
     }

@@ -63,19 +63,26 @@ def check_run(cfg: TrainConfig) -> None:
         run_to_resume(cfg)  # raises when there is nothing to resume, or it was trained with other model settings
 
 
+def decoder_config(source: str) -> Qwen3Config:
+    """The `Qwen3Config` of `--decoder` from its config.json alone (a hub id: config and tokenizer are fetched, not
+    the weights), or the demo's architecture for the decoders the run builds from its data."""
+    if source in BUILT_BY_THE_RUN:
+        return demo_config()
+    path = resolve_checkpoint(source.removeprefix(RANDOM_INIT), need="tokenizer")  # a directory as is
+    return Qwen3Config.from_json_file(path / "config.json")
+
+
 def check_decoder(source: str, model: VLMConfig) -> None:
     """The decoder `source` (a hub id or a directory) has a readable config with at least `top_k` blocks (and layers
     the LoRA settings fit), its weights files (for a directory), and a tokenizer with a known end-of-text token."""
-    if source in BUILT_BY_THE_RUN:  # built from the data by the run, with the demo's architecture
-        check_top_k(model.top_k, demo_config().num_hidden_layers)
-        check_lora(model, demo_config())
+    config = decoder_config(source)
+    check_top_k(model.top_k, config.num_hidden_layers)
+    check_lora(model, config)
+    if source in BUILT_BY_THE_RUN:  # built from the data by the run: nothing on disk to check yet
         return
     random_init = source.startswith(RANDOM_INIT)
     source = source.removeprefix(RANDOM_INIT)
-    path = resolve_checkpoint(source, need="tokenizer")  # a directory as is; a hub id: config and tokenizer only
-    config = Qwen3Config.from_json_file(path / "config.json")
-    check_top_k(model.top_k, config.num_hidden_layers)
-    check_lora(model, config)
+    path = resolve_checkpoint(source, need="tokenizer")  # found again where decoder_config found it
     if Path(source).expanduser().is_dir() and not random_init:
         safetensors_files(path)  # a hub id's weights are fetched when the decoder is loaded
     try:

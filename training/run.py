@@ -56,18 +56,16 @@ from metrics.captioning import require_java
 from runtime.devices import frozen_dtype, resolve_device
 from runtime.distributed import Distributed, setup_distributed, teardown_distributed
 from runtime.signals import Stopped, StopSignals, signal_name
-from tiny_decoder import Qwen3Config
 from tiny_decoder.lora import parse_targets
 from training.config import RUN_KEYS, TrainConfig, test_config
-from training.decoders import BUILT_BY_THE_RUN, RANDOM_INIT, build_decoder_and_tokenizer
+from training.decoders import BUILT_BY_THE_RUN, build_decoder_and_tokenizer
 from training.loop import Job, Position, train_epoch
 from training.memory import ENCODERS, Estimate, estimate_training, fits
 from training.optim import build_optimizer
-from training.preflight import check_run, checkpoint_to_init_from, checkpoint_to_test, run_to_resume
+from training.preflight import check_run, checkpoint_to_init_from, checkpoint_to_test, decoder_config, run_to_resume
 from training.space import check_space
 from training.tracking import Log, SilentTracker, Tracker, format_metrics, log_samples, print_samples, write_metrics
 from vision import FeatureCache, MappedFeatures, build_clip_text
-from weights_loader import resolve_checkpoint
 
 
 @dataclass
@@ -343,10 +341,9 @@ def report_memory(cfg: TrainConfig, device: torch.device, bf16: bool, log: Log) 
     tiny pieces, which the estimator does not model (and which fit anywhere)."""
     if cfg.model.encoder not in ENCODERS or cfg.decoder in BUILT_BY_THE_RUN:
         return None
-    source = resolve_checkpoint(cfg.decoder.removeprefix(RANDOM_INIT), need="tokenizer")  # config.json, no weights
     m = cfg.model
     estimate = estimate_training(
-        Qwen3Config.from_json_file(source / "config.json"), batch_size=cfg.batch_size,
+        decoder_config(cfg.decoder), batch_size=cfg.batch_size,
         num_visual_tokens=m.num_visual_tokens, max_target_tokens=cfg.max_target_tokens, top_k=m.top_k,
         lora_rank=m.lora_rank, lora_targets=parse_targets(m.lora_targets), grad_checkpointing=cfg.grad_checkpointing,
         precision="bf16" if bf16 else "fp32", encoder=m.encoder, view=m.view, bridge_hidden_dim=m.bridge_hidden_dim,
